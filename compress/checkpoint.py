@@ -1,0 +1,112 @@
+"""Checkpoints: state_dict + channel plan + config, written atomically, read with weights_only."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import CheckpointError
+from compress.hyper import HyperGenerator
+from compress.models import build_generator, validate_plan
+from compress.plan import ChannelPlan
+
+FORMAT = "coronetgan.checkpoint"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the rebuilt model (`kind` "generator" or "hyper") and its metadata."""
+
+    kind: str
+    arch: str
+    plan: ChannelPlan
+    model: nn.Module
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call `write(file)` on a temp file beside `path`, fsync, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any] | None = None) -> Path:
+    """Save a generator built by `build_generator` or a `HyperGenerator` (atomically)."""
+    plan = getattr(model, "plan", None)
+    if not isinstance(plan, ChannelPlan):
+        raise CheckpointError("only generators built from a channel plan can be checkpointed")
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "hyper" if isinstance(model, HyperGenerator) else "generator",
+        "arch": model.arch,
+        "plan": plan.to_dict(),
+        "config": dict(config or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if isinstance(model, HyperGenerator):
+        payload["hyper"] = {"embedding_dim": model.embedding_dim, "threshold": model.threshold}
+    path = Path(path)
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint written by `save_checkpoint`, untrusted: `weights_only=True`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; run the search stage first or fix the path")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated/corrupt zip or pickle data
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({reason}); re-create it from its stage"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a CoroNet checkpoint (no {FORMAT!r} marker)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, this code reads {VERSION}")
+    try:
+        arch, kind = payload["arch"], payload["kind"]
+        plan = validate_plan(ChannelPlan.from_dict(payload["plan"]), arch)
+        if kind == "hyper":
+            meta = payload["hyper"]
+            model: nn.Module = HyperGenerator(arch, plan, int(meta["embedding_dim"]), float(meta["threshold"]))
+        elif kind == "generator":
+            model = build_generator(arch, plan)
+        else:
+            raise CheckpointError(f"{path} holds an unknown model kind {kind!r}")
+        state = payload["state_dict"]
+    except KeyError as exc:
+        raise CheckpointError(f"{path} lacks the field {exc.args[0]!r}; re-create it") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3]) or first[0]
+        raise CheckpointError(f"{path}: weights do not fit its plan ({detail[:200]})") from None
+    model.to(map_location)
+    return Checkpoint(kind, arch, plan, model, dict(payload.get("config", {})))

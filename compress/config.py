@@ -1,0 +1,123 @@
+"""Pipeline configuration: frozen dataclasses loaded from TOML; unknown keys are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compress.errors import ConfigError
+from compress.models import get_architecture
+from compress.search import SearchConfig
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """`arch` plus the architecture's sizes (e.g. ngf, n_blocks); unset sizes take defaults."""
+
+    arch: str = "resnet"
+    sizes: dict[str, int] = field(default_factory=lambda: {"ngf": 16, "n_blocks": 3})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: str = "builtin"
+    image_size: int = 64
+    n_train: int = 64
+    batch_size: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind != "builtin":
+            raise ConfigError(f"data kind {self.kind!r} is not supported yet; use 'builtin'")
+        for name in ("image_size", "n_train", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    seed: int = 0
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(where: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{where} must be a {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _section(cls: type, name: str, values: dict[str, Any]) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{name}] must be a table of keys")
+    defaults = cls()
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in allowed:
+            raise ConfigError(f"unknown key {key!r} in [{name}]; allowed: {', '.join(allowed)}")
+        kwargs[key] = _check_type(f"{name}.{key}", value, getattr(defaults, key))
+    return cls(**kwargs)
+
+
+def _model_section(values: dict[str, Any]) -> ModelConfig:
+    if not isinstance(values, dict):
+        raise ConfigError("[model] must be a table of keys")
+    values = dict(values)
+    arch = values.pop("arch", ModelConfig.arch)
+    defaults = get_architecture(str(arch)).default_sizes
+    for key, value in values.items():
+        if key not in defaults:
+            raise ConfigError(f"unknown key {key!r} in [model] for arch {arch!r}; allowed: arch, {', '.join(defaults)}")
+        _check_type(f"model.{key}", value, 0)
+    return ModelConfig(arch=str(arch), sizes=dict(values))
+
+
+def parse_config(data: dict[str, Any]) -> PipelineConfig:
+    sections = {"model", "data", "search"}
+    top = {"seed": 0, "device": "cpu"}
+    for key in data:
+        if key not in sections and key not in top:
+            raise ConfigError(f"unknown key {key!r} in the config; allowed: {', '.join(sorted(sections | set(top)))}")
+    kwargs: dict[str, Any] = {k: _check_type(k, data[k], top[k]) for k in top if k in data}
+    if kwargs.get("device", "cpu") not in ("cpu", "cuda") and not str(kwargs["device"]).startswith("cuda:"):
+        raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {kwargs['device']!r}")
+    return PipelineConfig(
+        model=_model_section(data.get("model", {"arch": "resnet", "ngf": 16, "n_blocks": 3})),
+        data=_section(DataConfig, "data", data.get("data", {})),
+        search=_section(SearchConfig, "search", data.get("search", {})),
+        **kwargs,
+    )
+
+
+def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> PipelineConfig:
+    """Read a TOML config (None: all defaults) and apply `{section: {key: value}}` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    return parse_config(data)

@@ -1,0 +1,112 @@
+"""The hyper generator: every conv weight generated from per-group latent vectors, and the
+proximal (soft-thresholding) step that sparsifies those latents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from compress.layers import HyperLayers
+from compress.models import get_architecture, validate_plan
+from compress.plan import ChannelPlan
+
+
+class HyperGenerator(nn.Module):
+    """A generator of family `arch` whose conv weights come from a hypernetwork.
+
+    One latent vector per channel group (initialised N(0, 1)); a channel whose |z| is at most
+    `threshold` is pruned and its output is masked to exactly zero after its norm and
+    activation, so this network computes exactly what `slim_generator` will produce.
+    """
+
+    def __init__(self, arch: str, plan: ChannelPlan, embedding_dim: int = 8, threshold: float = 0.0) -> None:
+        super().__init__()
+        validate_plan(plan, arch)
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold}")
+        self.arch = arch
+        self.plan = plan
+        self.embedding_dim = embedding_dim
+        self.threshold = float(threshold)
+        self.latents = nn.ParameterDict({g: nn.Parameter(torch.randn(w)) for g, w in plan.widths.items()})
+        layers = HyperLayers(plan, embedding_dim, self._latent_of, self.keep_mask)
+        self.net = get_architecture(arch).module(layers)
+
+    def _latent_of(self, groups: tuple[str, ...]) -> torch.Tensor:
+        if len(groups) == 1:
+            return self.latents[groups[0]]
+        return torch.cat([self.latents[g] for g in groups])
+
+    def keep_mask(self, group: str) -> torch.Tensor:
+        """Boolean mask of the channels of `group` that survive pruning."""
+        z = self.latents[group]
+        if group in self.plan.fixed:
+            return torch.ones_like(z, dtype=torch.bool)
+        return z.detach().abs() > self.threshold
+
+    def kept_indices(self, group: str) -> torch.Tensor:
+        return torch.nonzero(self.keep_mask(group)).flatten()
+
+    def pruned_widths(self) -> dict[str, int]:
+        return {g: int(self.keep_mask(g).sum()) for g in self.plan.widths}
+
+    def pruned_plan(self) -> ChannelPlan:
+        """The plan of the slim generator this hyper generator currently stands for."""
+        widths = self.pruned_widths()
+        empty = [g for g, w in widths.items() if w == 0]
+        if empty:
+            raise ValueError(f"groups {empty} have no channel left; keep min_channels >= 1")
+        return self.plan.with_widths(widths)
+
+    @property
+    def prunable_groups(self) -> list[str]:
+        return self.plan.prunable
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def soft_threshold(z: torch.Tensor, shrink: float, min_keep: int = 1, threshold: float = 0.0) -> torch.Tensor:
+    """sign(z) * max(|z| - shrink, 0), except that if fewer than `min_keep` entries would stay
+    above `threshold`, the `min_keep` largest |z| keep their values (the group never empties)."""
+    out = torch.sign(z) * torch.clamp(z.abs() - shrink, min=0)
+    if int((out.abs() > threshold).sum()) < min_keep:
+        top = torch.topk(z.abs(), min(min_keep, z.numel())).indices
+        out[top] = z[top]
+    return out
+
+
+def shrunk_widths(
+    latents: Mapping[str, torch.Tensor],
+    groups: list[str],
+    shrink: float,
+    min_keep: int,
+    threshold: float,
+) -> dict[str, int]:
+    """The widths that `soft_threshold(..., shrink)` would leave, without changing anything."""
+    widths = {}
+    for g in groups:
+        mags = latents[g].detach().abs()
+        alive = int((mags > threshold).sum())
+        # The same expression as soft_threshold, so both agree to the last float bit.
+        survivors = int((torch.clamp(mags - shrink, min=0) > threshold).sum())
+        widths[g] = max(survivors, min(min_keep, alive))
+    return widths
+
+
+@torch.no_grad()
+def proximal_step(hyper: HyperGenerator, lam: float, lr: float, min_channels: int = 1) -> None:
+    """One proximal-gradient step for the L1 penalty lam*|z|_1: soft-threshold every prunable
+    latent by lam*lr. Each group's latent is one tensor, so shared latents are shrunk once."""
+    apply_shrink(hyper, lam * lr, min_channels)
+
+
+@torch.no_grad()
+def apply_shrink(hyper: HyperGenerator, shrink: float, min_channels: int = 1) -> None:
+    for g in hyper.prunable_groups:
+        z = hyper.latents[g]
+        z.copy_(soft_threshold(z, shrink, min_channels, hyper.threshold))

@@ -1,0 +1,200 @@
+"""The searching stage: train the hyper generator while the proximal step sparsifies its
+latents, and stop once the remaining MACs are inside [target - tolerance, target]."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress.errors import ConfigError, SearchMissError
+from compress.hyper import HyperGenerator, apply_shrink, shrunk_widths
+from compress.macs import MacCount, PlanCost
+from compress.plan import ChannelPlan
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How the search prunes. `lam` is the L1 weight of the latents: each step shrinks every
+    prunable latent entry by lam * lr, so a larger `lam` reaches the target in fewer steps."""
+
+    target_macs: float = 0.25
+    tolerance: float = 0.02
+    lam: float = 20.0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    max_steps: int = 2000
+    check_every: int = 1
+    min_channels: int = 1
+    embedding_dim: int = 8
+    allow_miss: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_macs <= 1:
+            raise ConfigError(f"target_macs must be in (0, 1] (the fraction of MACs kept), got {self.target_macs}")
+        if not 0 < self.tolerance < self.target_macs:
+            raise ConfigError(f"tolerance must be in (0, target_macs), got {self.tolerance}")
+        for name in ("lam", "lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_steps", "check_every", "min_channels", "embedding_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class SearchResult:
+    steps: int
+    ratio: float
+    reached: bool
+    plan: ChannelPlan
+    macs: MacCount
+    full_macs: MacCount
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "ratio": self.ratio,
+            "reached": self.reached,
+            "plan": self.plan.to_dict(),
+            "macs": self.macs.to_dict(),
+            "full_macs": self.full_macs.to_dict(),
+        }
+
+
+class ControlledPruner:
+    """The proximal step with a floor: a step that would take the remaining-MACs ratio below
+    target - tolerance shrinks only as far as the floor allows (the largest shrink, among the
+    points where a channel dies, that stays at or above the floor). Everywhere else it is the
+    plain soft threshold by lam * lr."""
+
+    def __init__(self, hyper: HyperGenerator, cost: PlanCost, config: SearchConfig) -> None:
+        self.hyper, self.cost, self.config = hyper, cost, config
+        self.floor = config.target_macs - config.tolerance
+        self.clamped_steps = 0
+
+    def _widths(self, shrink: float) -> dict[str, int]:
+        h = self.hyper
+        widths = dict(h.plan.widths)
+        widths.update(shrunk_widths(h.latents, h.prunable_groups, shrink, self.config.min_channels, h.threshold))
+        return widths
+
+    @torch.no_grad()
+    def step(self, lr: float) -> float:
+        """Apply the proximal step after an optimizer step; returns the new MACs ratio."""
+        shrink = self.config.lam * lr
+        if self.cost.ratio(self._widths(shrink)) < self.floor:
+            shrink = self._largest_safe_shrink(shrink)
+            self.clamped_steps += 1
+        apply_shrink(self.hyper, shrink, self.config.min_channels)
+        return self.ratio()
+
+    def _largest_safe_shrink(self, shrink: float) -> float:
+        h = self.hyper
+        deaths = torch.cat([(h.latents[g].detach().abs() - h.threshold) for g in h.prunable_groups])
+        breakpoints = sorted({float(d) for d in deaths if 0 < d < shrink})
+        lo, hi, best = 0, len(breakpoints) - 1, 0.0
+        while lo <= hi:  # the ratio only falls as the shrink grows
+            mid = (lo + hi) // 2
+            if self.cost.ratio(self._widths(breakpoints[mid])) >= self.floor:
+                best, lo = breakpoints[mid], mid + 1
+            else:
+                hi = mid - 1
+        return best
+
+    def ratio(self) -> float:
+        return self.cost.ratio(self.hyper.pruned_widths())
+
+    def in_window(self, ratio: float) -> bool:
+        return self.floor <= ratio <= self.config.target_macs
+
+
+TrainStep = Callable[[int], dict[str, float]]
+
+
+def run_search(
+    hyper: HyperGenerator,
+    train_step: TrainStep,
+    config: SearchConfig,
+    cost: PlanCost,
+    current_lr: Callable[[], float] | None = None,
+    log_path: Path | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """Alternate `train_step(step)` (one optimizer step of the GAN, returning its losses) with
+    the controlled proximal step until the MACs ratio lands in the target window."""
+    from tqdm import tqdm
+
+    pruner = ControlledPruner(hyper, cost, config)
+    lr_of = current_lr or (lambda: config.lr)
+    log: list[dict[str, Any]] = []
+    log_file = None
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(log_path, "w")  # noqa: SIM115 - closed in finally
+    ratio, reached, step = pruner.ratio(), False, 0
+    bar = tqdm(total=config.max_steps, desc="search", disable=not progress, leave=False)
+    try:
+        for step in range(1, config.max_steps + 1):
+            losses = train_step(step)
+            ratio = pruner.step(lr_of())
+            bar.update(1)
+            if step % config.check_every == 0 or step == config.max_steps:
+                reached = pruner.in_window(ratio)
+                record = {
+                    "step": step,
+                    "losses": {k: float(v) for k, v in losses.items()},
+                    "macs_ratio": ratio,
+                    "widths": hyper.pruned_widths(),
+                }
+                log.append(record)
+                if log_file is not None:
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                bar.set_postfix(ratio=f"{ratio:.3f}", target=config.target_macs)
+                if reached:
+                    break
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+    if not reached and not config.allow_miss:
+        raise SearchMissError(
+            f"the search stopped after {step} steps at a MACs ratio of {ratio:.4f}, outside "
+            f"[{pruner.floor:.4f}, {config.target_macs:.4f}]; raise max_steps or lam "
+            "(or pass --allow-miss to keep the result)"
+        )
+    plan = hyper.pruned_plan()
+    return SearchResult(step, ratio, reached, plan, cost.count(plan.widths), cost.full, log)
+
+
+def regression_train_step(
+    hyper: HyperGenerator,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    config: SearchConfig,
+) -> tuple[TrainStep, torch.optim.Optimizer]:
+    """An L1 image-to-image training step (A → B) with Adam; the GAN losses live elsewhere."""
+    optimizer = torch.optim.Adam(hyper.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+
+    def step(_: int) -> dict[str, float]:
+        a, b = next(batches)
+        loss = (hyper(a) - b).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError("the search loss is not finite; lower lr or lam")
+        return {"l1": loss.item()}
+
+    return step, optimizer
+
+
+def config_dict(config: SearchConfig) -> dict[str, Any]:
+    return asdict(config)

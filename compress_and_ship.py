@@ -1,0 +1,92 @@
+"""`compress-and-ship`: the pipeline command. It parses, builds a config, calls one library
+function per stage and prints; the work lives in the stage functions.
+
+Stages so far: search → slim. Export, device bench and reports join as they land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+STAGES = ("search", "slim")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="compress-and-ship",
+        description=(
+            "Compress an image-to-image GAN generator with CoroNetGAN: search a pruned channel "
+            "plan that keeps the requested fraction of MACs, then build the slim generator."
+        ),
+        epilog="Example: compress-and-ship configs/demo.toml --target-macs 0.25 --run-dir runs/demo",
+    )
+    p.add_argument("config", nargs="?", help="TOML config (see configs/demo.toml); default: built-in demo settings")
+    p.add_argument("--target-macs", type=float, help="fraction of the dense MACs to keep, e.g. 0.1 keeps 10%%")
+    p.add_argument("--max-steps", type=int, help="give up the search after this many steps")
+    p.add_argument("--allow-miss", action="store_true", help="keep the result even if the target is missed")
+    p.add_argument("--run-dir", default="runs/demo", help="where every stage writes its files (default: runs/demo)")
+    p.add_argument("--from", dest="from_stage", choices=STAGES, default=STAGES[0], help="first stage to run")
+    p.add_argument("--to", dest="to_stage", choices=STAGES, default=STAGES[-1], help="last stage to run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict]:
+    search = {}
+    if args.target_macs is not None:
+        search["target_macs"] = args.target_macs
+    if args.max_steps is not None:
+        search["max_steps"] = args.max_steps
+    if args.allow_miss:
+        search["allow_miss"] = True
+    return {"search": search} if search else {}
+
+
+def _gmacs(n: int) -> str:
+    return f"{n / 1e9:.3f} G"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from compress.config import load_config
+    from compress.errors import CoronetError
+    from compress.stages import search_stage, slim_stage
+
+    run_dir = Path(args.run_dir)
+    selected = STAGES[STAGES.index(args.from_stage) : STAGES.index(args.to_stage) + 1]
+    if not selected:
+        print("compress-and-ship: error: --from comes after --to; pick a stage range in order", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config, _overrides(args))
+        if "search" in selected:
+            t0 = time.perf_counter()
+            result = search_stage(config, run_dir, progress=not args.quiet)
+            print(
+                f"[search] reached MACs ratio {result.ratio:.4f} (target {config.search.target_macs}, "
+                f"tolerance {config.search.tolerance}) in {result.steps} steps, {time.perf_counter() - t0:.1f} s"
+            )
+        if "slim" in selected:
+            slim = slim_stage(run_dir)
+            print(f"[slim]   wrote {slim.path}; max |slim - hyper| = {slim.max_abs_diff:.2e}")
+            print("channel plan (kept/full):")
+            print(slim.plan.describe(slim.full_plan))
+            print(f"{'':14}{'dense':>12}{'slim':>12}{'ratio':>8}")
+            for label, key in (("MACs", "macs"), ("true MACs", "true_macs"), ("params", "params")):
+                dense, small = getattr(slim.full_macs, key), getattr(slim.macs, key)
+                fmt = _gmacs if key != "params" else (lambda n: f"{n / 1e6:.3f} M")
+                print(f"{label:<14}{fmt(dense):>12}{fmt(small):>12}{small / dense:>8.3f}")
+    except CoronetError as exc:
+        print(f"compress-and-ship: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("compress-and-ship: interrupted; finished stages are kept in the run directory", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Tiny generator configurations shared by the tests: every family, small widths, small inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import compress
+
+TINY = {
+    "resnet": ({"ngf": 8, "n_blocks": 2}, (2, 3, 32, 32)),
+    "unet": ({"ngf": 8, "num_downs": 5}, (2, 3, 32, 32)),
+    "dcgan": ({"ngf": 8, "nz": 16, "image_size": 16}, (2, 16, 1, 1)),
+}
+
+
+@pytest.fixture(params=sorted(TINY))
+def tiny(request):
+    """(arch, full plan, input shape) of a tiny generator of each family."""
+    arch = request.param
+    sizes, shape = TINY[arch]
+    return arch, compress.full_plan(arch, **sizes), shape
+
+
+def randomize_norms(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give BatchNorms non-trivial statistics and affine parameters, so slicing them matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g))

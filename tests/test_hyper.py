@@ -1,0 +1,141 @@
+import pytest
+import torch
+
+import compress
+from compress.hyper import apply_shrink
+from compress.layers import ChannelMask, HyperConv
+from compress.models import example_input_shape
+from tests.conftest import randomize_norms
+
+
+def _half_pruned(arch, plan, seed=0):
+    """A hyper generator whose latents are random with about half of each group pruned."""
+    torch.manual_seed(seed)
+    hyper = compress.HyperGenerator(arch, plan, embedding_dim=4, threshold=0.6745)  # P(|z|<=t) = 0.5
+    with torch.no_grad():
+        for g in plan.prunable:
+            hyper.latents[g][0] = 2.0  # no group empties
+    randomize_norms(hyper, seed)
+    return hyper.eval()
+
+
+def test_slim_equals_hyper(tiny):
+    arch, plan, shape = tiny
+    hyper = _half_pruned(arch, plan)
+    pruned = hyper.pruned_plan()
+    for g in plan.prunable:
+        assert 0 < pruned[g] < plan[g], g  # every prunable group, trunk and skips too, is cut
+    slim = compress.slim_generator(hyper)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        expected, got = hyper(x), slim(x)
+    assert expected.std() > 0.01  # a non-trivial output
+    assert (got - expected).abs().max() < 1e-5
+    assert slim.plan == pruned
+    assert not any(isinstance(m, HyperConv | ChannelMask) for m in slim.modules())
+    single = (1, *shape[1:])
+    assert compress.count_macs(slim, single) == compress.PlanCost(plan, single).count(pruned.widths)
+
+
+def test_slim_equals_hyper_in_training_mode_for_batchnorm():
+    plan = compress.full_plan("unet", ngf=8, num_downs=5)
+    hyper = _half_pruned("unet", plan)
+    hyper.train()
+    slim = compress.slim_generator(hyper)
+    assert slim.training
+    for m in [*hyper.modules(), *slim.modules()]:
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0  # dropout draws different masks for different widths
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert (slim(x) - hyper(x)).abs().max() < 1e-5
+
+
+def test_zero_latent_entry_gives_exactly_zero_channel():
+    plan = compress.full_plan("resnet", ngf=8, n_blocks=2)
+    torch.manual_seed(0)
+    hyper = compress.HyperGenerator("resnet", plan)
+    with torch.no_grad():
+        hyper.latents["trunk"][3] = 0.0
+    seen = []
+
+    def record(module, inputs, output):
+        seen.append((inputs[0][:, 3], output[:, 3]))
+
+    for m in hyper.modules():
+        if isinstance(m, ChannelMask) and m.group == "trunk":
+            m.register_forward_hook(record)
+    hyper(torch.randn(2, 3, 32, 32))
+    assert len(seen) == 1 + 2  # the down conv and both blocks write the trunk
+    for before, after in seen:
+        assert before.abs().max() > 0  # the mask, not luck, zeroes it
+        assert torch.equal(after, torch.zeros_like(after))
+
+
+def test_hypernetwork_parameters_per_conv():
+    plan = compress.full_plan("resnet", ngf=8, n_blocks=1)
+    for m in (3, 8):
+        hyper = compress.HyperGenerator("resnet", plan, embedding_dim=m)
+        convs = [mod for mod in hyper.modules() if isinstance(mod, HyperConv)]
+        assert len(convs) == 8
+        for conv in convs:
+            k2 = conv.spec.kernel**2
+            n = sum(p.numel() for p in conv.hypernet_parameters())
+            assert n == conv.in_width * conv.out_width * (1 + 2 * m + k2 * m + k2)
+
+
+def test_generated_weight_depends_on_the_latents():
+    plan = compress.full_plan("dcgan", ngf=8, nz=16, image_size=16)
+    hyper = compress.HyperGenerator("dcgan", plan)
+    conv = next(m for m in hyper.modules() if isinstance(m, HyperConv))
+    w = conv.generate_weight()
+    w.sum().backward()
+    assert hyper.latents[conv.spec.out_group].grad.abs().sum() > 0
+    assert w.shape == (conv.out_width, conv.in_width, 4, 4)
+
+
+def test_soft_threshold_closed_form():
+    z = torch.tensor([3.0, -2.0, 0.5, -0.25, 0.0, 1.0])
+    out = compress.soft_threshold(z, 0.75)
+    assert torch.equal(out, torch.tensor([2.25, -1.25, 0.0, 0.0, 0.0, 0.25]))
+
+
+def test_soft_threshold_keeps_min_channels():
+    z = torch.tensor([0.3, -0.9, 0.1, 0.5])
+    out = compress.soft_threshold(z, 1.0, min_keep=2)
+    assert torch.equal(out, torch.tensor([0.0, -0.9, 0.0, 0.5]))  # the two largest |z| stay
+
+
+def test_proximal_step_thresholds_shared_latents_once_and_keeps_min_channels():
+    plan = compress.full_plan("resnet", ngf=8, n_blocks=4)  # the trunk feeds 5 convs
+    torch.manual_seed(0)
+    hyper = compress.HyperGenerator("resnet", plan)
+    before = {g: hyper.latents[g].detach().clone() for g in plan.widths}
+    compress.proximal_step(hyper, lam=3.0, lr=0.1, min_channels=1)
+    for g in plan.prunable:
+        expected = torch.sign(before[g]) * torch.clamp(before[g].abs() - 0.3, min=0)
+        if (expected != 0).sum() >= 1:
+            assert torch.allclose(hyper.latents[g], expected), g
+    for g in plan.fixed:
+        assert torch.equal(hyper.latents[g], before[g])  # RGB is never pruned
+    apply_shrink(hyper, 100.0, min_channels=3)
+    assert all(w == 3 for g, w in hyper.pruned_widths().items() if g in plan.prunable)
+    assert compress.slim_generator(hyper).plan["trunk"] == 3
+
+
+def test_hyper_forward_runs_on_each_family(tiny):
+    arch, plan, shape = tiny
+    hyper = compress.HyperGenerator(arch, plan)
+    out = hyper(torch.randn(example_input_shape(plan, shape[-1], batch=2)))
+    assert out.shape[:2] == (2, 3)
+    out.mean().backward()
+    assert all(p.grad is not None for name, p in hyper.named_parameters() if name.endswith("W2"))
+
+
+def test_pruning_a_whole_group_is_refused():
+    plan = compress.full_plan("resnet", ngf=8, n_blocks=1)
+    hyper = compress.HyperGenerator("resnet", plan)
+    with torch.no_grad():
+        hyper.latents["up2"].zero_()
+    with pytest.raises(ValueError, match="up2"):
+        hyper.pruned_plan()

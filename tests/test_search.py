@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+import compress
+from compress.data import builtin_paired, random_batches
+from compress.search import ControlledPruner, SearchConfig, regression_train_step, run_search
+
+
+def _search(target, max_steps=300, seed=0, **overrides):
+    torch.manual_seed(seed)
+    plan = compress.full_plan("resnet", ngf=16, n_blocks=2)
+    hyper = compress.HyperGenerator("resnet", plan, embedding_dim=4)
+    config = SearchConfig(target_macs=target, tolerance=0.02, lam=50.0, lr=1e-3, max_steps=max_steps, **overrides)
+    a, b = builtin_paired(8, 32, seed=seed)
+    step, _ = regression_train_step(hyper, random_batches(a, b, 2, seed), config)
+    cost = compress.PlanCost(plan, (1, 3, 32, 32))
+    return hyper, cost, run_search(hyper, step, config, cost, progress=False)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.25, 0.1])
+def test_search_lands_inside_the_target_window(target, tmp_path):
+    hyper, cost, result = _search(target)
+    assert result.reached
+    assert target - 0.02 <= result.ratio <= target
+    slim = compress.slim_generator(hyper)
+    measured = compress.count_macs(slim, (1, 3, 32, 32)).macs / cost.full.macs
+    assert measured == pytest.approx(result.ratio, abs=1e-12)
+    assert all(record["macs_ratio"] >= target - 0.02 for record in result.log)  # never below the floor
+    assert result.log[0]["losses"]["l1"] > 0 and "trunk" in result.log[-1]["widths"]
+
+
+def test_a_missed_target_is_an_error_unless_allowed():
+    with pytest.raises(compress.SearchMissError, match="raise max_steps or lam"):
+        _search(0.1, max_steps=3)
+    _, _, result = _search(0.1, max_steps=3, allow_miss=True)
+    assert not result.reached and result.ratio > 0.1
+
+
+def test_pruner_never_steps_below_the_floor():
+    """One giant proximal step would prune everything; the floor stops it at the window."""
+    torch.manual_seed(0)
+    plan = compress.full_plan("unet", ngf=8, num_downs=5)
+    hyper = compress.HyperGenerator("unet", plan)
+    cost = compress.PlanCost(plan, (1, 3, 32, 32))
+    pruner = ControlledPruner(hyper, cost, SearchConfig(target_macs=0.3, tolerance=0.05, lam=1000.0, lr=1.0))
+    ratio = pruner.step(lr=1.0)
+    assert pruner.clamped_steps == 1
+    assert 0.25 <= ratio < 1.0
+
+
+def test_search_log_is_written_as_json_lines(tmp_path):
+    torch.manual_seed(0)
+    plan = compress.full_plan("resnet", ngf=8, n_blocks=1)
+    hyper = compress.HyperGenerator("resnet", plan)
+    config = SearchConfig(target_macs=0.5, lam=50.0, lr=1e-3, max_steps=200, check_every=2)
+    a, b = builtin_paired(4, 32)
+    step, _ = regression_train_step(hyper, random_batches(a, b, 2), config)
+    log = tmp_path / "log.jsonl"
+    result = run_search(hyper, step, config, compress.PlanCost(plan, (1, 3, 32, 32)), log_path=log, progress=False)
+    import json
+
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(2, result.steps + 1, 2))
+    assert records[-1]["macs_ratio"] == result.ratio
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("target_macs", 1.5, "target_macs must be in"),
+    ("tolerance", 0.0, "tolerance"),
+    ("lam", -1.0, "lam must be > 0"),
+    ("min_channels", 0, "min_channels"),
+])  # fmt: skip
+def test_search_config_validation(field, value, message):
+    with pytest.raises(compress.ConfigError, match=message):
+        SearchConfig(**{field: value})
