@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import compress  # noqa: E402
-from compress.search import make_adam  # noqa: E402
+import compress
+from compress.search import make_adam
 
 CONFIGS = {
     "tiny": {"arch": "resnet", "sizes": {"ngf": 16, "n_blocks": 9}, "image_size": 64},

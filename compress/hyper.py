@@ -8,6 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from compress.errors import PlanError
+from compress.hypernet import Hypernetwork
 from compress.layers import HyperLayers
 from compress.models import get_architecture, validate_plan
 from compress.plan import ChannelPlan
@@ -33,8 +35,19 @@ class HyperGenerator(nn.Module):
         self.embedding_dim = embedding_dim
         self.threshold = float(threshold)
         self.latents = nn.ParameterDict({g: nn.Parameter(torch.randn(w)) for g, w in plan.widths.items()})
-        layers = HyperLayers(plan, embedding_dim, self._latent_of, self.keep_mask)
+        layers = HyperLayers(plan, self._weight_of, self.keep_mask)
         self.net = get_architecture(arch).module(layers)
+        self.hypernet = Hypernetwork(layers.convs, embedding_dim)
+        self._weights: list[torch.Tensor] | None = None  # set for the duration of a forward
+
+    def generate_weights(self) -> list[torch.Tensor]:
+        """Every conv's current weight, (C_out, C_in, k, k), in the order of the convs."""
+        return self.hypernet.generate_all(self._latent_of)
+
+    def _weight_of(self, index: int) -> torch.Tensor:
+        if self._weights is not None:
+            return self._weights[index]
+        return self.hypernet.generate_one(index, self._latent_of)
 
     def _latent_of(self, groups: tuple[str, ...]) -> torch.Tensor:
         if len(groups) == 1:
@@ -52,14 +65,16 @@ class HyperGenerator(nn.Module):
         return torch.nonzero(self.keep_mask(group)).flatten()
 
     def pruned_widths(self) -> dict[str, int]:
-        return {g: int(self.keep_mask(g).sum()) for g in self.plan.widths}
+        groups = list(self.plan.widths)
+        counts = torch.stack([self.keep_mask(g).sum() for g in groups]).tolist()  # one sync
+        return dict(zip(groups, counts, strict=True))
 
     def pruned_plan(self) -> ChannelPlan:
         """The plan of the slim generator this hyper generator currently stands for."""
         widths = self.pruned_widths()
         empty = [g for g, w in widths.items() if w == 0]
         if empty:
-            raise ValueError(f"groups {empty} have no channel left; keep min_channels >= 1")
+            raise PlanError(f"groups {empty} have no channel left; keep min_channels >= 1")
         return self.plan.with_widths(widths)
 
     @property
@@ -67,17 +82,22 @@ class HyperGenerator(nn.Module):
         return self.plan.prunable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        self._weights = self.generate_weights()
+        try:
+            return self.net(x)
+        finally:
+            self._weights = None
 
 
 def soft_threshold(z: torch.Tensor, shrink: float, min_keep: int = 1, threshold: float = 0.0) -> torch.Tensor:
     """sign(z) * max(|z| - shrink, 0), except that if fewer than `min_keep` entries would stay
-    above `threshold`, the `min_keep` largest |z| keep their values (the group never empties)."""
+    above `threshold`, the `min_keep` largest |z| keep their values (the group never empties).
+    No host-device sync: the fallback is selected with `torch.where`."""
     out = torch.sign(z) * torch.clamp(z.abs() - shrink, min=0)
-    if int((out.abs() > threshold).sum()) < min_keep:
-        top = torch.topk(z.abs(), min(min_keep, z.numel())).indices
-        out[top] = z[top]
-    return out
+    too_few = (out.abs() > threshold).sum() < min_keep
+    top = torch.zeros_like(z, dtype=torch.bool)
+    top[torch.topk(z.abs(), min(min_keep, z.numel())).indices] = True
+    return torch.where(top & too_few, z, out)
 
 
 def shrunk_widths(
@@ -88,14 +108,14 @@ def shrunk_widths(
     threshold: float,
 ) -> dict[str, int]:
     """The widths that `soft_threshold(..., shrink)` would leave, without changing anything."""
-    widths = {}
+    counts = []
     for g in groups:
         mags = latents[g].detach().abs()
-        alive = int((mags > threshold).sum())
+        alive = (mags > threshold).sum()
         # The same expression as soft_threshold, so both agree to the last float bit.
-        survivors = int((torch.clamp(mags - shrink, min=0) > threshold).sum())
-        widths[g] = max(survivors, min(min_keep, alive))
-    return widths
+        survivors = (torch.clamp(mags - shrink, min=0) > threshold).sum()
+        counts.append(torch.maximum(survivors, alive.clamp(max=min_keep)))
+    return dict(zip(groups, torch.stack(counts).tolist(), strict=True))  # one sync for all groups
 
 
 @torch.no_grad()

@@ -72,8 +72,11 @@ class SearchResult:
 class ControlledPruner:
     """The proximal step with a floor: a step that would take the remaining-MACs ratio below
     target - tolerance shrinks only as far as the floor allows (the largest shrink, among the
-    points where a channel dies, that stays at or above the floor). Everywhere else it is the
-    plain soft threshold by lam * lr."""
+    points where a channel dies, that stays at or above the floor). If the ratio is then still
+    above the target, the channel next in line costs more MACs than the window is wide, so the
+    cheapest way into the window is taken instead: the smallest-|z| channels whose removal keeps
+    the ratio at or above the floor are pruned, until the ratio is at most the target.
+    Everywhere else it is the plain soft threshold by lam * lr."""
 
     def __init__(self, hyper: HyperGenerator, cost: PlanCost, config: SearchConfig) -> None:
         self.hyper, self.cost, self.config = hyper, cost, config
@@ -90,11 +93,28 @@ class ControlledPruner:
     def step(self, lr: float) -> float:
         """Apply the proximal step after an optimizer step; returns the new MACs ratio."""
         shrink = self.config.lam * lr
-        if self.cost.ratio(self._widths(shrink)) < self.floor:
-            shrink = self._largest_safe_shrink(shrink)
-            self.clamped_steps += 1
-        apply_shrink(self.hyper, shrink, self.config.min_channels)
+        if self.cost.ratio(self._widths(shrink)) >= self.floor:
+            apply_shrink(self.hyper, shrink, self.config.min_channels)
+            return self.ratio()
+        self.clamped_steps += 1
+        apply_shrink(self.hyper, self._largest_safe_shrink(shrink), self.config.min_channels)
+        if self.ratio() > self.config.target_macs:
+            self._land_in_window()
         return self.ratio()
+
+    def _land_in_window(self) -> None:
+        h = self.hyper
+        widths = h.pruned_widths()
+        live = [(float(h.latents[g][i].abs()), g, int(i)) for g in h.prunable_groups for i in h.kept_indices(g)]
+        for _, g, i in sorted(live):
+            if widths[g] <= self.config.min_channels:
+                continue
+            trial = {**widths, g: widths[g] - 1}
+            if self.cost.ratio(trial) >= self.floor:
+                h.latents[g][i] = 0.0
+                widths = trial
+                if self.cost.ratio(widths) <= self.config.target_macs:
+                    return
 
     def _largest_safe_shrink(self, shrink: float) -> float:
         h = self.hyper

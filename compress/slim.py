@@ -31,13 +31,14 @@ def slim_generator(hyper: HyperGenerator) -> nn.Module:
     first = next(hyper.parameters())
     slim.to(device=first.device, dtype=first.dtype)
     targets = dict(slim.named_modules())
+    weights = hyper.generate_weights()
     for name, module in hyper.net.named_modules():
         target = targets[name]
         if isinstance(module, HyperConv):
             spec = module.spec
             out_idx = hyper.kept_indices(spec.out_group)
             in_idx = _input_indices(hyper, spec.in_groups)
-            weight = module.generate_weight()[out_idx][:, in_idx]
+            weight = weights[module.index][out_idx][:, in_idx]
             target.weight.copy_(weight.transpose(0, 1) if spec.transposed else weight)
             if module.bias is not None:
                 target.bias.copy_(module.bias[out_idx])

@@ -73,15 +73,40 @@ def test_zero_latent_entry_gives_exactly_zero_channel():
 
 
 def test_hypernetwork_parameters_per_conv():
-    plan = compress.full_plan("resnet", ngf=8, n_blocks=1)
+    """Each conv's weight depends on exactly C_in*C_out*(1 + 2m + k^2 m + k^2) hypernetwork
+    entries (those with a non-zero gradient), and the hypernetwork holds nothing else."""
+    plan = compress.full_plan("resnet", ngf=4, n_blocks=1)
     for m in (3, 8):
+        torch.manual_seed(0)
         hyper = compress.HyperGenerator("resnet", plan, embedding_dim=m)
         convs = [mod for mod in hyper.modules() if isinstance(mod, HyperConv)]
         assert len(convs) == 8
+        expected = []
         for conv in convs:
             k2 = conv.spec.kernel**2
-            n = sum(p.numel() for p in conv.hypernet_parameters())
-            assert n == conv.in_width * conv.out_width * (1 + 2 * m + k2 * m + k2)
+            expected.append(conv.in_width * conv.out_width * (1 + 2 * m + k2 * m + k2))
+            hyper.zero_grad(set_to_none=True)
+            weight = conv.generate_weight()
+            (weight * torch.randn_like(weight)).sum().backward()
+            touched = sum(int((p.grad != 0).sum()) for p in hyper.hypernet.parameters() if p.grad is not None)
+            assert touched == expected[-1], conv
+            assert sum(p.numel() for p in hyper.hypernet.conv_parameters(conv.index)) == expected[-1]
+        assert sum(p.numel() for p in hyper.hypernet.parameters()) == sum(expected)
+
+
+@pytest.mark.parametrize(("arch", "sizes", "kernels"), [
+    ("unet", {"ngf": 4, "num_downs": 5}, {4}),
+    ("resnet", {"ngf": 4, "n_blocks": 2}, {3, 7}),
+])  # fmt: skip
+def test_batched_and_single_weight_generation_agree(arch, sizes, kernels):
+    hyper = compress.HyperGenerator(arch, compress.full_plan(arch, **sizes))
+    batched = hyper.hypernet.generate_all(hyper._latent_of, batched=True)  # the GPU path
+    convs = [m for m in hyper.modules() if isinstance(m, HyperConv)]
+    assert len(batched) == len(convs) and {w.shape[-1] for w in batched} == kernels
+    for conv in convs:
+        assert torch.allclose(conv.generate_weight(), batched[conv.index], atol=1e-6)
+    sum(w.sum() for w in batched).backward()
+    assert all(p.grad is not None for p in hyper.hypernet.parameters())
 
 
 def test_generated_weight_depends_on_the_latents():

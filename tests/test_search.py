@@ -48,6 +48,20 @@ def test_pruner_never_steps_below_the_floor():
     assert 0.25 <= ratio < 1.0
 
 
+def test_pruner_lands_when_the_next_channel_costs_more_than_the_window():
+    """With ngf 4 a trunk channel is worth ~5 % of the MACs; a 1 % window is still reached."""
+    torch.manual_seed(0)
+    plan = compress.full_plan("resnet", ngf=4, n_blocks=2)
+    hyper = compress.HyperGenerator("resnet", plan)
+    cost = compress.PlanCost(plan, (1, 3, 32, 32))
+    with torch.no_grad():
+        hyper.latents["trunk"].copy_(torch.linspace(0.01, 0.16, 16))  # the first to go
+    pruner = ControlledPruner(hyper, cost, SearchConfig(target_macs=0.6, tolerance=0.01, lam=1.0, lr=1.0))
+    ratio = pruner.step(lr=1.0)
+    assert 0.59 <= ratio <= 0.6
+    assert pruner.in_window(ratio)
+
+
 def test_search_log_is_written_as_json_lines(tmp_path):
     torch.manual_seed(0)
     plan = compress.full_plan("resnet", ngf=8, n_blocks=1)
