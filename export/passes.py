@@ -1,0 +1,174 @@
+"""Export passes: rewrite a plain generator into an equivalent one that converters lower to few,
+delegate-friendly ops. Each pass returns a new module (the input is not touched) that computes
+the same function up to float32 rounding; tests check each one alone.
+
+Why these (measured with litert-torch 0.10 / XNNPACK here):
+- `ConvTranspose2d(k3, s2, p1, output_padding=1)` does not convert at all ("failed to legalize
+  mhlo.convolution"); an unpadded transposed conv followed by a crop does.
+- `ReflectionPad2d` lowers to MIRROR_PAD, which XNNPACK does not take: every pad split the graph
+  into another delegate partition. Slices and concatenations of at most 5 inputs are taken.
+- `InstanceNorm2d` lowers with two TRANSPOSEs around every norm; the same arithmetic written with
+  MEAN over the spatial axes needs none.
+- Inference-mode BatchNorm after a conv is a per-channel affine map: folded into the conv.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+Pass = Callable[[nn.Module], nn.Module]
+
+
+class Crop2d(nn.Module):
+    """Drop `top`/`bottom` rows and `left`/`right` columns (static sizes)."""
+
+    def __init__(self, top: int, bottom: int, left: int, right: int) -> None:
+        super().__init__()
+        self.top, self.bottom, self.left, self.right = top, bottom, left, right
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        return x[..., self.top : h - self.bottom, self.left : w - self.right]
+
+
+class SliceReflectionPad2d(nn.Module):
+    """Reflection padding as single-row/column slices and concatenations.
+
+    XNNPACK takes a concatenation of at most 5 inputs, and the converter merges nested
+    concatenations along one axis, so a pad of 3 done per axis (7 inputs) left the delegate.
+    Padding one side at a time, alternating axes (top, left, bottom, right), keeps every
+    concatenation at p + 1 inputs; reflection padding is separable, so the result is the same.
+    """
+
+    def __init__(self, padding: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.left, self.right, self.top, self.bottom = padding
+
+    @staticmethod
+    def _before(x: torch.Tensor, dim: int, p: int) -> torch.Tensor:
+        return torch.cat([x.narrow(dim, i, 1) for i in range(p, 0, -1)] + [x], dim) if p else x
+
+    @staticmethod
+    def _after(x: torch.Tensor, dim: int, p: int) -> torch.Tensor:
+        n = x.shape[dim]
+        return torch.cat([x] + [x.narrow(dim, n - 1 - i, 1) for i in range(1, p + 1)], dim) if p else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._before(x, -2, self.top)
+        x = self._before(x, -1, self.left)
+        x = self._after(x, -2, self.bottom)
+        return self._after(x, -1, self.right)
+
+
+class MeanInstanceNorm2d(nn.Module):
+    """InstanceNorm2d (inference) as mean / squared deviation / rsqrt over the spatial axes."""
+
+    def __init__(self, eps: float, weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = None if weight is None else nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean((2, 3), keepdim=True)
+        var = (centred * centred).mean((2, 3), keepdim=True)
+        y = centred * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return y
+
+
+def _replace(model: nn.Module, make: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
+    """A deep copy of `model` in which every submodule `m` with `make(m)` not None is replaced."""
+    model = copy.deepcopy(model)
+
+    def visit(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            new = make(child)
+            if new is not None:
+                setattr(parent, name, new)
+            else:
+                visit(child)
+
+    visit(model)
+    return model
+
+
+def transposed_conv_without_padding(model: nn.Module) -> nn.Module:
+    def make(m: nn.Module) -> nn.Module | None:
+        if not isinstance(m, nn.ConvTranspose2d) or (m.padding == (0, 0) and m.output_padding == (0, 0)):
+            return None
+        if m.groups != 1 or m.dilation != (1, 1):
+            return None
+        bare = nn.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, bias=m.bias is not None)
+        bare.weight = nn.Parameter(m.weight.detach().clone())
+        if m.bias is not None:
+            bare.bias = nn.Parameter(m.bias.detach().clone())
+        (ph, pw), (oh, ow) = m.padding, m.output_padding
+        return nn.Sequential(bare, Crop2d(ph, ph - oh, pw, pw - ow))
+
+    return _replace(model, make)
+
+
+def reflection_pad_as_slices(model: nn.Module) -> nn.Module:
+    def make(m: nn.Module) -> nn.Module | None:
+        return SliceReflectionPad2d(tuple(m.padding)) if isinstance(m, nn.ReflectionPad2d) else None
+
+    return _replace(model, make)
+
+
+def instance_norm_as_mean(model: nn.Module) -> nn.Module:
+    def make(m: nn.Module) -> nn.Module | None:
+        if not isinstance(m, nn.InstanceNorm2d) or m.track_running_stats:
+            return None
+        return MeanInstanceNorm2d(m.eps, m.weight if m.affine else None, m.bias if m.affine else None)
+
+    return _replace(model, make)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every inference-mode BatchNorm2d that directly follows a conv in a Sequential (identity
+    modules in between are skipped) into that conv; the BatchNorm becomes an identity."""
+    model = copy.deepcopy(model).eval()
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        conv: nn.Module | None = None
+        for name, child in list(seq.named_children()):
+            if isinstance(child, nn.Conv2d | nn.ConvTranspose2d) and child.groups == 1:
+                conv = child
+            elif isinstance(child, nn.BatchNorm2d) and conv is not None and child.track_running_stats:
+                scale = child.weight / torch.sqrt(child.running_var + child.eps)
+                shift = child.bias - child.running_mean * scale
+                out_dim = 1 if isinstance(conv, nn.ConvTranspose2d) else 0
+                shape = [1] * conv.weight.dim()
+                shape[out_dim] = -1
+                conv.weight.mul_(scale.view(shape))
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
+                conv.bias = nn.Parameter(bias * scale + shift)
+                setattr(seq, name, nn.Identity())
+                conv = None
+            elif not isinstance(child, nn.Identity):
+                conv = None
+    return model
+
+
+# Passes for each target, in order. ONNX Runtime has fast native Pad(reflect),
+# InstanceNormalization and padded ConvTranspose kernels, so ONNX only folds constants.
+ONNX_PASSES: tuple[Pass, ...] = (fold_batchnorm,)
+TFLITE_PASSES: tuple[Pass, ...] = (
+    fold_batchnorm,
+    transposed_conv_without_padding,
+    reflection_pad_as_slices,
+    instance_norm_as_mean,
+)
+
+
+def apply_passes(model: nn.Module, passes: tuple[Pass, ...]) -> nn.Module:
+    out = model
+    for p in passes:
+        out = p(out)
+    return out.eval()
