@@ -1,0 +1,212 @@
+"""A bundle: the exported files of one generator and `manifest.json`, written last.
+
+A folder without a manifest, or whose files do not match it, is incomplete: an interrupted export
+never looks finished. Exporting again into a folder first removes its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.checkpoint import atomic_write_bytes, load_checkpoint
+from compress.hyper import HyperGenerator
+from compress.macs import count_macs
+from compress.models import example_input_shape
+from compress.plan import ChannelPlan
+from compress.slim import slim_generator
+from export.errors import ExportError, IncompleteBundleError
+from export.onnx_export import to_onnx
+from export.parity import check_parity, random_inputs
+from export.runtimes import make_runner
+from export.structure import check_structure
+from export.tflite_export import PRECISIONS, to_tflite, xnnpack_partitions
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+FILENAMES = {"onnx": "model.onnx", "tflite": "model.tflite"}
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tool_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> Bundle:
+        """Read a finished bundle; with `verify`, check every file's size and SHA-256."""
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise IncompleteBundleError(f"{path} has no {MANIFEST}: the export did not finish; export it again")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise IncompleteBundleError(f"{manifest_path} is not valid JSON ({exc}); export again") from None
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise IncompleteBundleError(f"{manifest_path} has schema {manifest.get('schema_version')}, expected 1")
+        if verify:
+            for runtime, entry in manifest["files"].items():
+                file = path / entry["path"]
+                if not file.is_file() or file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
+                    raise IncompleteBundleError(f"{file} does not match {MANIFEST} ({runtime}); export again")
+        return cls(path, manifest)
+
+    @property
+    def plan(self) -> ChannelPlan:
+        return ChannelPlan.from_dict(self.manifest["model"]["plan"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["input"]["shape"])
+
+    @property
+    def runtimes(self) -> list[str]:
+        return list(self.manifest["files"])
+
+    def file(self, runtime: str) -> Path:
+        if runtime not in self.manifest["files"]:
+            raise ExportError(f"the bundle {self.path} has no {runtime} file; it has {', '.join(self.runtimes)}")
+        return self.path / self.manifest["files"][runtime]["path"]
+
+    def runner(self, runtime: str, threads: int = 1):
+        layout = self.manifest["files"][runtime].get("layout", "NCHW")
+        return make_runner(runtime, self.file(runtime), threads, layout)
+
+    def run(self, x: np.ndarray, runtime: str) -> np.ndarray:
+        """One inference: NCHW float32 in, NCHW out, whatever the file's own layout."""
+        return self.runner(runtime)(x)
+
+
+def _load_source(source: str | Path | nn.Module) -> tuple[nn.Module, dict[str, Any], dict[str, Any] | None]:
+    """(plain generator in eval mode, its training config, source checkpoint record)."""
+    if isinstance(source, nn.Module):
+        if not isinstance(getattr(source, "plan", None), ChannelPlan):
+            raise ExportError("export needs a generator built from a channel plan (build_generator or slim_generator)")
+        model, config, record = source, {}, None
+    else:
+        path = Path(source)
+        loaded = load_checkpoint(path)
+        model, config = loaded.model, loaded.config
+        record = {"path": str(path), "sha256": sha256_file(path), "kind": loaded.kind}
+    if isinstance(model, HyperGenerator):
+        model = slim_generator(model.eval())
+    return model.eval(), config, record
+
+
+def _check_input(model: nn.Module, shape: tuple[int, ...]) -> None:
+    plan: ChannelPlan = model.plan
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(shape))
+    except RuntimeError as exc:
+        raise ExportError(
+            f"the {plan.arch} generator cannot take an input of shape {list(shape)} "
+            f"({str(exc).splitlines()[0][:120]}); pick another --image-size"
+        ) from None
+    if plan.arch != "dcgan" and out.shape[-2:] != shape[-2:]:
+        factor = 4 if plan.arch == "resnet" else 2 ** plan.sizes["num_downs"]
+        raise ExportError(
+            f"the {plan.arch} generator maps {shape[-1]}x{shape[-2]} to {out.shape[-1]}x{out.shape[-2]}; "
+            f"use an image size that is a multiple of {factor}"
+        )
+
+
+def export_bundle(
+    source: str | Path | nn.Module,
+    out_dir: str | Path,
+    targets: tuple[str, ...] = ("onnx", "tflite"),
+    image_size: int | None = None,
+    precision: str = "fp32",
+    layout: str = "NCHW",
+    parity_inputs: int = 3,
+    progress: bool = False,
+) -> Bundle:
+    """Export a slim (or dense) generator, check every file, and write the manifest last.
+
+    `source` is a generator module or a checkpoint path (a hyper checkpoint is slimmed first).
+    """
+    unknown = [t for t in targets if t not in FILENAMES]
+    if unknown or not targets:
+        raise ExportError(f"unknown export targets {unknown or '(none)'}; choose from onnx, tflite")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    model, config, source_record = _load_source(source)
+    plan: ChannelPlan = model.plan
+    size = image_size or int(config.get("data", {}).get("image_size", 256))
+    shape = example_input_shape(plan, size)
+    _check_input(model, shape)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is incomplete
+    inputs = random_inputs(shape, parity_inputs, noise=plan.arch == "dcgan")
+    files: dict[str, Any] = {}
+    parity: dict[str, Any] = {}
+    structure: dict[str, Any] = {}
+    from tqdm import tqdm
+
+    for target in tqdm(targets, desc="export", disable=not progress, leave=False):
+        if target == "onnx":
+            written = to_onnx(model, out, shape, filename=FILENAMES["onnx"])
+            entry = {"opset": written.opset, "simplified": written.simplified, "warnings": written.warnings}
+            file_precision, file_layout = "fp32", "NCHW"
+        else:
+            written = to_tflite(model, out, shape, precision=precision, layout=layout, filename=FILENAMES["tflite"])
+            entry = {"xnnpack_partitions": xnnpack_partitions(written.path)}
+            file_precision, file_layout = precision, layout
+        structure[target] = check_structure(written.path, target, plan).to_dict()
+        runner = make_runner(target, written.path, threads=1, layout=file_layout)
+        parity[target] = check_parity(model, runner, inputs, target, file_precision).to_dict()
+        files[target] = {
+            "path": written.path.name,
+            "sha256": sha256_file(written.path),
+            "bytes": written.path.stat().st_size,
+            "precision": file_precision,
+            "layout": file_layout,
+            **entry,
+        }
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": {"arch": plan.arch, "plan": plan.to_dict()},
+        "input": {"shape": list(shape), "layout": "NCHW", "dtype": "float32"},
+        "cost": count_macs(model, shape).to_dict(),
+        "files": files,
+        "parity": parity,
+        "structure": structure,
+        "tools": tool_versions(),
+        "source": source_record,
+    }
+    atomic_write_bytes(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))
+    return Bundle(out, manifest)
+
+

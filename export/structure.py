@@ -1,0 +1,93 @@
+"""Structure check on the exported files themselves: every conv has the slim plan's channel
+counts, and no output channel's weights are all zero (a pruned channel that was not removed)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compress.models import build_generator
+from compress.plan import ChannelPlan
+from export.errors import StructureError
+
+# (transposed, C_out, C_in, k)
+ConvShape = tuple[bool, int, int, int]
+
+
+@dataclass(frozen=True)
+class StructureReport:
+    convs: int
+    ok: bool
+
+    def to_dict(self) -> dict:
+        return {"convs": self.convs, "ok": self.ok}
+
+
+def expected_convs(plan: ChannelPlan) -> Counter:
+    model = build_generator(plan.arch, plan)
+    shapes = [
+        (m.spec.transposed, plan[m.spec.out_group], plan.in_width(m.spec), m.spec.kernel)
+        for m in model.modules()
+        if hasattr(m, "spec")
+    ]
+    return Counter(shapes)
+
+
+def _zero_channels(weight: np.ndarray, out_axis: int) -> list[int]:
+    moved = np.moveaxis(weight, out_axis, 0).reshape(weight.shape[out_axis], -1)
+    return [int(i) for i in np.flatnonzero(~moved.any(axis=1))]
+
+
+def onnx_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
+    """(shape, zero output channels) of every Conv / ConvTranspose in an ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {init.name: init for init in graph.initializer}
+    found = []
+    for node in graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose") or node.input[1] not in weights:
+            continue
+        w = numpy_helper.to_array(weights[node.input[1]])
+        transposed = node.op_type == "ConvTranspose"
+        c_in, c_out = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
+        found.append(((transposed, c_out, c_in, w.shape[2]), _zero_channels(w, 1 if transposed else 0)))
+    return found
+
+
+def tflite_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
+    """The same for CONV_2D / TRANSPOSE_CONV of a TFLite file (weights are O x kh x kw x I)."""
+    from export.tflite_export import interpreter
+
+    it = interpreter(path, xnnpack=False)
+    found = []
+    for op in it._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "TRANSPOSE_CONV"):
+            continue
+        w = it.get_tensor(int(op["inputs"][1]))
+        c_out, k, _, c_in = w.shape
+        found.append(((op["op_name"] == "TRANSPOSE_CONV", c_out, c_in, k), _zero_channels(w, 0)))
+    return found
+
+
+def check_structure(path: str | Path, runtime: str, plan: ChannelPlan) -> StructureReport:
+    """Raise StructureError unless the file's convs are exactly the plan's, with no zero channel."""
+    found = onnx_convs(path) if runtime == "onnx" else tflite_convs(path)
+    for shape, zeros in found:
+        if zeros:
+            raise StructureError(
+                f"{Path(path).name}: a conv {shape[2]}->{shape[1]} still has all-zero output channels {zeros[:8]}; "
+                "export the slim generator, not the hyper or dense one"
+            )
+    got, want = Counter(shape for shape, _ in found), expected_convs(plan)
+    if got != want:
+        missing, extra = want - got, got - want
+        raise StructureError(
+            f"{Path(path).name}: conv shapes differ from the plan (transposed, out, in, k): "
+            f"missing {sorted(missing.elements())[:4]}, unexpected {sorted(extra.elements())[:4]}"
+        )
+    return StructureReport(len(found), True)

@@ -1,0 +1,114 @@
+"""slim generator → TFLite with litert-torch (imported only here), checked with LiteRT."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compress.checkpoint import atomic_write_bytes
+from export.errors import ExportError
+from export.passes import TFLITE_PASSES, apply_passes
+
+PRECISIONS = ("fp32", "int8")
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class TfliteFile:
+    path: Path
+    precision: str
+    layout: str
+
+
+@contextlib.contextmanager
+def _quiet_native_output():
+    """The converter's C++ code prints progress straight to fds 1 and 2; keep it off the console."""
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "wb") as devnull:
+        try:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def to_tflite(
+    model: nn.Module,
+    out_dir: str | Path,
+    input_shape: tuple[int, ...],
+    precision: str = "fp32",
+    layout: str = "NCHW",
+    filename: str = "model.tflite",
+) -> TfliteFile:
+    """Convert `model` for a fixed NCHW `input_shape`; `layout="NHWC"` makes the file take and
+    return channels-last tensors (what phone camera pipelines hand over)."""
+    if precision not in PRECISIONS:
+        raise ExportError(
+            f"unknown TFLite precision {precision!r}; choose one of {', '.join(PRECISIONS)} "
+            "(fp16 has no converter recipe in litert-torch 0.10 / ai-edge-quantizer 0.10)"
+        )
+    if layout not in LAYOUTS:
+        raise ExportError(f"unknown layout {layout!r}; choose NCHW or NHWC")
+    try:
+        import litert_torch
+    except ImportError:
+        raise ExportError("TFLite export needs litert-torch: pip install 'coronetgan[tflite]'") from None
+    model = apply_passes(model, TFLITE_PASSES)
+    sample = torch.zeros(input_shape)
+    if layout == "NHWC":
+        model = litert_torch.to_channel_last_io(model, args=[0], outputs=[0])
+        sample = sample.permute(0, 2, 3, 1).contiguous()
+    path = Path(out_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        raw = Path(tmp) / "fp32.tflite"
+        try:
+            with _quiet_native_output():
+                litert_torch.convert(model, (sample,)).export(str(raw))
+                data = _dynamic_int8(raw) if precision == "int8" else raw.read_bytes()
+        except Exception as exc:
+            raise ExportError(f"TFLite conversion failed: {str(exc).splitlines()[0][:200]}") from None
+    atomic_write_bytes(path, lambda f: f.write(data))
+    return TfliteFile(path, precision, layout)
+
+
+def _dynamic_int8(float_model: Path) -> bytes:
+    """Int8 weights, float activations (dynamic-range quantization) with ai-edge-quantizer."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    q = quantizer.Quantizer(str(float_model))
+    q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    return bytes(q.quantize().quantized_model)
+
+
+def interpreter(path: str | Path, num_threads: int = 1, xnnpack: bool = True):
+    """A LiteRT interpreter (XNNPACK applied by default), tensors allocated."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with _quiet_native_output():
+        it = Interpreter(model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=kind)
+        it.allocate_tensors()
+    return it
+
+
+def op_counts(path: str | Path) -> Counter:
+    """Builtin op names of the file's main graph and how often each occurs."""
+    return Counter(op["op_name"] for op in interpreter(path, xnnpack=False)._get_ops_details())
+
+
+def xnnpack_partitions(path: str | Path, num_threads: int = 1) -> int:
+    """How many delegate nodes XNNPACK made of the graph (1 = the whole graph in one partition)."""
+    ops = interpreter(path, num_threads=num_threads)._get_ops_details()
+    return sum(op["op_name"] == "DELEGATE" for op in ops)
