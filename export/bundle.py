@@ -208,5 +208,3 @@ def export_bundle(
     }
     atomic_write_bytes(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))
     return Bundle(out, manifest)
-
-

@@ -1,0 +1,62 @@
+"""Each export pass alone: same outputs before and after, and the rewrite actually happened."""
+
+import pytest
+import torch
+from torch import nn
+
+import compress
+from export import passes
+from tests.conftest import TINY, randomize_norms
+
+
+def _same(before: nn.Module, after: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        assert (before.eval()(x) - after.eval()(x)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(("padding", "output_padding", "stride"), [(1, 1, 2), (1, 0, 2), (2, 1, 3), (0, 0, 2)])
+def test_transposed_conv_without_padding(padding, output_padding, stride):
+    conv = nn.ConvTranspose2d(4, 6, 3, stride, padding, output_padding)
+    model = nn.Sequential(conv)
+    out = passes.transposed_conv_without_padding(model)
+    _same(model, out, torch.randn(2, 4, 9, 7))
+    rewritten = [m for m in out.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert rewritten[0].padding == (0, 0) and rewritten[0].output_padding == (0, 0)
+    assert conv.padding == (padding, padding)  # the input module is untouched
+
+
+@pytest.mark.parametrize("pad", [(1, 1, 1, 1), (3, 3, 3, 3), (0, 2, 1, 3)])
+def test_reflection_pad_as_slices(pad):
+    model = nn.Sequential(nn.ReflectionPad2d(pad))
+    out = passes.reflection_pad_as_slices(model)
+    _same(model, out, torch.randn(2, 3, 8, 9))
+    assert not any(isinstance(m, nn.ReflectionPad2d) for m in out.modules())
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_as_mean(affine):
+    norm = nn.InstanceNorm2d(5, affine=affine)
+    if affine:
+        nn.init.normal_(norm.weight)
+        nn.init.normal_(norm.bias)
+    model = nn.Sequential(norm)
+    out = passes.instance_norm_as_mean(model)
+    _same(model, out, torch.randn(2, 5, 6, 6) * 3 + 1)
+    assert isinstance(out[0], passes.MeanInstanceNorm2d)
+
+
+def test_fold_batchnorm_into_conv_and_transposed_conv():
+    plan = compress.full_plan("unet", **TINY["unet"][0])
+    model = compress.build_generator("unet", plan)
+    randomize_norms(model)
+    out = passes.fold_batchnorm(model)
+    _same(model, out, torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in out.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_all_tflite_passes_on_every_generator(tiny):
+    arch, plan, shape = tiny
+    model = compress.build_generator(arch, plan)
+    randomize_norms(model)
+    _same(model, passes.apply_passes(model, passes.TFLITE_PASSES), torch.randn(shape))
