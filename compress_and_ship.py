@@ -1,7 +1,7 @@
 """`compress-and-ship`: the pipeline command. It parses, builds a config, calls one library
 function per stage and prints; the work lives in the stage functions.
 
-Stages so far: search → slim. Export, device bench and reports join as they land.
+Stages so far: search → slim → export. The device bench and reports join as they land.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("search", "slim")
+STAGES = ("search", "slim", "export")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,13 +19,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="compress-and-ship",
         description=(
             "Compress an image-to-image GAN generator with CoroNetGAN: search a pruned channel "
-            "plan that keeps the requested fraction of MACs, then build the slim generator."
+            "plan that keeps the requested fraction of MACs, build the slim generator, and export it "
+            "to checked ONNX and TFLite files."
         ),
         epilog="Example: compress-and-ship configs/demo.toml --target-macs 0.25 --run-dir runs/demo",
     )
     p.add_argument("config", nargs="?", help="TOML config (see configs/demo.toml); default: built-in demo settings")
     p.add_argument("--target-macs", type=float, help="fraction of the dense MACs to keep, e.g. 0.1 keeps 10%%")
     p.add_argument("--max-steps", type=int, help="give up the search after this many steps")
+    p.add_argument("--round-to", type=int, help="make every pruned width a multiple of N (8 suits phone CPUs)")
+    p.add_argument("--image-size", type=int, help="export input size (default: the training size)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="TFLite weights (default fp32)")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="TFLite input/output layout")
     p.add_argument("--allow-miss", action="store_true", help="keep the result even if the target is missed")
     p.add_argument("--run-dir", default="runs/demo", help="where every stage writes its files (default: runs/demo)")
     p.add_argument("--from", dest="from_stage", choices=STAGES, default=STAGES[0], help="first stage to run")
@@ -42,6 +47,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
         search["max_steps"] = args.max_steps
     if args.allow_miss:
         search["allow_miss"] = True
+    if args.round_to is not None:
+        search["round_to"] = args.round_to
     return {"search": search} if search else {}
 
 
@@ -53,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from compress.config import load_config
     from compress.errors import CoronetError
-    from compress.stages import search_stage, slim_stage
+    from compress.stages import SLIM_CHECKPOINT, search_stage, slim_stage
 
     run_dir = Path(args.run_dir)
     selected = STAGES[STAGES.index(args.from_stage) : STAGES.index(args.to_stage) + 1]
@@ -79,6 +86,24 @@ def main(argv: list[str] | None = None) -> int:
                 dense, small = getattr(slim.full_macs, key), getattr(slim.macs, key)
                 fmt = _gmacs if key != "params" else (lambda n: f"{n / 1e6:.3f} M")
                 print(f"{label:<14}{fmt(dense):>12}{fmt(small):>12}{small / dense:>8.3f}")
+        if "export" in selected:
+            from export import export_bundle
+
+            t0 = time.perf_counter()
+            bundle = export_bundle(
+                run_dir / SLIM_CHECKPOINT,
+                run_dir / "export",
+                image_size=args.image_size,
+                precision=args.precision,
+                layout=args.layout,
+                progress=not args.quiet,
+            )
+            checks = ", ".join(f"{rt} parity {bundle.manifest['parity'][rt]['max_abs']:.1e}" for rt in bundle.runtimes)
+            partitions = bundle.manifest["files"]["tflite"]["xnnpack_partitions"]
+            print(
+                f"[export] wrote {bundle.path}/ ({checks}; XNNPACK partitions {partitions}) "
+                f"in {time.perf_counter() - t0:.1f} s"
+            )
     except CoronetError as exc:
         print(f"compress-and-ship: error: {exc}", file=sys.stderr)
         return 1

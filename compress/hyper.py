@@ -89,15 +89,25 @@ class HyperGenerator(nn.Module):
             self._weights = None
 
 
-def soft_threshold(z: torch.Tensor, shrink: float, min_keep: int = 1, threshold: float = 0.0) -> torch.Tensor:
-    """sign(z) * max(|z| - shrink, 0), except that if fewer than `min_keep` entries would stay
-    above `threshold`, the `min_keep` largest |z| keep their values (the group never empties).
-    No host-device sync: the fallback is selected with `torch.where`."""
-    out = torch.sign(z) * torch.clamp(z.abs() - shrink, min=0)
-    too_few = (out.abs() > threshold).sum() < min_keep
-    top = torch.zeros_like(z, dtype=torch.bool)
-    top[torch.topk(z.abs(), min(min_keep, z.numel())).indices] = True
-    return torch.where(top & too_few, z, out)
+def _kept_count(survivors: torch.Tensor, alive: torch.Tensor, min_keep: int, round_to: int) -> torch.Tensor:
+    """Survivors rounded up to a multiple of `round_to`, at least `min_keep`, at most `alive`."""
+    rounded = torch.div(survivors + round_to - 1, round_to, rounding_mode="floor") * round_to
+    return torch.minimum(rounded.clamp(min=min_keep), alive)
+
+
+def soft_threshold(
+    z: torch.Tensor, shrink: float, min_keep: int = 1, threshold: float = 0.0, round_to: int = 1
+) -> torch.Tensor:
+    """sign(z) * max(|z| - shrink, 0), except that the number of entries left above `threshold`
+    is rounded up to a multiple of `round_to` and never falls below `min_keep`: the entries with
+    the next largest |z| keep their values. No host-device sync (selection by `torch.where`)."""
+    mags = z.abs()
+    out = torch.sign(z) * torch.clamp(mags - shrink, min=0)
+    survivors = (out.abs() > threshold).sum()
+    keep = _kept_count(survivors, (mags > threshold).sum(), min_keep, round_to)
+    rank = torch.empty_like(z, dtype=torch.long)
+    rank[torch.argsort(mags, descending=True, stable=True)] = torch.arange(z.numel(), device=z.device)
+    return torch.where(rank < keep, torch.where(out.abs() > threshold, out, z), out)
 
 
 def shrunk_widths(
@@ -106,27 +116,27 @@ def shrunk_widths(
     shrink: float,
     min_keep: int,
     threshold: float,
+    round_to: int = 1,
 ) -> dict[str, int]:
     """The widths that `soft_threshold(..., shrink)` would leave, without changing anything."""
     counts = []
     for g in groups:
         mags = latents[g].detach().abs()
-        alive = (mags > threshold).sum()
         # The same expression as soft_threshold, so both agree to the last float bit.
         survivors = (torch.clamp(mags - shrink, min=0) > threshold).sum()
-        counts.append(torch.maximum(survivors, alive.clamp(max=min_keep)))
+        counts.append(_kept_count(survivors, (mags > threshold).sum(), min_keep, round_to))
     return dict(zip(groups, torch.stack(counts).tolist(), strict=True))  # one sync for all groups
 
 
 @torch.no_grad()
-def proximal_step(hyper: HyperGenerator, lam: float, lr: float, min_channels: int = 1) -> None:
+def proximal_step(hyper: HyperGenerator, lam: float, lr: float, min_channels: int = 1, round_to: int = 1) -> None:
     """One proximal-gradient step for the L1 penalty lam*|z|_1: soft-threshold every prunable
     latent by lam*lr. Each group's latent is one tensor, so shared latents are shrunk once."""
-    apply_shrink(hyper, lam * lr, min_channels)
+    apply_shrink(hyper, lam * lr, min_channels, round_to)
 
 
 @torch.no_grad()
-def apply_shrink(hyper: HyperGenerator, shrink: float, min_channels: int = 1) -> None:
+def apply_shrink(hyper: HyperGenerator, shrink: float, min_channels: int = 1, round_to: int = 1) -> None:
     for g in hyper.prunable_groups:
         z = hyper.latents[g]
-        z.copy_(soft_threshold(z, shrink, min_channels, hyper.threshold))
+        z.copy_(soft_threshold(z, shrink, min_channels, hyper.threshold, round_to))

@@ -32,6 +32,7 @@ class SearchConfig:
     max_steps: int = 2000
     check_every: int = 1
     min_channels: int = 1
+    round_to: int = 1  # every pruned width a multiple of this (8 suits phone CPU kernels)
     embedding_dim: int = 8
     allow_miss: bool = False
 
@@ -43,7 +44,7 @@ class SearchConfig:
         for name in ("lam", "lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_steps", "check_every", "min_channels", "embedding_dim"):
+        for name in ("max_steps", "check_every", "min_channels", "round_to", "embedding_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -86,7 +87,8 @@ class ControlledPruner:
     def _widths(self, shrink: float) -> dict[str, int]:
         h = self.hyper
         widths = dict(h.plan.widths)
-        widths.update(shrunk_widths(h.latents, h.prunable_groups, shrink, self.config.min_channels, h.threshold))
+        c = self.config
+        widths.update(shrunk_widths(h.latents, h.prunable_groups, shrink, c.min_channels, h.threshold, c.round_to))
         return widths
 
     @torch.no_grad()
@@ -94,24 +96,32 @@ class ControlledPruner:
         """Apply the proximal step after an optimizer step; returns the new MACs ratio."""
         shrink = self.config.lam * lr
         if self.cost.ratio(self._widths(shrink)) >= self.floor:
-            apply_shrink(self.hyper, shrink, self.config.min_channels)
+            apply_shrink(self.hyper, shrink, self.config.min_channels, self.config.round_to)
             return self.ratio()
         self.clamped_steps += 1
-        apply_shrink(self.hyper, self._largest_safe_shrink(shrink), self.config.min_channels)
+        apply_shrink(self.hyper, self._largest_safe_shrink(shrink), self.config.min_channels, self.config.round_to)
         if self.ratio() > self.config.target_macs:
             self._land_in_window()
         return self.ratio()
 
     def _land_in_window(self) -> None:
-        h = self.hyper
+        """Prune the cheapest-|z| channels (in blocks of `round_to`) that keep the ratio at or
+        above the floor, until it is at most the target."""
+        h, step = self.hyper, self.config.round_to
         widths = h.pruned_widths()
-        live = [(float(h.latents[g][i].abs()), g, int(i)) for g in h.prunable_groups for i in h.kept_indices(g)]
-        for _, g, i in sorted(live):
-            if widths[g] <= self.config.min_channels:
+        blocks = []
+        for g in h.prunable_groups:
+            kept = h.kept_indices(g)
+            order = kept[torch.argsort(h.latents[g].detach()[kept].abs())]
+            for start in range(0, len(order) - step + 1, step):
+                block = order[start : start + step]
+                blocks.append((float(h.latents[g].detach()[block].abs().max()), g, block))
+        for _, g, block in sorted(blocks, key=lambda b: b[0]):
+            if widths[g] - step < max(self.config.min_channels, 1):
                 continue
-            trial = {**widths, g: widths[g] - 1}
+            trial = {**widths, g: widths[g] - step}
             if self.cost.ratio(trial) >= self.floor:
-                h.latents[g][i] = 0.0
+                h.latents[g][block] = 0.0
                 widths = trial
                 if self.cost.ratio(widths) <= self.config.target_macs:
                     return

@@ -61,7 +61,8 @@ def to_tflite(
     if layout not in LAYOUTS:
         raise ExportError(f"unknown layout {layout!r}; choose NCHW or NHWC")
     try:
-        import litert_torch
+        with _quiet_native_output():  # torchao and torch print load warnings on import
+            import litert_torch
     except ImportError:
         raise ExportError("TFLite export needs litert-torch: pip install 'coronetgan[tflite]'") from None
     model = apply_passes(model, TFLITE_PASSES)

@@ -164,3 +164,11 @@ def test_pruning_a_whole_group_is_refused():
         hyper.latents["up2"].zero_()
     with pytest.raises(ValueError, match="up2"):
         hyper.pruned_plan()
+
+
+def test_soft_threshold_rounds_the_kept_count_up():
+    z = torch.tensor([0.9, -0.1, 0.5, 0.05, -0.7, 0.2, 0.3, 0.0])
+    out = compress.soft_threshold(z, 0.4, round_to=4)  # 3 survive (0.9, 0.5, -0.7) → keep 4
+    assert torch.allclose(out, torch.tensor([0.5, 0.0, 0.1, 0.0, -0.3, 0.0, 0.3, 0.0]))
+    out = compress.soft_threshold(z, 0.0, round_to=4)  # 7 alive: rounding never revives a zero
+    assert torch.equal(out, z)

@@ -87,3 +87,16 @@ def test_search_log_is_written_as_json_lines(tmp_path):
 def test_search_config_validation(field, value, message):
     with pytest.raises(compress.ConfigError, match=message):
         SearchConfig(**{field: value})
+
+
+def test_round_to_makes_every_pruned_width_a_multiple():
+    torch.manual_seed(0)
+    plan = compress.full_plan("resnet", ngf=32, n_blocks=2)
+    hyper = compress.HyperGenerator("resnet", plan, embedding_dim=2)
+    config = SearchConfig(target_macs=0.25, tolerance=0.03, lam=50.0, lr=1e-3, max_steps=300, round_to=8)
+    a, b = builtin_paired(4, 32)
+    step, _ = regression_train_step(hyper, random_batches(a, b, 2), config)
+    result = run_search(hyper, step, config, compress.PlanCost(plan, (1, 3, 32, 32)), progress=False)
+    assert 0.22 <= result.ratio <= 0.25
+    assert all(result.plan[g] % 8 == 0 for g in plan.prunable), result.plan.widths
+    assert compress.slim_generator(hyper).plan == result.plan
