@@ -1,0 +1,79 @@
+"""The host benchmark: the embedded default device when no phone is attached. ONNX Runtime
+and LiteRT (XNNPACK) on this CPU: warm-up by time, then N timed runs, raw samples kept."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from device_bench.records import BenchResult, LatencyStats
+from export.bundle import Bundle, tool_versions
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_state() -> dict:
+    state = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    if hasattr(os, "getloadavg"):
+        state["loadavg"] = list(os.getloadavg())
+    return state
+
+
+def run_host_benchmark(
+    bundle: Bundle,
+    runtime: str,
+    threads: int = 1,
+    runs: int = 20,
+    warmup_s: float = 1.0,
+    seed: int = 0,
+) -> BenchResult:
+    """Time `runs` inferences of the bundle's `runtime` file after warming up for `warmup_s`."""
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    before = host_state()
+    t0 = time.perf_counter()
+    runner = bundle.runner(runtime, threads=threads)
+    init_ms = (time.perf_counter() - t0) * 1e3
+    shape = bundle.input_shape
+    entry = bundle.manifest["files"][runtime]
+    if entry.get("layout") == "NHWC":
+        shape = (shape[0], shape[2], shape[3], shape[1])
+    x = np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+    warmups, start = 0, time.perf_counter()
+    while warmups == 0 or time.perf_counter() - start < warmup_s:
+        runner.raw(x)
+        warmups += 1
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter_ns()
+        runner.raw(x)
+        samples.append((time.perf_counter_ns() - t) / 1e6)
+    after = host_state()
+    return BenchResult(
+        device="host",
+        runtime=runtime,
+        delegate="xnnpack" if runtime == "tflite" else "cpu",
+        threads=threads,
+        bundle=str(bundle.path),
+        model_sha256=entry["sha256"],
+        samples_ms=samples,
+        stats=LatencyStats.from_samples(samples),
+        init_ms=init_ms,
+        warmup_runs=warmups,
+        device_state={"before": before, "after": after},
+        tool_versions=tool_versions(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
