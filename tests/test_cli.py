@@ -36,7 +36,7 @@ def _run(*args, cwd):
     )  # fmt: skip
 
 
-def test_search_and_slim_end_to_end(tmp_path):
+def test_search_slim_export_end_to_end(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY_CONFIG)
     proc = _run("tiny.toml", "--run-dir", "run", "--quiet", "--target-macs", "0.4", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -48,8 +48,11 @@ def test_search_and_slim_end_to_end(tmp_path):
     assert json.loads((run / "slim.json").read_text())["max_abs_diff_vs_hyper"] < 1e-5
     assert "channel plan (kept/full)" in proc.stdout and "trunk" in proc.stdout
     assert len((run / "search_log.jsonl").read_text().splitlines()) == search["steps"]
-    again = _run("--from", "slim", "--run-dir", "run", cwd=tmp_path)
-    assert again.returncode == 0 and "[search]" not in again.stdout
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert manifest["model"]["plan"] == search["plan"] and manifest["input"]["shape"] == [1, 3, 32, 32]
+    assert "[export]" in proc.stdout and "XNNPACK partitions 1" in proc.stdout
+    again = _run("--from", "slim", "--to", "slim", "--run-dir", "run", cwd=tmp_path)
+    assert again.returncode == 0 and "[search]" not in again.stdout and "[export]" not in again.stdout
 
 
 @pytest.mark.parametrize(("config", "message"), [
