@@ -29,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="give up the search after this many steps")
     p.add_argument("--round-to", type=int, help="make every pruned width a multiple of N (8 suits phone CPUs)")
     p.add_argument("--image-size", type=int, help="export input size (default: the training size)")
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="TFLite weights (default fp32)")
+    p.add_argument(
+        "--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="TFLite weights (default fp32)"
+    )
     p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="TFLite input/output layout")
     p.add_argument("--allow-miss", action="store_true", help="keep the result even if the target is missed")
     p.add_argument("--run-dir", default="runs/demo", help="where every stage writes its files (default: runs/demo)")

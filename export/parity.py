@@ -11,9 +11,10 @@ from torch import nn
 
 from export.errors import ParityError
 
-# Max-abs tolerances on tanh outputs in [-1, 1]. fp32: float rounding only. int8 (int8 weights,
-# float activations): measured up to 0.05 on small random generators; 0.1 leaves headroom.
-TOLERANCE = {"fp32": 1e-4, "int8": 0.1}
+# Max-abs tolerances on tanh outputs in [-1, 1]. fp32: float rounding only. fp16 weights: measured
+# up to 1.3e-3 on small random generators; int8 weights with float activations (dynamic range):
+# up to 0.05. The tolerances leave headroom over those measurements.
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}
 
 
 @dataclass(frozen=True)

@@ -64,11 +64,15 @@ def tflite_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
     from export.tflite_export import interpreter
 
     it = interpreter(path, xnnpack=False)
+    ops = it._get_ops_details()
+    # fp16 files feed convs through DEQUANTIZE ops: read the fp16 constant behind them.
+    dequantized = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops if op["op_name"] == "DEQUANTIZE"}
     found = []
-    for op in it._get_ops_details():
+    for op in ops:
         if op["op_name"] not in ("CONV_2D", "TRANSPOSE_CONV"):
             continue
-        w = it.get_tensor(int(op["inputs"][1]))
+        index = int(op["inputs"][1])
+        w = it.get_tensor(dequantized.get(index, index))
         c_out, k, _, c_in = w.shape
         found.append(((op["op_name"] == "TRANSPOSE_CONV", c_out, c_in, k), _zero_channels(w, 0)))
     return found

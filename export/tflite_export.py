@@ -16,7 +16,7 @@ from compress.checkpoint import atomic_write_bytes
 from export.errors import ExportError
 from export.passes import TFLITE_PASSES, apply_passes
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")
 LAYOUTS = ("NCHW", "NHWC")
 
 
@@ -54,10 +54,7 @@ def to_tflite(
     """Convert `model` for a fixed NCHW `input_shape`; `layout="NHWC"` makes the file take and
     return channels-last tensors (what phone camera pipelines hand over)."""
     if precision not in PRECISIONS:
-        raise ExportError(
-            f"unknown TFLite precision {precision!r}; choose one of {', '.join(PRECISIONS)} "
-            "(fp16 has no converter recipe in litert-torch 0.10 / ai-edge-quantizer 0.10)"
-        )
+        raise ExportError(f"unknown TFLite precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if layout not in LAYOUTS:
         raise ExportError(f"unknown layout {layout!r}; choose NCHW or NHWC")
     try:
@@ -77,7 +74,8 @@ def to_tflite(
         try:
             with _quiet_native_output():
                 litert_torch.convert(model, (sample,)).export(str(raw))
-                data = _dynamic_int8(raw) if precision == "int8" else raw.read_bytes()
+                quantize = {"fp32": lambda path: path.read_bytes(), "fp16": _weight_only_fp16, "int8": _dynamic_int8}
+                data = quantize[precision](raw)
         except Exception as exc:
             raise ExportError(f"TFLite conversion failed: {str(exc).splitlines()[0][:200]}") from None
     atomic_write_bytes(path, lambda f: f.write(data))
@@ -90,6 +88,26 @@ def _dynamic_int8(float_model: Path) -> bytes:
 
     q = quantizer.Quantizer(str(float_model))
     q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    return bytes(q.quantize().quantized_model)
+
+
+def _weight_only_fp16(float_model: Path) -> bytes:
+    """Conv weights stored as fp16 and dequantized to fp32 in the graph (half the file; the
+    DEQUANTIZE ops are folded when XNNPACK takes the graph)."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    rp = recipe_manager.RecipeManager()
+    for op in (qtyping.TFLOperationName.CONV_2D, qtyping.TFLOperationName.CONV_2D_TRANSPOSE):
+        rp.add_weight_only_config(
+            regex=".*",
+            operation_name=op,
+            num_bits=16,
+            granularity=qtyping.QuantGranularity.TENSORWISE,
+            algorithm_key=AlgorithmName.FLOAT_CASTING,
+        )
+    q = quantizer.Quantizer(str(float_model))
+    q.load_quantization_recipe(rp.get_quantization_recipe())
     return bytes(q.quantize().quantized_model)
 
 

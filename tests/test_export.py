@@ -86,6 +86,19 @@ def test_nhwc_and_int8_tflite(tmp_path):
     assert convs and all(plain.get_tensor(int(op["inputs"][1])).dtype == np.int8 for op in convs)
 
 
+def test_fp16_tflite_has_half_weights_and_stays_delegated(tmp_path):
+    model = _slim("unet")
+    bundle = export.export_bundle(model, tmp_path / "b", ("tflite",), image_size=32, precision="fp16")
+    entry, parity = bundle.manifest["files"]["tflite"], bundle.manifest["parity"]["tflite"]
+    assert entry["precision"] == "fp16" and entry["xnnpack_partitions"] == 1
+    assert 0 < parity["max_abs"] <= parity["tolerance"] == 1e-2
+    plain = export.tflite_export.interpreter(bundle.file("tflite"), xnnpack=False)
+    ops = plain._get_ops_details()
+    halves = [plain.get_tensor(int(op["inputs"][0])) for op in ops if op["op_name"] == "DEQUANTIZE"]
+    assert len(halves) == 10 and all(w.dtype == np.float16 for w in halves)  # every conv weight
+    assert bundle.manifest["structure"]["tflite"]["convs"] == 10
+
+
 def test_structure_check_rejects_a_zero_channel(tmp_path):
     model = _slim("resnet")
     out = export.to_onnx(model, tmp_path, (1, 3, 32, 32))
