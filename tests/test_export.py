@@ -175,3 +175,19 @@ def test_import_export_stays_light():
     code = f"import sys, compress; print([m for m in {heavy} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_parity_error_carries_the_table(tmp_path):
+    """A real file of other weights than the module's must fail parity, with one row per input."""
+    from export.parity import check_parity, random_inputs
+    from export.runtimes import OnnxRunner
+
+    model = _slim("resnet", seed=0)
+    other = _slim("resnet", seed=0)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.5)
+    out = export.to_onnx(other, tmp_path, (1, 3, 32, 32))
+    with pytest.raises(export.ParityError, match=r"onnx \(fp32\) differs from PyTorch") as info:
+        check_parity(model, OnnxRunner(out.path), random_inputs((1, 3, 32, 32), 3), "onnx")
+    assert [row["input"] for row in info.value.table] == [0, 1, 2]
+    assert all(row["max_abs"] > 1e-4 for row in info.value.table)
