@@ -5,9 +5,15 @@ warm, rectangles cool, lit from above), so the ground truth B of every A is know
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from compress.errors import DataError
 
 BACKGROUND_B = np.array([0.95, 0.95, 0.90])
 FILL = {"circle": np.array([0.90, 0.35, 0.20]), "rect": np.array([0.20, 0.45, 0.90])}
@@ -67,3 +73,131 @@ def random_batches(
     while True:
         idx = torch.randint(len(a), (batch_size,), generator=g)
         yield a[idx], b[idx]
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders on disk, as the reference CycleGAN / pix2pix implementations lay them out.
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Resize to `load_size` (bicubic), random crop to `crop_size`, random horizontal flip:
+    the reference `resize_and_crop` preprocessing. `train=False` crops the centre, no flip."""
+
+    load_size: int = 286
+    crop_size: int = 256
+    flip: bool = True
+    train: bool = True
+
+    def params(self, rng: np.random.Generator) -> tuple[int, int, bool]:
+        span = self.load_size - self.crop_size
+        if not self.train:
+            return span // 2, span // 2, False
+        x, y = (int(v) for v in rng.integers(0, span + 1, size=2))
+        return x, y, bool(self.flip and rng.random() < 0.5)
+
+    def apply(self, image: Image.Image, params: tuple[int, int, bool]) -> torch.Tensor:
+        x, y, flip = params
+        image = image.resize((self.load_size, self.load_size), Image.Resampling.BICUBIC)
+        image = image.crop((x, y, x + self.crop_size, y + self.crop_size))
+        if flip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+        return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def list_images(folder: Path, what: str) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{what} folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise DataError(f"{what} folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def load_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {path} ({exc}); remove or replace it") from None
+
+
+class UnalignedFolders(Dataset):
+    """CycleGAN layout: `root/{phase}A` and `root/{phase}B`; B is drawn at random (unpaired)."""
+
+    def __init__(self, root: str | Path, phase: str = "train", transform: Transform = Transform(), seed: int = 0):
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"dataset folder {root} does not exist; expected {phase}A/ and {phase}B/ inside")
+        self.a = list_images(root / f"{phase}A", f"domain A ({phase})")
+        self.b = list_images(root / f"{phase}B", f"domain B ({phase})")
+        self.transform = transform
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return max(len(self.a), len(self.b))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a = load_rgb(self.a[i % len(self.a)])
+        b = load_rgb(self.b[int(self.rng.integers(len(self.b)))])
+        return self.transform.apply(a, self.transform.params(self.rng)), self.transform.apply(
+            b, self.transform.params(self.rng)
+        )
+
+
+class AlignedFolder(Dataset):
+    """pix2pix layout: `root/{phase}/*.jpg`, each image A|B side by side; the same crop and flip
+    for both halves. `direction="BtoA"` swaps them."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        phase: str = "train",
+        direction: str = "AtoB",
+        transform: Transform = Transform(),
+        seed: int = 0,
+    ):
+        if direction not in ("AtoB", "BtoA"):
+            raise DataError(f"direction must be AtoB or BtoA, got {direction!r}")
+        self.files = list_images(Path(root) / phase, f"aligned pairs ({phase})")
+        self.direction, self.transform = direction, transform
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = load_rgb(self.files[i])
+        w, h = image.size
+        if w < 2 or w % 2:
+            raise DataError(f"{self.files[i]} is {w}x{h}: an aligned pair is two equal halves side by side")
+        a, b = image.crop((0, 0, w // 2, h)), image.crop((w // 2, 0, w, h))
+        params = self.transform.params(self.rng)
+        a_t, b_t = self.transform.apply(a, params), self.transform.apply(b, params)
+        return (a_t, b_t) if self.direction == "AtoB" else (b_t, a_t)
+
+
+class ImageFolder(Dataset):
+    """Plain images (DCGAN): every image under `root`, resized and centre-cropped."""
+
+    def __init__(self, root: str | Path, image_size: int = 64):
+        self.files = list_images(Path(root), "image")
+        self.transform = Transform(load_size=image_size, crop_size=image_size, flip=False, train=False)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform.apply(load_rgb(self.files[i]), (0, 0, False))
+
+
+def builtin_unpaired(n: int, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A, B, B_true): A and B drawn independently (unpaired, for CycleGAN), and the ground
+    truth B of every A for measuring quality."""
+    a, b_true = builtin_paired(n, size, seed)
+    _, b = builtin_paired(n, size, seed + 1_000_003)
+    return a, b, b_true

@@ -23,3 +23,7 @@ class CheckpointError(CoronetError):
 
 class SearchMissError(CoronetError):
     """The search ended without reaching the requested MACs ratio."""
+
+
+class DataError(CoronetError):
+    """A dataset folder or image that cannot be used."""

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from compress.data import (
+    BACKGROUND_B,
+    AlignedFolder,
+    ImageFolder,
+    Transform,
+    UnalignedFolders,
+    builtin_paired,
+    builtin_unpaired,
+)
+from compress.errors import DataError
+
+
+def test_builtin_data_is_deterministic_by_seed():
+    a1, b1 = builtin_paired(6, 32, seed=3)
+    a2, b2 = builtin_paired(6, 32, seed=3)
+    a3, _ = builtin_paired(6, 32, seed=4)
+    assert torch.equal(a1, a2) and torch.equal(b1, b2) and not torch.equal(a1, a3)
+    assert a1.shape == b1.shape == (6, 3, 32, 32) and a1.min() >= -1 and b1.max() <= 1
+
+
+def test_builtin_ground_truth_is_what_it_claims():
+    """A holds white outlines only; B is the background except inside shapes; every outline
+    pixel of A is filled in B, with a warm (circle) or cool (rectangle) colour."""
+    a, b = builtin_paired(8, 64, seed=0)
+    assert set(torch.unique(a).tolist()) == {-1.0, 1.0}
+    background = torch.tensor(BACKGROUND_B * 2 - 1, dtype=torch.float32).view(3, 1, 1)
+    for a_i, b_i in zip(a, b, strict=True):
+        outline = a_i[0] > 0
+        filled = (b_i - background).abs().amax(0) > 1e-6
+        assert outline.any()
+        assert filled[outline].all()
+        red, blue = b_i[0][filled], b_i[2][filled]
+        assert ((red > blue) | (blue > red)).all()
+        assert filled.sum() > outline.sum()  # filled, not just outlined
+
+
+def test_builtin_unpaired_keeps_the_truth_of_a():
+    a, b, b_true = builtin_unpaired(4, 32, seed=1)
+    a_p, b_p = builtin_paired(4, 32, seed=1)
+    assert torch.equal(a, a_p) and torch.equal(b_true, b_p) and not torch.equal(b, b_true)
+
+
+def _write(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+
+
+def _gradient(h, w, seed):
+    rng = np.random.default_rng(seed)
+    base = np.linspace(60, 190, w)[None, :, None] + np.linspace(0, 20, h)[:, None, None]
+    return np.clip(base + rng.uniform(-5, 5, (1, 1, 3)), 0, 255)
+
+
+def test_unaligned_folders(tmp_path):
+    for i in range(3):
+        _write(tmp_path / "trainA" / f"{i}.png", _gradient(40, 40, i))
+    for i in range(2):
+        _write(tmp_path / "trainB" / f"{i}.jpg", _gradient(50, 30, 10 + i))
+    data = UnalignedFolders(tmp_path, "train", Transform(load_size=36, crop_size=32))
+    assert len(data) == 3
+    a, b = data[0]
+    assert a.shape == b.shape == (3, 32, 32) and a.min() >= -1 and a.max() <= 1
+
+
+def test_folder_errors_are_clear(tmp_path):
+    with pytest.raises(DataError, match="does not exist; expected trainA/ and trainB/"):
+        UnalignedFolders(tmp_path / "nope")
+    (tmp_path / "trainA").mkdir()
+    with pytest.raises(DataError, match=r"domain A \(train\) folder .* holds no images"):
+        UnalignedFolders(tmp_path)
+    _write(tmp_path / "trainA" / "ok.png", _gradient(8, 8, 0))
+    with pytest.raises(DataError, match=r"domain B \(train\) folder .* does not exist"):
+        UnalignedFolders(tmp_path)
+    (tmp_path / "trainB").mkdir()
+    (tmp_path / "trainB" / "broken.png").write_bytes(b"not a png")
+    data = UnalignedFolders(tmp_path, transform=Transform(load_size=8, crop_size=8))
+    with pytest.raises(DataError, match=r"cannot read image .*broken\.png"):
+        data[0]
+
+
+@pytest.mark.parametrize("direction", ["AtoB", "BtoA"])
+def test_aligned_pairs_share_crop_and_flip(tmp_path, direction):
+    for i in range(4):
+        left = _gradient(40, 40, i)
+        _write(tmp_path / "train" / f"{i}.png", np.concatenate([left, 255 - left], axis=1))
+    data = AlignedFolder(tmp_path, "train", direction, Transform(load_size=36, crop_size=28), seed=1)
+    for i in range(4):
+        x, y = data[i]
+        assert x.shape == y.shape == (3, 28, 28)
+        assert (x + y).abs().max() < 0.03  # the halves are inverses: same crop, same flip
+    a, _ = data[0]
+    if direction == "AtoB":
+        assert a.mean() < 0.5  # the left half (darker) is A
+
+
+def test_aligned_rejects_odd_widths_and_bad_direction(tmp_path):
+    _write(tmp_path / "train" / "odd.png", _gradient(8, 9, 0))
+    with pytest.raises(DataError, match="two equal halves"):
+        AlignedFolder(tmp_path, transform=Transform(load_size=8, crop_size=8))[0]
+    with pytest.raises(DataError, match="AtoB or BtoA"):
+        AlignedFolder(tmp_path, direction="sideways")
+
+
+def test_image_folder(tmp_path):
+    _write(tmp_path / "sub" / "x.png", _gradient(20, 30, 0))
+    data = ImageFolder(tmp_path, image_size=16)
+    assert len(data) == 1 and data[0].shape == (3, 16, 16)
