@@ -1,0 +1,216 @@
+"""GAN training steps for the three setups; the generator being compressed is `generator` (the
+hyper generator while searching, the slim one while converging).
+
+- pix2pix: conditional PatchGAN, vanilla GAN loss (BCE on logits) + L1 x 100.
+- CycleGAN: LSGAN, cycle x 10, identity x 0.5 (of the cycle weight), image pools of 50. The
+  generator being compressed maps A → B (the deployed direction); B → A stays dense.
+- DCGAN: BCE on logits, generator fed Gaussian noise.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.errors import ConfigError
+from compress.models import build_discriminator, build_generator, full_plan
+from compress.plan import ChannelPlan
+
+SETUPS = ("pix2pix", "cyclegan", "dcgan")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    setup: str = "pix2pix"
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lambda_l1: float = 100.0
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+    ndf: int = 64
+    n_layers_d: int = 3
+    converge_steps: int = 200
+    decay_steps: int = 100  # the last `decay_steps` of converging decay the lr linearly to 0
+
+    def __post_init__(self) -> None:
+        if self.setup not in SETUPS:
+            raise ConfigError(f"train.setup must be one of {', '.join(SETUPS)}, got {self.setup!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.converge_steps < 0 or not 0 <= self.decay_steps <= max(self.converge_steps, 0):
+            raise ConfigError("train.decay_steps must be between 0 and train.converge_steps")
+
+
+class ImagePool:
+    """The CycleGAN history buffer: half the time the discriminator sees an older fake."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.images = size, []
+        self.rng = random.Random(seed)
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        if self.size == 0:
+            return images
+        out = []
+        for image in images.detach():
+            image = image.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(image)
+                out.append(image)
+            elif self.rng.random() < 0.5:
+                i = self.rng.randrange(self.size)
+                out.append(self.images[i].clone())
+                self.images[i] = image
+            else:
+                out.append(image)
+        return torch.cat(out)
+
+
+def _adam(params, config: TrainConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2))
+
+
+def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def _lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
+    return F.mse_loss(pred, torch.ones_like(pred) if real else torch.zeros_like(pred))
+
+
+class GanTrainer:
+    """Owns the discriminators (and CycleGAN's B → A generator) and their optimizers; `step`
+    runs one discriminator and one generator update and returns the losses."""
+
+    def __init__(self, generator: nn.Module, plan: ChannelPlan, config: TrainConfig, device: torch.device) -> None:
+        self.g, self.config, self.device = generator, config, device
+        self.setup = config.setup
+        if (self.setup == "dcgan") != (plan.arch == "dcgan"):
+            raise ConfigError(f"setup {self.setup!r} does not fit a {plan.arch} generator")
+        nc = plan.sizes.get("output_nc", 3)
+        if self.setup == "pix2pix":
+            self.d = build_discriminator(plan.arch, input_nc=plan.sizes["input_nc"] + nc, ndf=config.ndf,
+                                         n_layers=config.n_layers_d, norm="batch")  # fmt: skip
+            self.nets: dict[str, nn.Module] = {"d": self.d}
+        elif self.setup == "cyclegan":
+            self.g_b = build_generator(plan.arch, full_plan(plan.arch, **plan.sizes))
+            self.d_a = build_discriminator(plan.arch, input_nc=nc, ndf=config.ndf, n_layers=config.n_layers_d)
+            self.d_b = build_discriminator(plan.arch, input_nc=plan.sizes["input_nc"], ndf=config.ndf,
+                                           n_layers=config.n_layers_d)  # fmt: skip
+            self.pool_a, self.pool_b = ImagePool(config.pool_size), ImagePool(config.pool_size, seed=1)
+            self.nets = {"g_b": self.g_b, "d_a": self.d_a, "d_b": self.d_b}
+        else:
+            self.d = build_discriminator("dcgan", input_nc=nc, ndf=config.ndf, image_size=plan.sizes["image_size"])
+            self.nets = {"d": self.d}
+        for net in self.nets.values():
+            net.to(device).train()
+        g_params = list(generator.parameters())
+        if self.setup == "cyclegan":
+            g_params += list(self.g_b.parameters())
+            d_params = [*self.d_a.parameters(), *self.d_b.parameters()]
+        else:
+            d_params = list(self.d.parameters())
+        self.opt_g, self.opt_d = _adam(g_params, config), _adam(d_params, config)
+        self.nz = plan.sizes.get("nz", 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: net.state_dict() for name, net in self.nets.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, net in self.nets.items():
+            net.load_state_dict(state[name])
+
+    def set_lr(self, lr: float) -> None:
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def step(self, batch: Any) -> dict[str, float]:
+        return {"pix2pix": self._pix2pix, "cyclegan": self._cyclegan, "dcgan": self._dcgan}[self.setup](batch)
+
+    def _pix2pix(self, batch) -> dict[str, float]:
+        a, b = (t.to(self.device) for t in batch)
+        fake = self.g(a)
+        self.opt_d.zero_grad(set_to_none=True)
+        real_logits, fake_logits = self.d(torch.cat([a, b], 1)), self.d(torch.cat([a, fake.detach()], 1))
+        loss_d = 0.5 * (_bce(real_logits, True) + _bce(fake_logits, False))
+        loss_d.backward()
+        self.opt_d.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        gan = _bce(self.d(torch.cat([a, fake], 1)), True)
+        l1 = F.l1_loss(fake, b)
+        (gan + self.config.lambda_l1 * l1).backward()
+        self.opt_g.step()
+        return {"d": loss_d.item(), "g_gan": gan.item(), "g_l1": l1.item()}
+
+    def _cyclegan(self, batch) -> dict[str, float]:
+        a, b = (t.to(self.device) for t in batch[:2])
+        c, idt = self.config.lambda_cycle, self.config.lambda_identity
+        self.opt_g.zero_grad(set_to_none=True)
+        fake_b, fake_a = self.g(a), self.g_b(b)
+        rec_a, rec_b = self.g_b(fake_b), self.g(fake_a)
+        gan = _lsgan(self.d_a(fake_b), True) + _lsgan(self.d_b(fake_a), True)
+        cycle = F.l1_loss(rec_a, a) * c + F.l1_loss(rec_b, b) * c
+        identity = (F.l1_loss(self.g(b), b) + F.l1_loss(self.g_b(a), a)) * c * idt if idt > 0 else torch.zeros(())
+        (gan + cycle + identity).backward()
+        self.opt_g.step()
+        self.opt_d.zero_grad(set_to_none=True)
+        pooled_b, pooled_a = self.pool_b.query(fake_b), self.pool_a.query(fake_a)
+        loss_d = 0.5 * (_lsgan(self.d_a(b), True) + _lsgan(self.d_a(pooled_b), False))
+        loss_d = loss_d + 0.5 * (_lsgan(self.d_b(a), True) + _lsgan(self.d_b(pooled_a), False))
+        loss_d.backward()
+        self.opt_d.step()
+        return {"d": loss_d.item(), "g_gan": gan.item(), "cycle": cycle.item(), "identity": float(identity)}
+
+    def _dcgan(self, batch) -> dict[str, float]:
+        real = batch.to(self.device) if isinstance(batch, torch.Tensor) else batch[0].to(self.device)
+        noise = torch.randn(real.shape[0], self.nz, 1, 1, device=self.device)
+        fake = self.g(noise)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d = _bce(self.d(real), True) + _bce(self.d(fake.detach()), False)
+        loss_d.backward()
+        self.opt_d.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g = _bce(self.d(fake), True)
+        loss_g.backward()
+        self.opt_g.step()
+        return {"d": loss_d.item(), "g_gan": loss_g.item()}
+
+
+def linear_decay(step: int, total: int, decay: int, lr: float) -> float:
+    """Constant lr, then linear decay to 0 over the last `decay` of `total` steps."""
+    if decay <= 0 or step <= total - decay:
+        return lr
+    return lr * max(0.0, (total - step) / decay)
+
+
+def converge(
+    trainer: GanTrainer,
+    batches: Iterator[Any],
+    config: TrainConfig,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Fine-tune the slim generator (with a fresh generator optimizer) for `converge_steps`."""
+    from tqdm import tqdm
+
+    trainer.opt_g = _adam(
+        [*trainer.g.parameters(), *(trainer.g_b.parameters() if trainer.setup == "cyclegan" else [])], config
+    )
+    log = []
+    for step in tqdm(range(1, config.converge_steps + 1), desc="converge", disable=not progress, leave=False):
+        trainer.set_lr(linear_decay(step, config.converge_steps, config.decay_steps, config.lr))
+        losses = trainer.step(next(batches))
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise FloatingPointError(f"a converge loss is not finite at step {step}: {losses}; lower train.lr")
+        log.append({"step": step, **losses})
+    return log
