@@ -1,7 +1,7 @@
 """`compress-and-ship`: the pipeline command. It parses, builds a config, calls one library
 function per stage and prints; the work lives in the stage functions.
 
-Stages so far: search → slim → export. The device bench and reports join as they land.
+Stages so far: search → slim → converge → export. The device bench and reports join as they land.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("search", "slim", "export")
+STAGES = ("search", "slim", "converge", "export")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,8 +19,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="compress-and-ship",
         description=(
             "Compress an image-to-image GAN generator with CoroNetGAN: search a pruned channel "
-            "plan that keeps the requested fraction of MACs, build the slim generator, and export it "
-            "to checked ONNX and TFLite files."
+            "plan that keeps the requested fraction of MACs while the GAN trains, build the slim "
+            "generator, fine-tune it, and export it to checked ONNX and TFLite files."
         ),
         epilog="Example: compress-and-ship configs/demo.toml --target-macs 0.25 --run-dir runs/demo",
     )
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from compress.config import load_config
     from compress.errors import CoronetError
-    from compress.stages import SLIM_CHECKPOINT, search_stage, slim_stage
+    from compress.stages import CONVERGED_CHECKPOINT, converge_stage, search_stage, slim_stage
 
     run_dir = Path(args.run_dir)
     selected = STAGES[STAGES.index(args.from_stage) : STAGES.index(args.to_stage) + 1]
@@ -88,12 +88,17 @@ def main(argv: list[str] | None = None) -> int:
                 dense, small = getattr(slim.full_macs, key), getattr(slim.macs, key)
                 fmt = _gmacs if key != "params" else (lambda n: f"{n / 1e6:.3f} M")
                 print(f"{label:<14}{fmt(dense):>12}{fmt(small):>12}{small / dense:>8.3f}")
+        if "converge" in selected:
+            t0 = time.perf_counter()
+            done = converge_stage(run_dir, progress=not args.quiet)
+            quality = f"; held-out L1 {done.paired['l1']:.4f}, PSNR {done.paired['psnr']:.2f} dB" if done.paired else ""
+            print(f"[converge] {done.steps} steps{quality}, {time.perf_counter() - t0:.1f} s")
         if "export" in selected:
             from export import export_bundle
 
             t0 = time.perf_counter()
             bundle = export_bundle(
-                run_dir / SLIM_CHECKPOINT,
+                run_dir / CONVERGED_CHECKPOINT,
                 run_dir / "export",
                 image_size=args.image_size,
                 precision=args.precision,

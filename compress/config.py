@@ -11,6 +11,7 @@ from typing import Any
 from compress.errors import ConfigError
 from compress.models import get_architecture
 from compress.search import SearchConfig
+from compress.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -21,18 +22,31 @@ class ModelConfig:
     sizes: dict[str, int] = field(default_factory=lambda: {"ngf": 16, "n_blocks": 3})
 
 
+DATA_KINDS = ("builtin", "aligned", "unaligned", "images")
+
+
 @dataclass(frozen=True)
 class DataConfig:
+    """`builtin`: generated shapes (paired for pix2pix, unpaired for CycleGAN). `aligned`:
+    pix2pix folders (root/train/*.jpg, A|B); `unaligned`: CycleGAN folders (root/trainA, trainB);
+    `images`: a folder of images (DCGAN)."""
+
     kind: str = "builtin"
+    root: str = ""
+    direction: str = "AtoB"
     image_size: int = 64
+    load_size: int = 0  # 0: image_size * 286 / 256, as the reference implementations
     n_train: int = 64
+    n_test: int = 16
     batch_size: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind != "builtin":
-            raise ConfigError(f"data kind {self.kind!r} is not supported yet; use 'builtin'")
-        for name in ("image_size", "n_train", "batch_size"):
+        if self.kind not in DATA_KINDS:
+            raise ConfigError(f"data.kind must be one of {', '.join(DATA_KINDS)}, got {self.kind!r}")
+        if self.kind != "builtin" and not self.root:
+            raise ConfigError(f"data.kind {self.kind!r} needs data.root, the dataset folder")
+        for name in ("image_size", "n_train", "n_test", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -42,6 +56,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     device: str = "cpu"
 
@@ -91,7 +106,7 @@ def _model_section(values: dict[str, Any]) -> ModelConfig:
 
 
 def parse_config(data: dict[str, Any]) -> PipelineConfig:
-    sections = {"model", "data", "search"}
+    sections = {"model", "data", "search", "train"}
     top = {"seed": 0, "device": "cpu"}
     for key in data:
         if key not in sections and key not in top:
@@ -103,6 +118,7 @@ def parse_config(data: dict[str, Any]) -> PipelineConfig:
         model=_model_section(data.get("model", {"arch": "resnet", "ngf": 16, "n_blocks": 3})),
         data=_section(DataConfig, "data", data.get("data", {})),
         search=_section(SearchConfig, "search", data.get("search", {})),
+        train=_section(TrainConfig, "train", data.get("train", {})),
         **kwargs,
     )
 
@@ -120,4 +136,10 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
+    return parse_config(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> PipelineConfig:
+    """The inverse of `PipelineConfig.to_dict` (as stored in checkpoints)."""
+    data = {**data, "model": {"arch": data["model"]["arch"], **data["model"].get("sizes", {})}}
     return parse_config(data)

@@ -1,35 +1,50 @@
 """The compress stages as functions over a run directory: files in, files out.
 
 run_dir/
-  checkpoints/hyper.pt   the searched hyper generator        (search)
-  search_log.jsonl       step, losses, MACs ratio, widths     (search)
-  search.json            the SearchResult                     (search)
-  slim.pt                the slim generator                   (slim)
-  slim.json              plan, MACs, exactness check          (slim)
+  checkpoints/hyper.pt   the searched hyper generator           (search)
+  checkpoints/gan.pt     discriminators (and CycleGAN's B → A)  (search, converge)
+  search_log.jsonl       step, losses, MACs ratio, widths        (search)
+  search.json            the SearchResult                        (search)
+  slim.pt, slim.json     the slim generator; plan, MACs, check   (slim)
+  converged.pt           the fine-tuned slim generator           (converge)
+  converge.json          losses, paired metrics on held-out data (converge)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from compress.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from compress.config import PipelineConfig
-from compress.data import builtin_paired, random_batches
+from compress.config import PipelineConfig, config_from_dict
+from compress.data import (
+    AlignedFolder,
+    ImageFolder,
+    Transform,
+    UnalignedFolders,
+    builtin_paired,
+    builtin_unpaired,
+)
 from compress.errors import CheckpointError, ConfigError
 from compress.hyper import HyperGenerator
 from compress.macs import MacCount, PlanCost, count_macs
+from compress.metrics import paired_metrics
 from compress.models import example_input_shape, full_plan
 from compress.plan import ChannelPlan
-from compress.search import SearchResult, regression_train_step, run_search
+from compress.search import SearchResult, run_search
 from compress.slim import slim_generator
+from compress.train import GanTrainer, converge
 
 HYPER_CHECKPOINT = Path("checkpoints/hyper.pt")
+GAN_STATE = Path("checkpoints/gan.pt")
 SLIM_CHECKPOINT = Path("slim.pt")
+CONVERGED_CHECKPOINT = Path("converged.pt")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -42,20 +57,54 @@ def _device(config: PipelineConfig) -> torch.device:
     return torch.device(config.device)
 
 
+def _datasets(config: PipelineConfig) -> tuple[Dataset, tuple[torch.Tensor, torch.Tensor] | None]:
+    """(training set, held-out (A, true B) pairs for paired metrics, when the data has them)."""
+    d, setup = config.data, config.train.setup
+    if d.kind == "builtin":
+        held_out = builtin_paired(d.n_test, d.image_size, d.seed + 1)
+        if setup == "cyclegan":
+            a, b, _ = builtin_unpaired(d.n_train, d.image_size, d.seed)
+            return TensorDataset(a, b), held_out
+        a, b = builtin_paired(d.n_train, d.image_size, d.seed)
+        return (TensorDataset(b), None) if setup == "dcgan" else (TensorDataset(a, b), held_out)
+    load = d.load_size or d.image_size * 286 // 256
+    transform = Transform(load_size=load, crop_size=d.image_size)
+    if d.kind == "aligned":
+        return AlignedFolder(d.root, "train", d.direction, transform, d.seed), None
+    if d.kind == "unaligned":
+        return UnalignedFolders(d.root, "train", transform, d.seed), None
+    return ImageFolder(d.root, d.image_size), None
+
+
+def _batches(dataset: Dataset, config: PipelineConfig) -> Iterator[Any]:
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(dataset, batch_size=config.data.batch_size, shuffle=True, drop_last=True, generator=generator)
+    if len(loader) == 0:
+        raise ConfigError(f"data.batch_size {config.data.batch_size} is larger than the dataset ({len(dataset)})")
+    while True:
+        yield from loader
+
+
 def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -> SearchResult:
-    """Train the hyper generator on the configured data until the MACs target is reached."""
-    if config.model.arch == "dcgan":
-        raise ConfigError("the dcgan search needs GAN training, which is not implemented yet; use resnet or unet")
+    """Train the GAN with the hyper generator until the MACs target is reached."""
     device = _device(config)
     torch.manual_seed(config.seed)
     plan = full_plan(config.model.arch, **config.model.sizes)
-    size = config.data.image_size
-    a, b = builtin_paired(config.data.n_train, size, config.data.seed)
-    batches = ((x.to(device), y.to(device)) for x, y in random_batches(a, b, config.data.batch_size, config.seed))
+    dataset, _ = _datasets(config)
+    batches = _batches(dataset, config)
     hyper = HyperGenerator(config.model.arch, plan, config.search.embedding_dim).to(device)
-    cost = PlanCost(plan, example_input_shape(plan, size))
-    step, _ = regression_train_step(hyper, batches, config.search)
-    result = run_search(hyper, step, config.search, cost, log_path=run_dir / "search_log.jsonl", progress=progress)
+    trainer = GanTrainer(hyper, plan, config.train, device)
+    cost = PlanCost(plan, example_input_shape(plan, config.data.image_size))
+    result = run_search(
+        hyper,
+        lambda _: trainer.step(next(batches)),
+        config.search,
+        cost,
+        current_lr=lambda: trainer.opt_g.param_groups[0]["lr"],
+        log_path=run_dir / "search_log.jsonl",
+        progress=progress,
+    )
+    atomic_write_bytes(run_dir / GAN_STATE, lambda f: torch.save(trainer.state_dict(), f))
     save_checkpoint(run_dir / HYPER_CHECKPOINT, hyper, config.to_dict())
     write_json(run_dir / "search.json", result.to_dict())
     return result
@@ -88,16 +137,50 @@ def slim_stage(run_dir: Path) -> SlimResult:
     hyper = loaded.model
     if not isinstance(hyper, HyperGenerator):
         raise CheckpointError(f"{run_dir / HYPER_CHECKPOINT} holds a {loaded.kind}, not a hyper generator")
-    config = loaded.config
-    size = int(config.get("data", {}).get("image_size", 64))
+    size = int(loaded.config.get("data", {}).get("image_size", 64))
     hyper.eval()
     slim = slim_generator(hyper)
     shape = example_input_shape(hyper.plan, size, batch=2)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     diff = float((slim(x) - hyper(x)).abs().max())
-    path = save_checkpoint(run_dir / SLIM_CHECKPOINT, slim, config)
+    path = save_checkpoint(run_dir / SLIM_CHECKPOINT, slim, loaded.config)
     single = example_input_shape(hyper.plan, size)
-    dense_macs = PlanCost(hyper.plan, single).full
-    result = SlimResult(path, slim.plan, hyper.plan, count_macs(slim, single), dense_macs, diff)
+    result = SlimResult(path, slim.plan, hyper.plan, count_macs(slim, single), PlanCost(hyper.plan, single).full, diff)
     write_json(run_dir / "slim.json", result.to_dict())
+    return result
+
+
+@dataclass(frozen=True)
+class ConvergeResult:
+    path: Path
+    steps: int
+    final_losses: dict[str, float]
+    paired: dict[str, float] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "steps": self.steps, "final_losses": self.final_losses, "paired": self.paired}
+
+
+def converge_stage(run_dir: Path, progress: bool = True) -> ConvergeResult:
+    """Fine-tune the slim generator (fresh generator optimizer, the search's discriminators)."""
+    loaded = load_checkpoint(run_dir / SLIM_CHECKPOINT)
+    config = config_from_dict(loaded.config)
+    device = _device(config)
+    torch.manual_seed(config.seed + 1)
+    slim = loaded.model.to(device).train()
+    trainer = GanTrainer(slim, full_plan(loaded.arch, **loaded.plan.sizes), config.train, device)
+    if (run_dir / GAN_STATE).is_file():
+        trainer.load_state_dict(torch.load(run_dir / GAN_STATE, map_location=device, weights_only=True))
+    dataset, held_out = _datasets(config)
+    log = converge(trainer, _batches(dataset, config), config.train, progress=progress)
+    with open(run_dir / "converge_log.jsonl", "w") as f:
+        f.writelines(json.dumps(record) + "\n" for record in log)
+    paired = None
+    if held_out is not None:
+        slim.eval()
+        with torch.no_grad():
+            paired = paired_metrics(slim(held_out[0].to(device)).cpu(), held_out[1])
+    path = save_checkpoint(run_dir / CONVERGED_CHECKPOINT, slim.cpu(), loaded.config)
+    result = ConvergeResult(path, len(log), {k: v for k, v in (log[-1] if log else {}).items() if k != "step"}, paired)
+    write_json(run_dir / "converge.json", result.to_dict())
     return result

@@ -26,6 +26,11 @@ target_macs = 0.5
 lam = 50.0
 lr = 1e-3
 max_steps = 300
+[train]
+ndf = 8
+n_layers_d = 2
+converge_steps = 4
+decay_steps = 2
 """
 
 
@@ -51,6 +56,9 @@ def test_search_slim_export_end_to_end(tmp_path):
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     assert manifest["model"]["plan"] == search["plan"] and manifest["input"]["shape"] == [1, 3, 32, 32]
     assert "[export]" in proc.stdout and "XNNPACK partitions 1" in proc.stdout
+    converged = json.loads((run / "converge.json").read_text())
+    assert converged["steps"] == 4 and 0 < converged["paired"]["l1"] < 2
+    assert compress.load_checkpoint(run / "converged.pt").plan == slim.plan
     again = _run("--from", "slim", "--to", "slim", "--run-dir", "run", cwd=tmp_path)
     assert again.returncode == 0 and "[search]" not in again.stdout and "[export]" not in again.stdout
 
