@@ -140,3 +140,34 @@ def apply_shrink(hyper: HyperGenerator, shrink: float, min_channels: int = 1, ro
     for g in hyper.prunable_groups:
         z = hyper.latents[g]
         z.copy_(soft_threshold(z, shrink, min_channels, hyper.threshold, round_to))
+
+
+@torch.no_grad()
+def init_from_dense(hyper: HyperGenerator, dense: nn.Module) -> None:
+    """Start the hyper generator from a trained dense generator of the same plan.
+
+    The regression of the generated weights onto the dense weights has a closed-form solution:
+    each generated entry is (embedding . W2) + b2, so setting b2 to the dense weight minus the
+    rest reproduces it exactly for the current latents. Biases and norm parameters are copied.
+    """
+    from compress.layers import HyperConv
+
+    plan = getattr(dense, "plan", None)
+    if plan is None or plan.widths != hyper.plan.widths:
+        raise PlanError("the dense generator's plan differs from the hyper generator's; build both from one plan")
+    generated = hyper.generate_weights()
+    targets = dict(dense.named_modules())
+    for name, module in hyper.net.named_modules():
+        source = targets[name]
+        if isinstance(module, HyperConv):
+            weight = source.weight.transpose(0, 1) if module.spec.transposed else source.weight
+            b2 = hyper.hypernet.convs[module.index]["b2"]
+            k2 = module.spec.kernel**2
+            b2.add_(weight.reshape(-1, k2) - generated[module.index].reshape(-1, k2))
+            if module.bias is not None:
+                module.bias.copy_(source.bias)
+        else:
+            for pname, param in module.named_parameters(recurse=False):
+                param.copy_(getattr(source, pname))
+            for bname, buf in module.named_buffers(recurse=False):
+                buf.copy_(getattr(source, bname))

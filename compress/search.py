@@ -35,6 +35,7 @@ class SearchConfig:
     round_to: int = 1  # every pruned width a multiple of this (8 suits phone CPU kernels)
     embedding_dim: int = 8
     allow_miss: bool = False
+    init_from: str = ""  # a trained dense generator checkpoint to start the hypernetwork from
 
     def __post_init__(self) -> None:
         if not 0 < self.target_macs <= 1:

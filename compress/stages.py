@@ -32,7 +32,7 @@ from compress.data import (
     builtin_unpaired,
 )
 from compress.errors import CheckpointError, ConfigError
-from compress.hyper import HyperGenerator
+from compress.hyper import HyperGenerator, init_from_dense
 from compress.macs import MacCount, PlanCost, count_macs
 from compress.metrics import paired_metrics
 from compress.models import example_input_shape, full_plan
@@ -85,6 +85,14 @@ def _batches(dataset: Dataset, config: PipelineConfig) -> Iterator[Any]:
         yield from loader
 
 
+def _dense_generator(path: str, plan: ChannelPlan) -> torch.nn.Module:
+    """A trained dense generator of `plan` from a checkpoint (to start from or to distill from)."""
+    loaded = load_checkpoint(path)
+    if loaded.kind != "generator" or loaded.plan != plan:
+        raise CheckpointError(f"{path} is not a dense generator of the configured model ({plan.arch}, {plan.sizes})")
+    return loaded.model
+
+
 def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -> SearchResult:
     """Train the GAN with the hyper generator until the MACs target is reached."""
     device = _device(config)
@@ -92,7 +100,10 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     plan = full_plan(config.model.arch, **config.model.sizes)
     dataset, _ = _datasets(config)
     batches = _batches(dataset, config)
-    hyper = HyperGenerator(config.model.arch, plan, config.search.embedding_dim).to(device)
+    hyper = HyperGenerator(config.model.arch, plan, config.search.embedding_dim)
+    if config.search.init_from:
+        init_from_dense(hyper, _dense_generator(config.search.init_from, plan))
+    hyper.to(device)
     trainer = GanTrainer(hyper, plan, config.train, device)
     cost = PlanCost(plan, example_input_shape(plan, config.data.image_size))
     result = run_search(
@@ -168,9 +179,12 @@ def converge_stage(run_dir: Path, progress: bool = True) -> ConvergeResult:
     device = _device(config)
     torch.manual_seed(config.seed + 1)
     slim = loaded.model.to(device).train()
-    trainer = GanTrainer(slim, full_plan(loaded.arch, **loaded.plan.sizes), config.train, device)
+    trainer_plan = full_plan(loaded.arch, **loaded.plan.sizes)
+    trainer = GanTrainer(slim, trainer_plan, config.train, device)
     if (run_dir / GAN_STATE).is_file():
         trainer.load_state_dict(torch.load(run_dir / GAN_STATE, map_location=device, weights_only=True))
+    if config.train.distill_weight > 0:
+        trainer.teacher = _dense_generator(config.train.teacher, trainer_plan).to(device).eval()
     dataset, held_out = _datasets(config)
     log = converge(trainer, _batches(dataset, config), config.train, progress=progress)
     with open(run_dir / "converge_log.jsonl", "w") as f:

@@ -40,12 +40,16 @@ class TrainConfig:
     n_layers_d: int = 3
     converge_steps: int = 200
     decay_steps: int = 100  # the last `decay_steps` of converging decay the lr linearly to 0
+    teacher: str = ""  # optional dense generator checkpoint to distill from while converging
+    distill_weight: float = 0.0  # weight of the L1 to the teacher's output (off by default)
 
     def __post_init__(self) -> None:
         if self.setup not in SETUPS:
             raise ConfigError(f"train.setup must be one of {', '.join(SETUPS)}, got {self.setup!r}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.distill_weight < 0 or (self.distill_weight > 0 and not self.teacher):
+            raise ConfigError("train.distill_weight > 0 needs train.teacher, a dense generator checkpoint")
         if self.converge_steps < 0 or not 0 <= self.decay_steps <= max(self.converge_steps, 0):
             raise ConfigError("train.decay_steps must be between 0 and train.converge_steps")
 
@@ -122,6 +126,14 @@ class GanTrainer:
             d_params = list(self.d.parameters())
         self.opt_g, self.opt_d = _adam(g_params, config), _adam(d_params, config)
         self.nz = plan.sizes.get("nz", 0)
+        self.teacher: nn.Module | None = None  # set to distill (converge stage)
+
+    def _distill(self, inputs: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        if self.teacher is None or self.config.distill_weight == 0:
+            return torch.zeros((), device=fake.device)
+        with torch.no_grad():
+            target = self.teacher(inputs)
+        return self.config.distill_weight * F.l1_loss(fake, target)
 
     def state_dict(self) -> dict[str, Any]:
         return {name: net.state_dict() for name, net in self.nets.items()}
@@ -149,9 +161,10 @@ class GanTrainer:
         self.opt_g.zero_grad(set_to_none=True)
         gan = _bce(self.d(torch.cat([a, fake], 1)), True)
         l1 = F.l1_loss(fake, b)
-        (gan + self.config.lambda_l1 * l1).backward()
+        distill = self._distill(a, fake)
+        (gan + self.config.lambda_l1 * l1 + distill).backward()
         self.opt_g.step()
-        return {"d": loss_d.item(), "g_gan": gan.item(), "g_l1": l1.item()}
+        return {"d": loss_d.item(), "g_gan": gan.item(), "g_l1": l1.item(), "distill": distill.item()}
 
     def _cyclegan(self, batch) -> dict[str, float]:
         a, b = (t.to(self.device) for t in batch[:2])
@@ -162,7 +175,8 @@ class GanTrainer:
         gan = _lsgan(self.d_a(fake_b), True) + _lsgan(self.d_b(fake_a), True)
         cycle = F.l1_loss(rec_a, a) * c + F.l1_loss(rec_b, b) * c
         identity = (F.l1_loss(self.g(b), b) + F.l1_loss(self.g_b(a), a)) * c * idt if idt > 0 else torch.zeros(())
-        (gan + cycle + identity).backward()
+        distill = self._distill(a, fake_b)
+        (gan + cycle + identity + distill).backward()
         self.opt_g.step()
         self.opt_d.zero_grad(set_to_none=True)
         pooled_b, pooled_a = self.pool_b.query(fake_b), self.pool_a.query(fake_a)
@@ -170,7 +184,13 @@ class GanTrainer:
         loss_d = loss_d + 0.5 * (_lsgan(self.d_b(a), True) + _lsgan(self.d_b(pooled_a), False))
         loss_d.backward()
         self.opt_d.step()
-        return {"d": loss_d.item(), "g_gan": gan.item(), "cycle": cycle.item(), "identity": float(identity)}
+        return {
+            "d": loss_d.item(),
+            "g_gan": gan.item(),
+            "cycle": cycle.item(),
+            "identity": float(identity),
+            "distill": distill.item(),
+        }
 
     def _dcgan(self, batch) -> dict[str, float]:
         real = batch.to(self.device) if isinstance(batch, torch.Tensor) else batch[0].to(self.device)
@@ -182,7 +202,7 @@ class GanTrainer:
         self.opt_d.step()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g = _bce(self.d(fake), True)
-        loss_g.backward()
+        (loss_g + self._distill(noise, fake)).backward()
         self.opt_g.step()
         return {"d": loss_d.item(), "g_gan": loss_g.item()}
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import compress
-from compress.hyper import apply_shrink
+from compress.hyper import apply_shrink, init_from_dense
 from compress.layers import ChannelMask, HyperConv
 from compress.models import example_input_shape
 from tests.conftest import randomize_norms
@@ -172,3 +172,18 @@ def test_soft_threshold_rounds_the_kept_count_up():
     assert torch.allclose(out, torch.tensor([0.5, 0.0, 0.1, 0.0, -0.3, 0.0, 0.3, 0.0]))
     out = compress.soft_threshold(z, 0.0, round_to=4)  # 7 alive: rounding never revives a zero
     assert torch.equal(out, z)
+
+
+def test_init_from_dense_reproduces_the_dense_generator(tiny):
+    arch, plan, shape = tiny
+    torch.manual_seed(0)
+    dense = compress.build_generator(arch, plan).eval()
+    randomize_norms(dense)
+    hyper = compress.HyperGenerator(arch, plan).eval()
+    x = torch.randn(shape)
+    with torch.no_grad():
+        assert (hyper(x) - dense(x)).abs().max() > 1e-2  # different before
+        init_from_dense(hyper, dense)
+        assert (hyper(x) - dense(x)).abs().max() < 1e-5
+    with pytest.raises(compress.PlanError, match="plan differs"):
+        init_from_dense(hyper, compress.build_generator(arch, plan.with_widths({plan.prunable[0]: 1})))

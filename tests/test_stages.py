@@ -1,0 +1,63 @@
+"""The compress stages in-process on tiny configs: starting from a dense generator, distilling."""
+
+import json
+
+import pytest
+import torch
+
+import compress
+from compress.config import load_config
+from compress.stages import converge_stage, search_stage, slim_stage
+
+TINY = {
+    "model": {"arch": "resnet", "ngf": 8, "n_blocks": 1},
+    "data": {"image_size": 32, "n_train": 8, "n_test": 4, "batch_size": 2},
+    "search": {"target_macs": 0.5, "lam": 50.0, "lr": 1e-3, "max_steps": 300},
+    "train": {"ndf": 8, "n_layers_d": 2, "converge_steps": 3, "decay_steps": 1},
+}
+
+
+def _config(**sections):
+    merged = {k: dict(v) for k, v in TINY.items()}
+    for name, values in sections.items():
+        merged[name].update(values)
+    return load_config(None, merged)
+
+
+def test_start_from_dense_and_distill(tmp_path):
+    torch.manual_seed(0)
+    dense = compress.build_generator("resnet", compress.full_plan("resnet", ngf=8, n_blocks=1))
+    teacher = compress.save_checkpoint(tmp_path / "dense.pt", dense)
+    config = _config(search={"init_from": str(teacher)}, train={"teacher": str(teacher), "distill_weight": 1.0})
+    run = tmp_path / "run"
+    assert search_stage(config, run, progress=False).reached
+    slim_stage(run)
+    result = converge_stage(run, progress=False)
+    assert result.final_losses["distill"] > 0
+    records = [json.loads(line) for line in (run / "converge_log.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["distill"] > 0 for r in records)
+
+
+def test_a_teacher_of_another_model_is_refused(tmp_path):
+    other = compress.build_generator("resnet", compress.full_plan("resnet", ngf=4, n_blocks=1))
+    path = compress.save_checkpoint(tmp_path / "other.pt", other)
+    with pytest.raises(compress.CheckpointError, match="not a dense generator of the configured model"):
+        search_stage(_config(search={"init_from": str(path)}), tmp_path / "run", progress=False)
+    with pytest.raises(compress.ConfigError, match=r"needs train\.teacher"):
+        _config(train={"distill_weight": 1.0})
+
+
+@pytest.mark.parametrize("setup", ["cyclegan", "dcgan"])
+def test_other_setups_run_through_the_stages(tmp_path, setup):
+    model = {"arch": "dcgan", "ngf": 16, "nz": 8, "image_size": 16} if setup == "dcgan" else TINY["model"]
+    data = {"image_size": 16} if setup == "dcgan" else {}
+    config = load_config(
+        None,
+        {**TINY, "model": model, "data": {**TINY["data"], **data}, "train": {**TINY["train"], "setup": setup}},
+    )
+    run = tmp_path / "run"
+    assert search_stage(config, run, progress=False).reached
+    slim = slim_stage(run)
+    result = converge_stage(run, progress=False)
+    assert result.steps == 3 and compress.load_checkpoint(result.path).plan == slim.plan
+    assert (result.paired is None) == (setup == "dcgan")
