@@ -36,6 +36,7 @@ class SearchConfig:
     embedding_dim: int = 8
     allow_miss: bool = False
     init_from: str = ""  # a trained dense generator checkpoint to start the hypernetwork from
+    checkpoint_every: int = 100  # steps between resumable search states
 
     def __post_init__(self) -> None:
         if not 0 < self.target_macs <= 1:
@@ -45,7 +46,7 @@ class SearchConfig:
         for name in ("lam", "lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_steps", "check_every", "min_channels", "round_to", "embedding_dim"):
+        for name in ("max_steps", "check_every", "min_channels", "round_to", "embedding_dim", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -158,9 +159,16 @@ def run_search(
     current_lr: Callable[[], float] | None = None,
     log_path: Path | None = None,
     progress: bool = True,
+    start_step: int = 0,
+    save_state: Callable[[int], None] | None = None,
+    writer: Any = None,
 ) -> SearchResult:
     """Alternate `train_step(step)` (one optimizer step of the GAN, returning its losses) with
-    the controlled proximal step until the MACs ratio lands in the target window."""
+    the controlled proximal step until the MACs ratio lands in the target window.
+
+    `start_step` > 0 resumes (the log is appended to); `save_state(step)` is called every
+    `checkpoint_every` steps and when the loop ends or is interrupted; `writer` is an optional
+    TensorBoard SummaryWriter."""
     from tqdm import tqdm
 
     pruner = ControlledPruner(hyper, cost, config)
@@ -169,11 +177,11 @@ def run_search(
     log_file = None
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(log_path, "w")  # noqa: SIM115 - closed in finally
-    ratio, reached, step = pruner.ratio(), False, 0
-    bar = tqdm(total=config.max_steps, desc="search", disable=not progress, leave=False)
+        log_file = open(log_path, "a" if start_step else "w")  # noqa: SIM115 - closed in finally
+    ratio, reached, step = pruner.ratio(), False, start_step
+    bar = tqdm(total=config.max_steps, initial=start_step, desc="search", disable=not progress, leave=False)
     try:
-        for step in range(1, config.max_steps + 1):
+        for step in range(start_step + 1, config.max_steps + 1):
             losses = train_step(step)
             ratio = pruner.step(lr_of())
             bar.update(1)
@@ -189,13 +197,21 @@ def run_search(
                 if log_file is not None:
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
+                if writer is not None:
+                    writer.add_scalar("search/macs_ratio", ratio, step)
+                    for name, value in record["losses"].items():
+                        writer.add_scalar(f"search/{name}", value, step)
                 bar.set_postfix(ratio=f"{ratio:.3f}", target=config.target_macs)
                 if reached:
                     break
+            if save_state is not None and step % config.checkpoint_every == 0:
+                save_state(step)
     finally:
         bar.close()
         if log_file is not None:
             log_file.close()
+        if save_state is not None and step > start_step:
+            save_state(step)  # also on Ctrl-C or an error: the search resumes from here
     if not reached and not config.allow_miss:
         raise SearchMissError(
             f"the search stopped after {step} steps at a MACs ratio of {ratio:.4f}, outside "

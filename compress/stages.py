@@ -3,6 +3,7 @@
 run_dir/
   checkpoints/hyper.pt   the searched hyper generator           (search)
   checkpoints/gan.pt     discriminators (and CycleGAN's B → A)  (search, converge)
+  checkpoints/search_state.pt  a resumable search in progress     (search)
   search_log.jsonl       step, losses, MACs ratio, widths        (search)
   search.json            the SearchResult                        (search)
   slim.pt, slim.json     the slim generator; plan, MACs, check   (slim)
@@ -45,6 +46,7 @@ HYPER_CHECKPOINT = Path("checkpoints/hyper.pt")
 GAN_STATE = Path("checkpoints/gan.pt")
 SLIM_CHECKPOINT = Path("slim.pt")
 CONVERGED_CHECKPOINT = Path("converged.pt")
+SEARCH_STATE = Path("checkpoints/search_state.pt")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -106,19 +108,61 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     hyper.to(device)
     trainer = GanTrainer(hyper, plan, config.train, device)
     cost = PlanCost(plan, example_input_shape(plan, config.data.image_size))
-    result = run_search(
-        hyper,
-        lambda _: trainer.step(next(batches)),
-        config.search,
-        cost,
-        current_lr=lambda: trainer.opt_g.param_groups[0]["lr"],
-        log_path=run_dir / "search_log.jsonl",
-        progress=progress,
-    )
+    state_path = run_dir / SEARCH_STATE
+    # A search resumes when everything but its step budget is unchanged.
+    key = json.dumps({**config.to_dict(), "search": {**config.to_dict()["search"], "max_steps": 0, "allow_miss": 0}})
+    start = 0
+    if state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state.get("key") == key:
+            hyper.load_state_dict(state["hyper"])
+            trainer.load_state_dict(state["trainer"])
+            trainer.opt_g.load_state_dict(state["opt_g"])
+            trainer.opt_d.load_state_dict(state["opt_d"])
+            start = int(state["step"])
+
+    def save_state(step: int) -> None:
+        state = {
+            "key": key,
+            "step": step,
+            "hyper": hyper.state_dict(),
+            "trainer": trainer.state_dict(),
+            "opt_g": trainer.opt_g.state_dict(),
+            "opt_d": trainer.opt_d.state_dict(),
+        }
+        atomic_write_bytes(state_path, lambda f: torch.save(state, f))
+
+    writer = _tensorboard(run_dir / "tensorboard")
+    try:
+        result = run_search(
+            hyper,
+            lambda _: trainer.step(next(batches)),
+            config.search,
+            cost,
+            current_lr=lambda: trainer.opt_g.param_groups[0]["lr"],
+            log_path=run_dir / "search_log.jsonl",
+            progress=progress,
+            start_step=start,
+            save_state=save_state,
+            writer=writer,
+        )
+    finally:
+        if writer is not None:
+            writer.close()
     atomic_write_bytes(run_dir / GAN_STATE, lambda f: torch.save(trainer.state_dict(), f))
     save_checkpoint(run_dir / HYPER_CHECKPOINT, hyper, config.to_dict())
     write_json(run_dir / "search.json", result.to_dict())
+    state_path.unlink(missing_ok=True)  # finished: a new run starts a new search
     return result
+
+
+def _tensorboard(log_dir: Path):
+    """A TensorBoard writer when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir))
 
 
 @dataclass(frozen=True)

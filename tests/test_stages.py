@@ -61,3 +61,23 @@ def test_other_setups_run_through_the_stages(tmp_path, setup):
     result = converge_stage(run, progress=False)
     assert result.steps == 3 and compress.load_checkpoint(result.path).plan == slim.plan
     assert (result.paired is None) == (setup == "dcgan")
+
+
+def test_an_interrupted_search_resumes_its_step_count(tmp_path):
+    run = tmp_path / "run"
+    short = _config(search={"max_steps": 3, "checkpoint_every": 2})
+    with pytest.raises(compress.SearchMissError):
+        search_stage(short, run, progress=False)
+    assert (run / "checkpoints" / "search_state.pt").is_file()
+    steps = [json.loads(line)["step"] for line in (run / "search_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    result = search_stage(_config(search={"checkpoint_every": 2}), run, progress=False)  # a larger budget
+    steps = [json.loads(line)["step"] for line in (run / "search_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, result.steps + 1)) and result.steps > 3 and result.reached
+    assert not (run / "checkpoints" / "search_state.pt").exists()
+    with pytest.raises(compress.SearchMissError):
+        search_stage(short, tmp_path / "run2", progress=False)
+    other = _config(search={"target_macs": 0.4, "checkpoint_every": 2, "max_steps": 3, "allow_miss": True})
+    assert search_stage(other, tmp_path / "run2", progress=False).steps == 3  # a changed config starts afresh
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run2" / "search_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
