@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from compress.data import (
     builtin_paired,
     builtin_unpaired,
 )
+from compress.distributed import init_from_env, wrap
 from compress.errors import CheckpointError, ConfigError
 from compress.hyper import HyperGenerator, init_from_dense
 from compress.macs import MacCount, PlanCost, count_macs
@@ -78,8 +80,8 @@ def _datasets(config: PipelineConfig) -> tuple[Dataset, tuple[torch.Tensor, torc
     return ImageFolder(d.root, d.image_size), None
 
 
-def _batches(dataset: Dataset, config: PipelineConfig) -> Iterator[Any]:
-    generator = torch.Generator().manual_seed(config.seed)
+def _batches(dataset: Dataset, config: PipelineConfig, rank: int = 0) -> Iterator[Any]:
+    generator = torch.Generator().manual_seed(config.seed + 7919 * rank)  # each rank its own order
     loader = DataLoader(dataset, batch_size=config.data.batch_size, shuffle=True, drop_last=True, generator=generator)
     if len(loader) == 0:
         raise ConfigError(f"data.batch_size {config.data.batch_size} is larger than the dataset ({len(dataset)})")
@@ -100,13 +102,15 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     device = _device(config)
     torch.manual_seed(config.seed)
     plan = full_plan(config.model.arch, **config.model.sizes)
+    dist_info = init_from_env(device)
     dataset, _ = _datasets(config)
-    batches = _batches(dataset, config)
+    batches = _batches(dataset, config, rank=dist_info.rank)
     hyper = HyperGenerator(config.model.arch, plan, config.search.embedding_dim)
     if config.search.init_from:
         init_from_dense(hyper, _dense_generator(config.search.init_from, plan))
     hyper.to(device)
-    trainer = GanTrainer(hyper, plan, config.train, device)
+    ddp = partial(wrap, info=dist_info, device=device)
+    trainer = GanTrainer(ddp(hyper), plan, config.train, device, wrap=ddp)
     cost = PlanCost(plan, example_input_shape(plan, config.data.image_size))
     state_path = run_dir / SEARCH_STATE
     # A search resumes when everything but its step budget is unchanged.
@@ -132,7 +136,7 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
         }
         atomic_write_bytes(state_path, lambda f: torch.save(state, f))
 
-    writer = _tensorboard(run_dir / "tensorboard")
+    writer = _tensorboard(run_dir / "tensorboard") if dist_info.is_main else None
     try:
         result = run_search(
             hyper,
@@ -140,15 +144,17 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
             config.search,
             cost,
             current_lr=lambda: trainer.opt_g.param_groups[0]["lr"],
-            log_path=run_dir / "search_log.jsonl",
-            progress=progress,
+            log_path=run_dir / "search_log.jsonl" if dist_info.is_main else None,
+            progress=progress and dist_info.is_main,
             start_step=start,
-            save_state=save_state,
+            save_state=save_state if dist_info.is_main else None,
             writer=writer,
         )
     finally:
         if writer is not None:
             writer.close()
+    if not dist_info.is_main:  # every rank holds the same latents; one writes
+        return result
     atomic_write_bytes(run_dir / GAN_STATE, lambda f: torch.save(trainer.state_dict(), f))
     save_checkpoint(run_dir / HYPER_CHECKPOINT, hyper, config.to_dict())
     write_json(run_dir / "search.json", result.to_dict())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +96,14 @@ class GanTrainer:
     """Owns the discriminators (and CycleGAN's B → A generator) and their optimizers; `step`
     runs one discriminator and one generator update and returns the losses."""
 
-    def __init__(self, generator: nn.Module, plan: ChannelPlan, config: TrainConfig, device: torch.device) -> None:
+    def __init__(
+        self,
+        generator: nn.Module,
+        plan: ChannelPlan,
+        config: TrainConfig,
+        device: torch.device,
+        wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+    ) -> None:
         self.g, self.config, self.device = generator, config, device
         self.setup = config.setup
         if (self.setup == "dcgan") != (plan.arch == "dcgan"):
@@ -116,8 +123,9 @@ class GanTrainer:
         else:
             self.d = build_discriminator("dcgan", input_nc=nc, ndf=config.ndf, image_size=plan.sizes["image_size"])
             self.nets = {"d": self.d}
-        for net in self.nets.values():
-            net.to(device).train()
+        for name, net in self.nets.items():  # DDP-wrapped under torchrun (`wrap`)
+            self.nets[name] = wrap(net.to(device).train())
+            setattr(self, name, self.nets[name])
         g_params = list(generator.parameters())
         if self.setup == "cyclegan":
             g_params += list(self.g_b.parameters())
@@ -136,11 +144,12 @@ class GanTrainer:
         return self.config.distill_weight * F.l1_loss(fake, target)
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: net.state_dict() for name, net in self.nets.items()}
+        # Unwrapped (no DDP "module." prefix), so a state saved under torchrun loads anywhere.
+        return {name: getattr(net, "module", net).state_dict() for name, net in self.nets.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, net in self.nets.items():
-            net.load_state_dict(state[name])
+            getattr(net, "module", net).load_state_dict(state[name])
 
     def set_lr(self, lr: float) -> None:
         for opt in (self.opt_g, self.opt_d):
