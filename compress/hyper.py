@@ -90,9 +90,9 @@ class HyperGenerator(nn.Module):
 
 
 def _kept_count(survivors: torch.Tensor, alive: torch.Tensor, min_keep: int, round_to: int) -> torch.Tensor:
-    """Survivors rounded up to a multiple of `round_to`, at least `min_keep`, at most `alive`."""
-    rounded = torch.div(survivors + round_to - 1, round_to, rounding_mode="floor") * round_to
-    return torch.minimum(rounded.clamp(min=min_keep), alive)
+    """max(survivors, min_keep) rounded up to a multiple of `round_to`, at most `alive`."""
+    needed = survivors.clamp(min=min_keep)
+    return torch.minimum(torch.div(needed + round_to - 1, round_to, rounding_mode="floor") * round_to, alive)
 
 
 def soft_threshold(

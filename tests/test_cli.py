@@ -94,3 +94,11 @@ def test_help_explains_the_command():
     proc = _run("--help", cwd=ROOT)
     assert proc.returncode == 0
     assert "--target-macs" in proc.stdout and "configs/demo.toml" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["demo", "cyclegan_horse2zebra", "pix2pix_edges2shoes"])
+def test_shipped_configs_parse(name):
+    from compress.config import load_config
+
+    config = load_config(ROOT / "configs" / f"{name}.toml")
+    assert config.search.target_macs < 1 and config.train.setup in ("pix2pix", "cyclegan")

@@ -187,3 +187,9 @@ def test_init_from_dense_reproduces_the_dense_generator(tiny):
         assert (hyper(x) - dense(x)).abs().max() < 1e-5
     with pytest.raises(compress.PlanError, match="plan differs"):
         init_from_dense(hyper, compress.build_generator(arch, plan.with_widths({plan.prunable[0]: 1})))
+
+
+def test_round_to_applies_to_the_minimum_too():
+    z = torch.tensor([0.9, -0.1, 0.5, 0.05, -0.7, 0.2, 0.3, 0.4, 0.6, 0.35])
+    out = compress.soft_threshold(z, 5.0, min_keep=1, round_to=4)  # everything would die
+    assert int((out != 0).sum()) == 4  # the floor is one block of 4, not 1 channel
