@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +247,3 @@ def regression_train_step(
         return {"l1": loss.item()}
 
     return step, optimizer
-
-
-def config_dict(config: SearchConfig) -> dict[str, Any]:
-    return asdict(config)

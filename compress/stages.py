@@ -117,7 +117,10 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     key = json.dumps({**config.to_dict(), "search": {**config.to_dict()["search"], "max_steps": 0, "allow_miss": 0}})
     start = 0
     if state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=True)
+        except Exception:  # a damaged state only costs the progress it held: start afresh
+            state = {}
         if state.get("key") == key:
             hyper.load_state_dict(state["hyper"])
             trainer.load_state_dict(state["trainer"])

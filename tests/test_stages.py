@@ -77,6 +77,8 @@ def test_an_interrupted_search_resumes_its_step_count(tmp_path):
     assert not (run / "checkpoints" / "search_state.pt").exists()
     with pytest.raises(compress.SearchMissError):
         search_stage(short, tmp_path / "run2", progress=False)
+    state = tmp_path / "run2" / "checkpoints" / "search_state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # damaged: the next run starts afresh, no traceback
     other = _config(search={"target_macs": 0.4, "checkpoint_every": 2, "max_steps": 3, "allow_miss": True})
     assert search_stage(other, tmp_path / "run2", progress=False).steps == 3  # a changed config starts afresh
     steps = [json.loads(line)["step"] for line in (tmp_path / "run2" / "search_log.jsonl").read_text().splitlines()]
