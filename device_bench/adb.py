@@ -1,0 +1,175 @@
+"""The transport to a phone, on adb-shell: explicit timeouts on every call (adb-shell's default
+read timeout is 10 s), shell commands that return their exit status, pushes verified on the
+device by size and SHA-256, retries with backoff for transient errors, and typed errors that
+name the device and the step."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from compress.errors import CoronetError
+
+T = TypeVar("T")
+RC_MARKER = "__CORONET_RC__="
+
+
+class DeviceError(CoronetError):
+    """A step on a device failed; the message names the device and the step."""
+
+    def __init__(self, device: str, step: str, reason: str) -> None:
+        super().__init__(f"{device}: {step} failed: {reason}")
+        self.device, self.step, self.reason = device, step, reason
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 10.0
+    transport_s: float = 10.0  # one socket read or write
+    read_s: float = 30.0  # one ADB message
+    command_s: float = 120.0  # a whole shell command
+
+
+def default_key_path() -> Path:
+    return Path(os.environ.get("ADB_VENDOR_KEYS_HOME", Path.home() / ".android")) / "adbkey"
+
+
+def load_or_create_key(path: Path | None = None):
+    """The RSA key in the standard adb location, created (mode 0600) when missing."""
+    from adb_shell.auth.keygen import keygen
+    from adb_shell.auth.sign_pythonrsa import PythonRSASigner
+
+    path = path or default_key_path()
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keygen(str(path))
+        os.chmod(path, 0o600)
+    return PythonRSASigner(Path(f"{path}.pub").read_text(), path.read_text())
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    from adb_shell import exceptions as e
+
+    return (ConnectionError, OSError, e.TcpTimeoutException, e.AdbTimeoutError, e.InvalidChecksumError,
+            e.InvalidResponseError, e.AdbConnectionError)  # fmt: skip
+
+
+class AdbTransport:
+    """One phone over TCP (`host:port`); use `with AdbTransport(...) as t:`."""
+
+    def __init__(
+        self,
+        serial: str,
+        key_path: Path | None = None,
+        timeouts: Timeouts = Timeouts(),
+        retries: int = 3,
+        backoff_s: float = 0.5,
+    ) -> None:
+        host, _, port = serial.rpartition(":")
+        if not host or not port.isdigit():
+            raise DeviceError(serial, "connect", "expected HOST:PORT (USB phones need the usb extra)")
+        self.serial, self.host, self.port = serial, host, int(port)
+        self.key_path, self.timeouts, self.retries, self.backoff_s = key_path, timeouts, retries, backoff_s
+        self._device = None
+
+    # --- connection ------------------------------------------------------------------------
+    def connect(self) -> None:
+        from adb_shell.adb_device import AdbDeviceTcp
+
+        signer = load_or_create_key(self.key_path)
+
+        def attempt() -> None:
+            self.close()
+            device = AdbDeviceTcp(self.host, self.port, default_transport_timeout_s=self.timeouts.transport_s)
+            device.connect(rsa_keys=[signer], auth_timeout_s=self.timeouts.connect_s,
+                           read_timeout_s=self.timeouts.read_s)  # fmt: skip
+            self._device = device
+
+        self._retry("connect", attempt, reconnect=False)
+
+    def close(self) -> None:
+        if self._device is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection: nothing left to do
+                self._device.close()
+            self._device = None
+
+    def __enter__(self) -> AdbTransport:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _retry(self, step: str, action: Callable[[], T], reconnect: bool = True) -> T:
+        transient = _transient_errors()
+        delay = self.backoff_s
+        for attempt in range(1, self.retries + 1):
+            try:
+                return action()
+            except transient as exc:
+                if attempt == self.retries:
+                    raise DeviceError(self.serial, step, f"{type(exc).__name__}: {exc}") from None
+                time.sleep(delay)
+                delay *= 2
+                if reconnect:
+                    try:
+                        self.connect()
+                    except DeviceError:
+                        continue
+        raise AssertionError("unreachable")
+
+    # --- commands --------------------------------------------------------------------------
+    def shell(self, command: str, timeout_s: float | None = None) -> tuple[int, str]:
+        """Run `command` with sh; (exit status, output). v1 shells merge stderr and lose the
+        status, so the status is printed after a marker and parsed back."""
+        wrapped = f"{command}; echo {RC_MARKER}$?"
+        timeout = timeout_s or self.timeouts.command_s
+
+        def run() -> str:
+            return self._device.shell(wrapped, transport_timeout_s=self.timeouts.transport_s,
+                                      read_timeout_s=timeout, timeout_s=timeout)  # fmt: skip
+
+        output = self._retry("shell", run)
+        body, marker, rc = output.rpartition(RC_MARKER)
+        if not marker:
+            raise DeviceError(self.serial, "shell", f"no exit status in the output of {command!r}")
+        return int(rc.strip() or "255"), body
+
+    def check(self, command: str, step: str, timeout_s: float | None = None) -> str:
+        rc, output = self.shell(command, timeout_s)
+        if rc != 0:
+            raise DeviceError(self.serial, step, f"exit status {rc}: {output.strip()[-300:]}")
+        return output
+
+    def remote_sha256(self, path: str) -> str | None:
+        rc, output = self.shell(f"sha256sum {shlex.quote(path)} 2>/dev/null")
+        return output.split()[0] if rc == 0 and output.strip() else None
+
+    def push(self, local: Path, remote: str, skip_if_same: bool = True) -> bool:
+        """Push and verify (size and SHA-256 on the device). Returns False when the device
+        already held the same bytes (nothing sent)."""
+        data_hash = hashlib.sha256(Path(local).read_bytes()).hexdigest()
+        if skip_if_same and self.remote_sha256(remote) == data_hash:
+            return False
+        self.check(f"mkdir -p {shlex.quote(str(Path(remote).parent))}", "push")
+
+        def send() -> None:
+            self._device.push(str(local), remote, transport_timeout_s=self.timeouts.transport_s,
+                              read_timeout_s=self.timeouts.read_s)  # fmt: skip
+
+        self._retry("push", send)
+        size = Path(local).stat().st_size
+        _, remote_size, _ = self._retry("push", lambda: self._device.stat(remote))
+        if remote_size != size % (1 << 32) or self.remote_sha256(remote) != data_hash:
+            raise DeviceError(self.serial, "push", f"{remote} on the device does not match {local} (size or SHA-256)")
+        return True
+
+    def pull(self, remote: str, local: Path) -> None:
+        self._retry("pull", lambda: self._device.pull(remote, str(local), read_timeout_s=self.timeouts.read_s))

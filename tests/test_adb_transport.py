@@ -1,0 +1,91 @@
+"""device_bench.adb against the loopback device: statuses, verified pushes, retries, timeouts."""
+
+import os
+import stat
+import time
+
+import pytest
+
+from device_bench.adb import AdbTransport, DeviceError, Timeouts
+from tests.loopback_device.adb_device import Faults, LoopbackDevice
+from tests.loopback_device.personas import build_sandbox
+
+FAST = Timeouts(connect_s=5, transport_s=2, read_s=5, command_s=10)
+
+
+@pytest.fixture
+def phone(tmp_path):
+    root = tmp_path / "phone"
+    banner = build_sandbox(root, "sm8450")
+    faults = Faults()
+    with LoopbackDevice(root, banner, auth=True, faults=faults) as device:
+        yield device, faults, tmp_path / "keys" / "adbkey"
+
+
+def test_key_is_created_private_and_reused(phone):
+    device, _, key = phone
+    with AdbTransport(device.serial, key_path=key, timeouts=FAST) as t:
+        assert t.shell("echo hi") == (0, "hi\n")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    first = key.read_bytes()
+    with AdbTransport(device.serial, key_path=key, timeouts=FAST):
+        pass
+    assert key.read_bytes() == first
+
+
+def test_shell_returns_the_exit_status(phone):
+    device, _, key = phone
+    with AdbTransport(device.serial, key_path=key, timeouts=FAST) as t:
+        assert t.shell("false")[0] == 1
+        assert t.shell("sh -c 'exit 7'")[0] == 7
+        with pytest.raises(DeviceError, match=r"127\.0\.0\.1:\d+: probe failed: exit status 3"):
+            t.check("echo oops; sh -c 'exit 3'", "probe")
+
+
+def test_verified_push_and_skip_when_unchanged(phone, tmp_path):
+    device, _, key = phone
+    local = tmp_path / "model.tflite"
+    local.write_bytes(os.urandom(10 * 1024 * 1024))
+    with AdbTransport(device.serial, key_path=key, timeouts=FAST) as t:
+        assert t.push(local, "/data/local/tmp/coronet/model.tflite") is True
+        assert (device.root / "data/local/tmp/coronet/model.tflite").read_bytes() == local.read_bytes()
+        assert t.push(local, "/data/local/tmp/coronet/model.tflite") is False  # same bytes: not sent again
+
+
+def test_a_dropped_push_is_retried(phone, tmp_path):
+    device, faults, key = phone
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(3 * 1024 * 1024))
+    faults.drop_after_sync_bytes = 1024 * 1024  # the connection dies once, a third of the way in
+    with AdbTransport(device.serial, key_path=key, timeouts=FAST, backoff_s=0.05) as t:
+        assert t.push(local, "/data/local/tmp/coronet/big.bin") is True
+    assert (device.root / "data/local/tmp/coronet/big.bin").read_bytes() == local.read_bytes()
+    assert faults.drop_after_sync_bytes is None  # the fault did fire
+
+
+def test_a_stall_fails_within_its_timeout(phone):
+    device, faults, key = phone
+    with AdbTransport(device.serial, key_path=key, timeouts=FAST, retries=1) as t:
+        faults.stall_s = 60
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError, match="shell failed"):
+            t.shell("echo late", timeout_s=1)
+        assert time.monotonic() - t0 < 1 + 3
+
+
+def test_hostile_names_stay_inside_the_bench_folder(phone, tmp_path):
+    device, _, key = phone
+    name = "it's a $(touch pwned); rm -rf x `id` model.tflite"
+    local = tmp_path / "m.bin"
+    local.write_bytes(b"weights")
+    remote = f"/data/local/tmp/coronet/{name}"
+    with AdbTransport(device.serial, key_path=key, timeouts=FAST) as t:
+        assert t.push(local, remote) is True
+        assert t.remote_sha256(remote) is not None
+    assert (device.root / "data/local/tmp/coronet" / name).read_bytes() == b"weights"
+    assert not list(device.root.rglob("pwned")) and not (tmp_path / "pwned").exists()
+
+
+def test_bad_serial_is_one_clear_error():
+    with pytest.raises(DeviceError, match="expected HOST:PORT"):
+        AdbTransport("R5CT1234567")
