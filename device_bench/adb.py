@@ -133,8 +133,9 @@ class AdbTransport:
         timeout = timeout_s or self.timeouts.command_s
 
         def run() -> str:
-            return self._device.shell(wrapped, transport_timeout_s=self.timeouts.transport_s,
-                                      read_timeout_s=timeout, timeout_s=timeout)  # fmt: skip
+            # A benchmark may print nothing for a long time (cool-down, long runs): every read
+            # may wait as long as the whole command is allowed to take.
+            return self._device.shell(wrapped, transport_timeout_s=timeout, read_timeout_s=timeout, timeout_s=timeout)
 
         output = self._retry("shell", run)
         body, marker, rc = output.rpartition(RC_MARKER)

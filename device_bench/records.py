@@ -13,8 +13,8 @@ import numpy as np
 class LatencyStats:
     n: int
     median_ms: float
-    p90_ms: float
-    p95_ms: float
+    p90_ms: float | None  # None where the tool does not report it (benchmark_model)
+    p95_ms: float | None
     min_ms: float
     mean_ms: float
 

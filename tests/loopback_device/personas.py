@@ -46,6 +46,13 @@ def build_sandbox(root: Path, persona: str, thermal_status: int = 0, cpu_temp_c:
         f"  echo '\tTemperature{{mValue={cpu_temp_c}, mType=0, mName=CPU0, mStatus=0}}'\n"
         "fi\n",
     )
+    # This host has none of the phone's CPUs 4-7: the stand-in taskset checks and records the
+    # mask, then runs the command unpinned.
+    _script(
+        root / "system" / "bin" / "taskset",
+        'case "$1" in *[!0-9a-fA-F]*|"") echo "taskset: bad mask $1" >&2; exit 1 ;; esac\n'
+        'echo "$1" >> "${ANDROID_ROOT_PREFIX}/taskset.log"\nshift\nexec "$@"\n',
+    )
     cpu = root / "sys" / "devices" / "system" / "cpu"
     for policy, (cpus, max_khz) in p["policies"].items():
         folder = cpu / "cpufreq" / policy

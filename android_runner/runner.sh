@@ -1,0 +1,117 @@
+#!/bin/sh
+# CoroNet on-device runner (POSIX sh for Android's toybox/mksh; also runs under dash).
+# Runs one benchmark and prints one delimited, versioned result block with the raw tool output.
+#
+#   runner.sh --tool benchmark_model|onnxruntime_perf_test --bin DIR --model PATH
+#             [--threads N] [--cpus HEXMASK] [--warmup N] [--runs N]
+#             [--delegate cpu|xnnpack|gpu|nnapi|qnn|external:PATH]
+#             [--max-temp-c C] [--max-wait-s S] [--work DIR]
+#
+# ANDROID_ROOT_PREFIX (empty on a phone) prefixes /sys reads, so the loopback test device can
+# stand a folder in for the phone's sysfs.
+set -u
+
+tool="" bin="" model="" threads=1 cpus="" warmup=5 runs=20 delegate="xnnpack"
+max_temp_c=45 max_wait_s=300 work="${TMPDIR:-/data/local/tmp}"
+root="${ANDROID_ROOT_PREFIX:-}"
+
+die() { echo "runner: $*" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tool) tool="$2"; shift 2 ;;
+    --bin) bin="$2"; shift 2 ;;
+    --model) model="$2"; shift 2 ;;
+    --threads) threads="$2"; shift 2 ;;
+    --cpus) cpus="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --delegate) delegate="$2"; shift 2 ;;
+    --max-temp-c) max_temp_c="$2"; shift 2 ;;
+    --max-wait-s) max_wait_s="$2"; shift 2 ;;
+    --work) work="$2"; shift 2 ;;
+    *) die "unknown option $1" ;;
+  esac
+done
+[ -n "$tool" ] || die "--tool is required"
+[ -f "$model" ] || die "model not found: $model"
+[ -x "$bin/$tool" ] || die "missing binary $bin/$tool: provide it for arm64-v8a in the bench's --binaries folder"
+
+# The hottest readable thermal zone, in whole degrees C (milli-degrees in sysfs).
+hottest_c() {
+  max=0
+  for zone in "$root"/sys/class/thermal/thermal_zone*; do
+    [ -r "$zone/temp" ] || continue
+    t=$(cat "$zone/temp" 2>/dev/null) || continue
+    case "$t" in ''|*[!0-9-]*) continue ;; esac
+    t=$((t / 1000))
+    [ "$t" -gt "$max" ] && max=$t
+  done
+  echo "$max"
+}
+
+thermal_status() {
+  s=$(dumpsys thermalservice 2>/dev/null | sed -n 's/.*Thermal Status: \([0-9][0-9]*\).*/\1/p' | head -n 1)
+  echo "${s:-0}"
+}
+
+print_state() {
+  for policy in "$root"/sys/devices/system/cpu/cpufreq/policy*; do
+    [ -d "$policy" ] || continue
+    echo "freq $(basename "$policy") cur=$(cat "$policy/scaling_cur_freq" 2>/dev/null) max=$(cat "$policy/scaling_max_freq" 2>/dev/null)"
+  done
+  echo "temp_c $(hottest_c)"
+  echo "thermal_status $(thermal_status)"
+}
+
+waited=0
+while :; do
+  if [ "$(thermal_status)" -le 0 ] && [ "$(hottest_c)" -lt "$max_temp_c" ]; then break; fi
+  if [ "$waited" -ge "$max_wait_s" ]; then break; fi
+  sleep 5
+  waited=$((waited + 5))
+done
+
+case "$tool" in
+  benchmark_model)
+    set -- --graph="$model" --num_threads="$threads" --warmup_runs="$warmup" --num_runs="$runs"
+    case "$delegate" in
+      cpu) set -- "$@" --use_xnnpack=false ;;
+      xnnpack) set -- "$@" --use_xnnpack=true ;;
+      gpu) set -- "$@" --use_gpu=true ;;
+      nnapi) set -- "$@" --use_nnapi=true ;;
+      external:*) set -- "$@" --external_delegate_path="${delegate#external:}" ;;
+      *) die "unknown delegate $delegate for benchmark_model" ;;
+    esac ;;
+  onnxruntime_perf_test)
+    case "$delegate" in cpu|nnapi|qnn|xnnpack) ;; *) die "unknown execution provider $delegate" ;; esac
+    set -- -I -m times -r "$runs" -x "$threads" -y 1 -e "$delegate" "$model" ;;
+  *) die "unknown tool $tool" ;;
+esac
+
+out="$work/coronet_run_$$.txt"
+before=$(print_state)
+if [ -n "$cpus" ] && command -v taskset >/dev/null 2>&1; then
+  taskset "$cpus" "$bin/$tool" "$@" >"$out" 2>&1
+else
+  "$bin/$tool" "$@" >"$out" 2>&1
+fi
+rc=$?
+after=$(print_state)
+
+echo "=== CORONET-RESULT v1 BEGIN ==="
+echo "tool=$tool"
+echo "rc=$rc"
+echo "delegate=$delegate"
+echo "threads=$threads"
+echo "cpus=$cpus"
+echo "waited_s=$waited"
+echo "--- state before ---"
+echo "$before"
+echo "--- state after ---"
+echo "$after"
+echo "--- raw output ---"
+cat "$out"
+echo "=== CORONET-RESULT v1 END ==="
+rm -f "$out"
+exit 0

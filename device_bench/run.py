@@ -1,0 +1,174 @@
+"""One benchmark job on one phone: push the runner, the tool and the model (each only when the
+device lacks those exact bytes), run the on-device runner, parse its result block."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from device_bench.adb import AdbTransport, DeviceError
+from device_bench.parsers import parse_benchmark_model, parse_perf_test
+from device_bench.profiles import DeviceProfile, clusters_from_policies, identify_soc, parse_getprop
+from device_bench.records import BenchResult, LatencyStats
+from export.bundle import Bundle, tool_versions
+
+RUNNER = Path(__file__).resolve().parents[1] / "android_runner" / "runner.sh"
+TOOLS = {"tflite": "benchmark_model", "onnx": "onnxruntime_perf_test"}
+BLOCK = re.compile(r"=== CORONET-RESULT v1 BEGIN ===\n(.*?)\n=== CORONET-RESULT v1 END ===", re.S)
+
+
+@dataclass(frozen=True)
+class BenchJob:
+    bundle: Path
+    device: str  # HOST:PORT
+    runtime: str = "tflite"
+    delegate: str = "xnnpack"  # tflite: cpu|xnnpack|gpu|nnapi|external:PATH; onnx: cpu|nnapi|qnn
+    threads: int = 1
+    cluster: str = "big"
+    warmup: int = 5
+    runs: int = 20
+    max_temp_c: int = 45
+    max_wait_s: int = 300
+
+    def __post_init__(self) -> None:
+        if self.runtime not in TOOLS:
+            raise ValueError(f"runtime must be tflite or onnx, got {self.runtime!r}")
+
+
+def detect_profile(t: AdbTransport) -> DeviceProfile:
+    props = parse_getprop(t.check("getprop", "profile"))
+    soc, known = identify_soc(props)
+    listing = t.check(
+        'for p in /sys/devices/system/cpu/cpufreq/policy*; do echo "$(basename "$p")|'
+        '$(cat "$p/related_cpus")|$(cat "$p/cpuinfo_max_freq")"; done',
+        "profile",
+    )
+    policies = {}
+    for line in listing.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[2].strip().isdigit():
+            policies[parts[0]] = (parts[1], parts[2])
+    return DeviceProfile(t.serial, props.get("ro.product.model", "?"), soc, clusters_from_policies(policies), known)
+
+
+def parse_block(output: str) -> dict:
+    """The runner's result block: key=value fields, the two state records, the raw tool output."""
+    m = BLOCK.search(output)
+    if m is None:
+        raise ValueError("no CORONET-RESULT block in the runner's output")
+    body = m.group(1)
+    head, _, raw = body.partition("--- raw output ---\n")
+    fields, _, states = head.partition("--- state before ---\n")
+    before, _, after = states.partition("--- state after ---\n")
+    return {
+        "fields": dict(line.split("=", 1) for line in fields.splitlines() if "=" in line),
+        "before": before.strip().splitlines(),
+        "after": after.strip().splitlines(),
+        "raw": raw,
+    }
+
+
+def _state(lines: list[str]) -> dict:
+    state: dict = {"freq_khz": {}}
+    for line in lines:
+        key, _, rest = line.partition(" ")
+        if key == "freq":
+            policy, _, values = rest.partition(" ")
+            state["freq_khz"][policy] = dict(v.split("=", 1) for v in values.split() if "=" in v)
+        elif key in ("temp_c", "thermal_status"):
+            state[key] = int(rest) if rest.strip().lstrip("-").isdigit() else None
+    return state
+
+
+def run_job(job: BenchJob, t: AdbTransport, binaries: Path, bench_dir: str = "/data/local/tmp/coronet") -> BenchResult:
+    """Run `job` on the connected device `t`; raises DeviceError (with the step) on failure."""
+    bundle = Bundle.open(job.bundle)
+    tool = TOOLS[job.runtime]
+    local_tool = Path(binaries) / tool
+    if not local_tool.is_file():
+        raise DeviceError(t.serial, "prepare", f"missing {local_tool}: put the arm64-v8a {tool} there")
+    model = bundle.file(job.runtime)
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    # The model is stored under its hash: hostile bundle names never reach the device's shell.
+    remote = {
+        "runner": f"{bench_dir}/runner.sh",
+        "tool": f"{bench_dir}/bin/{tool}",
+        "model": f"{bench_dir}/models/{digest[:24]}{model.suffix}",
+    }
+    sources = {"runner": RUNNER, "tool": local_tool, "model": model}
+    pushed = [name for name, src in sources.items() if t.push(src, remote[name])]
+    t.check(f"chmod 755 {shlex.quote(remote['tool'])} {shlex.quote(remote['runner'])}", "prepare")
+    profile = detect_profile(t)
+    cluster = profile.cluster(job.cluster)
+    command = " ".join(
+        shlex.quote(part)
+        for part in (
+            "sh", remote["runner"], "--tool", tool, "--bin", f"{bench_dir}/bin", "--model", remote["model"],
+            "--threads", str(job.threads), "--cpus", cluster.mask, "--warmup", str(job.warmup),
+            "--runs", str(job.runs), "--delegate", job.delegate, "--max-temp-c", str(job.max_temp_c),
+            "--max-wait-s", str(job.max_wait_s), "--work", bench_dir,
+        )
+    )  # fmt: skip
+    rc, output = t.shell(command, timeout_s=job.max_wait_s + 600)
+    if rc != 0:
+        raise DeviceError(t.serial, "run", f"the runner exited {rc}: {output.strip()[-300:]}")
+    try:
+        block = parse_block(output)
+    except ValueError as exc:
+        raise DeviceError(t.serial, "run", str(exc)) from None
+    tool_rc = int(block["fields"].get("rc", "1"))
+    if tool_rc != 0:
+        raise DeviceError(t.serial, "run", f"{tool} exited {tool_rc}: {block['raw'].strip()[-300:] or 'no output'}")
+    flags: list[str] = []
+    if job.runtime == "tflite":
+        parsed = parse_benchmark_model(block["raw"], requested=job.delegate)
+        if not parsed.ok:
+            raise DeviceError(t.serial, "parse", "; ".join(parsed.errors) or "no timed runs in the tool output")
+        runs = parsed.runs
+        median = runs.median if runs.median is not None else runs.avg
+        p95 = runs.p95 / 1e3 if runs.p95 is not None else None
+        stats = LatencyStats(runs.count, median / 1e3, None, p95, runs.min / 1e3, runs.avg / 1e3)
+        init_ms, ran_on, flags = (parsed.init_us or 0) / 1e3, parsed.ran_on, list(parsed.flags)
+    else:
+        perf = parse_perf_test(block["raw"])
+        if not perf.ok:
+            raise DeviceError(t.serial, "parse", "; ".join(perf.errors) or "no average latency in the tool output")
+        lat = perf.latency_ms
+        stats = LatencyStats(perf.requests or 0, lat.get("p50", perf.avg_ms), lat.get("p90"), lat.get("p95"),
+                             lat.get("min", perf.avg_ms), perf.avg_ms)  # fmt: skip
+        init_ms, ran_on = (perf.session_creation_s or 0) * 1e3, job.delegate
+    before, after = _state(block["before"]), _state(block["after"])
+    waited = int(block["fields"].get("waited_s", "0"))
+    if waited:
+        flags.append("thermal-wait")
+    if (before.get("thermal_status") or 0) > 0:
+        flags.append("hot")
+    return BenchResult(
+        device=t.serial,
+        runtime=job.runtime,
+        delegate=ran_on,
+        threads=job.threads,
+        bundle=str(bundle.path),
+        model_sha256=digest,
+        samples_ms=[],  # the tools report statistics, not samples
+        stats=stats,
+        init_ms=init_ms,
+        warmup_runs=job.warmup,
+        device_state={
+            "soc": profile.soc,
+            "model": profile.model,
+            "cluster": job.cluster,
+            "cpus": cluster.mask,
+            "waited_s": waited,
+            "before": before,
+            "after": after,
+            "pushed": pushed,
+        },
+        tool_versions={"host": tool_versions()},
+        flags=flags,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )

@@ -1,0 +1,117 @@
+"""Host stand-ins for the phone's benchmark binaries. No native `benchmark_model` or
+`onnxruntime_perf_test` exists for this machine, so these scripts time the model for real with
+LiteRT / ONNX Runtime and print exactly the real tools' output format
+(shared/reference/tool_output.md). `write_binaries(folder)` lays them out like the lab's
+arm64-v8a cache folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+BENCHMARK_MODEL = r"""
+import re, statistics, sys, time
+import numpy as np
+args = dict(re.findall(r"--(\w+)=(\S*)", " ".join(sys.argv[1:])))
+known = {"graph", "num_threads", "warmup_runs", "num_runs", "use_xnnpack", "use_gpu", "use_nnapi",
+         "external_delegate_path"}
+XNNPACK_LINE = "Explicitly applied XNNPACK delegate, and the model graph will be completely executed by the delegate."
+GPU_LINE = "Though GPU delegate is explicitly applied, the model graph will not be executed by the delegate."
+print("INFO: STARTING!")
+unknown = [f"--{k}={v}" for k, v in args.items() if k not in known]
+if unknown:
+    print("WARN: Unconsumed cmdline flags: " + " ".join(unknown))
+threads = int(args.get("num_threads", 1))
+print("INFO: Log parameter values verbosely: [0]")
+print(f"INFO: Num threads: [{threads}]")
+print(f"INFO: Graph: [{args['graph']}]")
+if os.environ.get("CORONET_STANDIN_CRASH"):
+    os.kill(os.getpid(), 11)
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+t0 = time.perf_counter()
+xnnpack = args.get("use_xnnpack", "true") != "false"
+kind = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+it = Interpreter(model_path=args["graph"], num_threads=threads, experimental_op_resolver_type=kind)
+it.allocate_tensors()
+init_us = (time.perf_counter() - t0) * 1e6
+print(f"INFO: Loaded model {args['graph']}")
+if xnnpack:
+    print("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
+    print("INFO: " + XNNPACK_LINE)
+if args.get("use_gpu") == "true":  # no GPU here: what a phone without a working GPU delegate prints
+    print("INFO: " + GPU_LINE)
+print(f"INFO: Initialized session in {init_us / 1000:.6g}ms.")
+inp = it.get_input_details()[0]
+x = np.random.default_rng(0).uniform(-1, 1, inp["shape"]).astype(np.float32)
+def run():
+    t = time.perf_counter(); it.set_tensor(inp["index"], x); it.invoke(); return (time.perf_counter() - t) * 1e6
+def stats(samples):
+    if not samples:
+        return "count=0"
+    s = sorted(samples); n = len(s)
+    pct = lambda p: int(s[min(n - 1, int(p / 100 * n))])
+    return (f"count={n} first={int(samples[0])} curr={int(samples[-1])} min={int(s[0])} max={int(s[-1])} "
+            f"avg={statistics.fmean(samples):.6g} std={int(statistics.pstdev(samples))} p5={pct(5)} "
+            f"median={pct(50)} p95={pct(95)}")
+warm = [run() for _ in range(int(args.get("warmup_runs", 1)))]
+LIMITS = "seconds but terminate if exceeding 150 seconds."
+print(f"INFO: Running benchmark for at least {len(warm)} iterations and at least 0.5 {LIMITS}")
+print("INFO: " + stats(warm) + "\n")
+timed = [run() for _ in range(int(args.get("num_runs", 50)))]
+print(f"INFO: Running benchmark for at least {len(timed)} iterations and at least 1 {LIMITS}")
+print("INFO: " + stats(timed) + "\n")
+avg = lambda v: f"{statistics.fmean(v):.6g}" if v else "nan"
+print(f"INFO: Inference timings in us: Init: {int(init_us)}, First inference: {int(warm[0]) if warm else 0}, "
+      f"Warmup (avg): {avg(warm)}, Inference (avg): {avg(timed)}")
+print("INFO: Memory footprint delta from the start of the tool (MB): init=12.5 overall=20.25")
+"""
+
+PERF_TEST = r"""
+import statistics, sys, time
+import numpy as np
+argv = sys.argv[1:]
+opts, i = {}, 0
+while i < len(argv) - 1:
+    if argv[i].startswith("-") and argv[i] != "-I":
+        opts[argv[i]] = argv[i + 1]; i += 2
+    else:
+        i += 1
+model = argv[-1]
+import onnxruntime as ort
+so = ort.SessionOptions()
+so.intra_op_num_threads, so.inter_op_num_threads = int(opts.get("-x", 1)), int(opts.get("-y", 1))
+t0 = time.perf_counter()
+sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+print(f"Session creation time cost: {time.perf_counter() - t0:.4g} s")
+inp = sess.get_inputs()[0]
+x = np.random.default_rng(0).uniform(-1, 1, inp.shape).astype(np.float32)
+def run():
+    t = time.perf_counter(); sess.run(None, {inp.name: x}); return time.perf_counter() - t
+first = run()
+print(f"First inference time cost: {first * 1000:.0f} ms")
+runs = [run() for _ in range(int(opts.get("-r", 10)))]
+total = sum(runs); s = sorted(runs); n = len(s)
+q = lambda p: s[min(n - 1, int(p * n))]
+print(f"Total inference time cost: {total:.4g} s")
+print(f"Total inference requests: {n}")
+print(f"Average inference time cost: {total / n * 1000:.4g} ms")
+print(f"Total inference run time: {total:.4g} s")
+print(f"Number of inferences per second: {n / total:.4g}")
+print("Avg CPU usage: 95 %")
+print("Peak working set size: 123456789 bytes")
+print(f"Min Latency: {s[0]:.4g} s")
+print(f"Max Latency: {s[-1]:.4g} s")
+for name, p in (("P50", 0.5), ("P90", 0.9), ("P95", 0.95), ("P99", 0.99), ("P999", 0.999)):
+    print(f"{name} Latency: {q(p):.4g} s")
+"""
+
+
+def write_binaries(folder: Path) -> Path:
+    """Write `benchmark_model` and `onnxruntime_perf_test` stand-ins (executable) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in (("benchmark_model", BENCHMARK_MODEL), ("onnxruntime_perf_test", PERF_TEST)):
+        path = folder / name
+        path.write_text(f"#!{sys.executable}\nimport os\n{body}")
+        os.chmod(path, 0o755)
+    return folder
