@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint install clean
+.PHONY: test demo lint install tools clean
 
 install: $(STAMP)
 
@@ -20,7 +20,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# System tools for the device-bench tests: Debian's adb client and shellcheck. Installed when
+# missing and we are root (as in CI); otherwise those tests skip, or fail under CI=true.
+tools:
+	@missing=""; for t in adb shellcheck; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing$$missing with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test: lint tools
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
