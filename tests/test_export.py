@@ -191,3 +191,19 @@ def test_parity_error_carries_the_table(tmp_path):
         check_parity(model, OnnxRunner(out.path), random_inputs((1, 3, 32, 32), 3), "onnx")
     assert [row["input"] for row in info.value.table] == [0, 1, 2]
     assert all(row["max_abs"] > 1e-4 for row in info.value.table)
+
+
+def test_onnxsim_failure_falls_back_with_a_recorded_warning(tmp_path, monkeypatch):
+    """When onnxsim breaks (it raises from C++ on some graphs), the unsimplified graph is kept
+    and the manifest says so."""
+    import onnxsim
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated onnxsim crash")
+
+    monkeypatch.setattr(onnxsim, "simplify", broken)
+    with pytest.warns(UserWarning, match="onnxsim failed"):
+        bundle = export.export_bundle(_slim("dcgan"), tmp_path / "b", ("onnx",))
+    entry = bundle.manifest["files"]["onnx"]
+    assert entry["simplified"] is False and "simulated onnxsim crash" in entry["warnings"][0]
+    assert bundle.manifest["parity"]["onnx"]["max_abs"] <= 1e-4
