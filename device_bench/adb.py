@@ -149,6 +149,26 @@ class AdbTransport:
             raise DeviceError(self.serial, step, f"exit status {rc}: {output.strip()[-300:]}")
         return output
 
+    def run_detached(self, command: str, work_dir: str, timeout_s: float, poll_s: float = 2.0) -> tuple[int, str]:
+        """Run a long command in the background on the device and poll for its end, so that no
+        single ADB read has to outlast a silent benchmark. Survives a reconnect in between."""
+        tag = f"job_{os.getpid()}_{time.monotonic_ns()}"
+        out, rc_file = f"{work_dir}/{tag}.out", f"{work_dir}/{tag}.rc"
+        q = shlex.quote
+        inner = f"{command} > {q(out)} 2>&1; echo $? > {q(rc_file)}.tmp; mv {q(rc_file)}.tmp {q(rc_file)}"
+        self.check(f"mkdir -p {q(work_dir)} && (nohup sh -c {q(inner)} > /dev/null 2>&1 &)", "start")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rc, text = self.shell(f"cat {q(rc_file)} 2>/dev/null")
+            if rc == 0 and text.strip().isdigit():
+                break
+            if time.monotonic() > deadline:
+                raise DeviceError(self.serial, "run", f"no result after {timeout_s:.0f} s (the job keeps {out})")
+            time.sleep(poll_s)
+        output = self.check(f"cat {q(out)}", "collect")
+        self.shell(f"rm -f {q(out)} {q(rc_file)}")
+        return int(text.strip()), output
+
     def remote_sha256(self, path: str) -> str | None:
         rc, output = self.shell(f"sha256sum {shlex.quote(path)} 2>/dev/null")
         return output.split()[0] if rc == 0 and output.strip() else None

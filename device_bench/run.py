@@ -33,6 +33,7 @@ class BenchJob:
     runs: int = 20
     max_temp_c: int = 45
     max_wait_s: int = 300
+    poll_s: float = 2.0  # how often the finished job is polled for
 
     def __post_init__(self) -> None:
         if self.runtime not in TOOLS:
@@ -113,7 +114,7 @@ def run_job(job: BenchJob, t: AdbTransport, binaries: Path, bench_dir: str = "/d
             "--max-wait-s", str(job.max_wait_s), "--work", bench_dir,
         )
     )  # fmt: skip
-    rc, output = t.shell(command, timeout_s=job.max_wait_s + 600)
+    rc, output = t.run_detached(command, f"{bench_dir}/jobs", timeout_s=job.max_wait_s + 600, poll_s=job.poll_s)
     if rc != 0:
         raise DeviceError(t.serial, "run", f"the runner exited {rc}: {output.strip()[-300:]}")
     try:

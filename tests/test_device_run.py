@@ -11,7 +11,9 @@ from tests.loopback_device.adb_device import LoopbackDevice
 from tests.loopback_device.personas import build_sandbox
 from tests.loopback_device.standins import write_binaries
 
-FAST = Timeouts(connect_s=5, transport_s=5, read_s=60, command_s=120)
+# Short reads on purpose: a job that is silent for longer (the hot phone waits 5 s) must still
+# succeed, because it runs detached and is polled.
+FAST = Timeouts(connect_s=5, transport_s=2, read_s=5, command_s=10)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,8 @@ def _phone(tmp_path, persona, **sandbox):
 def test_run_job_end_to_end(tmp_path, bundle, binaries, persona, runtime):
     delegate = "xnnpack" if runtime == "tflite" else "cpu"
     with _phone(tmp_path, persona) as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST) as t:
-        job = BenchJob(bundle.path, phone.serial, runtime, delegate, threads=1, cluster="big", warmup=2, runs=5)
+        job = BenchJob(bundle.path, phone.serial, runtime, delegate, threads=1, cluster="big", warmup=2, runs=5,
+                       poll_s=0.2)  # fmt: skip
         result = run_job(job, t, binaries)
         assert result.stats.n == 5 and 0 < result.stats.min_ms <= result.stats.median_ms
         assert result.device_state["soc"] == persona.upper() and result.device_state["cpus"] == "70"
@@ -60,10 +63,12 @@ def test_a_hot_phone_is_recorded(tmp_path, bundle, binaries):
         _phone(tmp_path, "mt6893", thermal_status=3, cpu_temp_c=58.0) as phone,
         AdbTransport(phone.serial, tmp_path / "adbkey", FAST) as t,
     ):
-        job = BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=3, max_wait_s=5)
+        job = BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=3, max_wait_s=5, poll_s=0.5)
         result = run_job(job, t, binaries)
     assert result.device_state["waited_s"] == 5 and "thermal-wait" in result.flags and "hot" in result.flags
     assert result.device_state["before"]["temp_c"] == 58 and result.device_state["before"]["thermal_status"] == 3
+    jobs = phone.root / "data/local/tmp/coronet/jobs"
+    assert jobs.is_dir() and not list(jobs.iterdir())  # the detached job's files are cleaned up
 
 
 def test_a_crashing_binary_is_a_clear_failure(tmp_path, bundle, binaries, monkeypatch):
