@@ -88,3 +88,17 @@ def test_a_missing_binary_names_the_file(tmp_path, bundle):
         pytest.raises(DeviceError, match=r"missing .*benchmark_model: put the arm64-v8a benchmark_model there"),
     ):
         run_job(BenchJob(bundle.path, phone.serial, "tflite"), t, tmp_path / "empty")
+
+
+def test_hostile_bundle_names_run_safely(tmp_path, binaries):
+    torch.manual_seed(0)
+    model = compress.build_generator("dcgan", compress.full_plan("dcgan", ngf=4, nz=8, image_size=16)).eval()
+    folder = tmp_path / 'it\'s a "bundle"; $(touch pwned) `id`'
+    bundle = export.export_bundle(model, folder, ("tflite",))
+    with _phone(tmp_path, "sm8450") as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST) as t:
+        result = run_job(BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=2, poll_s=0.2), t, binaries)
+    assert result.stats.n == 2 and result.bundle == str(folder)
+    assert not list(tmp_path.rglob("pwned"))
+    outside = [p for p in phone.root.rglob("*") if p.is_file() and "data/local/tmp" not in str(p)]
+    persona_files = ("/sys/", "/system/", "taskset.log")  # the sandbox's own files and the taskset record
+    assert all(any(mark in str(p) for mark in persona_files) for p in outside)
