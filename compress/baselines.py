@@ -14,10 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.layers import GROUP_ATTR
 from compress.macs import PlanCost
-from compress.models import build_generator
 from compress.plan import ChannelPlan
+from compress.slim import slice_generator
 
 
 def _round(width: float, full: int, round_to: int) -> int:
@@ -50,35 +49,6 @@ def l1_importance(dense: nn.Module) -> dict[str, torch.Tensor]:
         w = module.weight.detach().abs()
         scores[spec.out_group] += w.sum(dim=[d for d in range(w.dim()) if d != out_dim]).cpu()
     return scores
-
-
-@torch.no_grad()
-def slice_generator(dense: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
-    """A plain generator holding only the `keep` channels (sorted indices per group) of `dense`."""
-    plan: ChannelPlan = dense.plan
-    index = {g: keep.get(g, torch.arange(plan[g])) for g in plan.widths}
-    small = build_generator(plan.arch, plan.with_widths({g: len(index[g]) for g in plan.prunable}))
-    targets = dict(small.named_modules())
-    for name, module in dense.named_modules():
-        target = targets[name]
-        spec = getattr(module, "spec", None)
-        if spec is not None:
-            parts, offset = [], 0
-            for g in spec.in_groups:
-                parts.append(index[g] + offset)
-                offset += plan[g]
-            in_idx, out_idx = torch.cat(parts), index[spec.out_group]
-            w = module.weight
-            w = w[in_idx][:, out_idx] if spec.transposed else w[out_idx][:, in_idx]
-            target.weight.copy_(w)
-            if module.bias is not None:
-                target.bias.copy_(module.bias[out_idx])
-        elif (group := getattr(module, GROUP_ATTR, None)) is not None:
-            for pname, param in module.named_parameters(recurse=False):
-                getattr(target, pname).copy_(param[index[group]])
-            for bname, buf in module.named_buffers(recurse=False):
-                getattr(target, bname).copy_(buf[index[group]] if buf.dim() > 0 else buf)
-    return small.train(dense.training)
 
 
 def l1_prune(dense: nn.Module, cost: PlanCost, target: float, round_to: int = 1) -> nn.Module:
