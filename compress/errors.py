@@ -27,3 +27,7 @@ class SearchMissError(CoronetError):
 
 class DataError(CoronetError):
     """A dataset folder or image that cannot be used."""
+
+
+class TrainingDivergedError(CoronetError):
+    """A loss became NaN or infinite."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from compress.errors import ConfigError, SearchMissError
+from compress.errors import ConfigError, SearchMissError, TrainingDivergedError
 from compress.hyper import HyperGenerator, apply_shrink, shrunk_widths
 from compress.macs import MacCount, PlanCost
 from compress.plan import ChannelPlan
@@ -243,7 +243,7 @@ def regression_train_step(
         loss.backward()
         optimizer.step()
         if not math.isfinite(loss.item()):
-            raise FloatingPointError("the search loss is not finite; lower lr or lam")
+            raise TrainingDivergedError("the search loss is not finite; lower lr or lam")
         return {"l1": loss.item()}
 
     return step, optimizer

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.errors import ConfigError
+from compress.errors import ConfigError, TrainingDivergedError
 from compress.models import build_discriminator, build_generator, full_plan
 from compress.plan import ChannelPlan
 
@@ -240,6 +240,6 @@ def converge(
         trainer.set_lr(linear_decay(step, config.converge_steps, config.decay_steps, config.lr))
         losses = trainer.step(next(batches))
         if not all(math.isfinite(v) for v in losses.values()):
-            raise FloatingPointError(f"a converge loss is not finite at step {step}: {losses}; lower train.lr")
+            raise TrainingDivergedError(f"a converge loss is not finite at step {step}: {losses}; lower train.lr")
         log.append({"step": step, **losses})
     return log
