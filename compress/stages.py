@@ -66,6 +66,8 @@ def _datasets(config: PipelineConfig) -> tuple[Dataset, tuple[torch.Tensor, torc
     d, setup = config.data, config.train.setup
     if d.kind == "builtin":
         held_out = builtin_paired(d.n_test, d.image_size, d.seed + 1)
+        if setup == "cyclegan" and config.train.direction == "BtoA":
+            held_out = (held_out[1], held_out[0])  # the outlines of filled shapes are known too
         if setup == "cyclegan":
             a, b, _ = builtin_unpaired(d.n_train, d.image_size, d.seed)
             return TensorDataset(a, b), held_out

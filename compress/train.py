@@ -35,6 +35,7 @@ class TrainConfig:
     lambda_l1: float = 100.0
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
+    direction: str = "AtoB"  # CycleGAN: the deployed direction, whose generator is compressed
     pool_size: int = 50
     ndf: int = 64
     n_layers_d: int = 3
@@ -44,6 +45,8 @@ class TrainConfig:
     distill_weight: float = 0.0  # weight of the L1 to the teacher's output (off by default)
 
     def __post_init__(self) -> None:
+        if self.direction not in ("AtoB", "BtoA"):
+            raise ConfigError(f"train.direction must be AtoB or BtoA, got {self.direction!r}")
         if self.setup not in SETUPS:
             raise ConfigError(f"train.setup must be one of {', '.join(SETUPS)}, got {self.setup!r}")
         if not self.lr > 0:
@@ -177,6 +180,8 @@ class GanTrainer:
 
     def _cyclegan(self, batch) -> dict[str, float]:
         a, b = (t.to(self.device) for t in batch[:2])
+        if self.config.direction == "BtoA":  # the compressed generator is the one users deploy
+            a, b = b, a
         c, idt = self.config.lambda_cycle, self.config.lambda_identity
         self.opt_g.zero_grad(set_to_none=True)
         fake_b, fake_a = self.g(a), self.g_b(b)

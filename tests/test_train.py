@@ -77,3 +77,18 @@ def test_linear_decay_and_image_pool():
     assert torch.equal(first, torch.zeros(2, 1, 1, 1)) and len(pool.images) == 2
     later = pool.query(torch.ones(50, 1, 1, 1))
     assert 0 < int((later == 0).sum()) < 50  # some old fakes come back
+
+
+def test_cyclegan_compresses_the_deployed_direction():
+    """With direction BtoA the compressed generator learns B → A: its identity and cycle
+    terms see B images as its inputs."""
+    torch.manual_seed(0)
+    plan = compress.full_plan("resnet", ngf=4, n_blocks=1)
+    a, b, _ = builtin_unpaired(2, 32, seed=0)
+    seen = []
+    g = compress.build_generator("resnet", plan)
+    g.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
+    GanTrainer(g, plan, TrainConfig(setup="cyclegan", direction="BtoA", **SMALL), CPU).step((a, b))
+    assert torch.equal(seen[0], b)  # first call: fake = G(input domain), here B
+    with pytest.raises(compress.ConfigError, match="direction must be AtoB or BtoA"):
+        TrainConfig(direction="up")
