@@ -1,7 +1,11 @@
-"""`compress-and-ship`: the pipeline command. It parses, builds a config, calls one library
-function per stage and prints; the work lives in the stage functions.
+"""`compress-and-ship`: the pipeline command. It parses, builds a config, and runs one library
+function per stage over the run directory; the work lives in those functions.
 
-Stages so far: search → slim → converge → export. The device bench and reports join as they land.
+Stages: search → slim → converge → export → bench → report. A stage whose inputs (its config
+keys and the files it reads) are unchanged since it last finished, and whose outputs are still
+the files it wrote, is skipped (`compress/runstate.py`); `--force` runs the selected stages
+anyway. Ctrl-C leaves the run directory resumable: finished stages stay finished and an
+interrupted search continues from its last state.
 """
 
 from __future__ import annotations
@@ -9,60 +13,223 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-STAGES = ("search", "slim", "converge", "export")
+STAGES = ("search", "slim", "converge", "export", "bench", "report")
+EXPORT_DIR = Path("export")  # the compressed generator's bundle
+DENSE_EXPORT_DIR = Path("export_dense")  # the dense reference's bundle
+STORE = Path("results.sqlite")
+BENCH_RECORD = Path("bench.json")
+REPORT_DIR = Path("report")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="compress-and-ship",
         description=(
-            "Compress an image-to-image GAN generator with CoroNetGAN: search a pruned channel "
-            "plan that keeps the requested fraction of MACs while the GAN trains, build the slim "
-            "generator, fine-tune it, and export it to checked ONNX and TFLite files."
+            "Compress an image-to-image GAN generator with CoroNetGAN and ship it: search a pruned "
+            "channel plan that keeps the requested fraction of MACs while the GAN trains, build the slim "
+            "generator, fine-tune it, export it (and the dense reference) to checked ONNX and TFLite "
+            "files, time them on this host and/or phones over ADB, and write a report. Stages that are "
+            "already complete and up to date are skipped."
         ),
-        epilog="Example: compress-and-ship configs/demo.toml --target-macs 0.25 --run-dir runs/demo",
+        epilog=(
+            "Examples:\n"
+            "  compress-and-ship configs/demo.toml --run-dir runs/demo\n"
+            "  compress-and-ship configs/demo.toml --target-macs 0.1 --devices host,192.168.1.20:5555\n"
+            "  compress-and-ship configs/demo.toml --from export --precision fp16\n"
+            "The report is RUN_DIR/report/index.html (open it in a browser; no server needed)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", nargs="?", help="TOML config (see configs/demo.toml); default: built-in demo settings")
     p.add_argument("--target-macs", type=float, help="fraction of the dense MACs to keep, e.g. 0.1 keeps 10%%")
     p.add_argument("--max-steps", type=int, help="give up the search after this many steps")
     p.add_argument("--round-to", type=int, help="make every pruned width a multiple of N (8 suits phone CPUs)")
-    p.add_argument("--image-size", type=int, help="export input size (default: the training size)")
-    p.add_argument(
-        "--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="TFLite weights (default fp32)"
-    )
-    p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="TFLite input/output layout")
     p.add_argument("--allow-miss", action="store_true", help="keep the result even if the target is missed")
+    p.add_argument("--image-size", type=int, help="export input size (default: the training size)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="TFLite weights (default fp32)")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), help="TFLite input/output layout (default NCHW)")
+    p.add_argument("--devices", help="comma-separated: 'host' (this CPU) and/or phones as HOST:PORT (default host)")
+    p.add_argument("--runtimes", help="comma-separated: tflite, onnx (default both)")
+    p.add_argument("--binaries", help="folder of the arm64-v8a lab tools pushed to phones (default bench-binaries)")
     p.add_argument("--run-dir", default="runs/demo", help="where every stage writes its files (default: runs/demo)")
     p.add_argument("--from", dest="from_stage", choices=STAGES, default=STAGES[0], help="first stage to run")
     p.add_argument("--to", dest="to_stage", choices=STAGES, default=STAGES[-1], help="last stage to run")
+    p.add_argument("--force", action="store_true", help="run the selected stages even when up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict]:
-    search = {}
-    if args.target_macs is not None:
-        search["target_macs"] = args.target_macs
-    if args.max_steps is not None:
-        search["max_steps"] = args.max_steps
-    if args.allow_miss:
-        search["allow_miss"] = True
-    if args.round_to is not None:
-        search["round_to"] = args.round_to
-    return {"search": search} if search else {}
+    sections: dict[str, dict[str, Any]] = {"search": {}, "export": {}, "bench": {}}
+    for section, key, value in (
+        ("search", "target_macs", args.target_macs),
+        ("search", "max_steps", args.max_steps),
+        ("search", "round_to", args.round_to),
+        ("search", "allow_miss", True if args.allow_miss else None),
+        ("export", "image_size", args.image_size),
+        ("export", "precision", args.precision),
+        ("export", "layout", args.layout),
+        ("bench", "devices", args.devices and [d.strip() for d in args.devices.split(",") if d.strip()]),
+        ("bench", "runtimes", args.runtimes and [r.strip() for r in args.runtimes.split(",") if r.strip()]),
+        ("bench", "binaries", args.binaries),
+    ):
+        if value is not None:
+            sections[section][key] = value
+    return {name: values for name, values in sections.items() if values}
+
+
+# --- what each stage reads (its fingerprint) ----------------------------------------------------
+SEARCH_ONLY_TRAIN_KEYS = ("converge_steps", "decay_steps", "teacher", "distill_weight", "dense_steps")
+
+
+def _stage_inputs(stage: str, config, run_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    from compress.stages import CONVERGED_CHECKPOINT, GAN_STATE, HYPER_CHECKPOINT, SLIM_CHECKPOINT
+
+    c = config.to_dict()
+    common = {"model": c["model"], "data": c["data"], "seed": c["seed"], "device": c["device"]}
+    dense_sources = {k: Path(v) for k, v in (("init_from", config.search.init_from),
+                                              ("teacher", config.train.teacher)) if v}  # fmt: skip
+    if stage == "search":
+        train = {k: v for k, v in c["train"].items() if k not in SEARCH_ONLY_TRAIN_KEYS}
+        files = {"init_from": Path(config.search.init_from)} if config.search.init_from else {}
+        return {**common, "search": c["search"], "train": train}, files
+    if stage == "slim":
+        return {}, {"hyper": run_dir / HYPER_CHECKPOINT}
+    if stage == "converge":
+        files = {"slim": run_dir / SLIM_CHECKPOINT, "gan": run_dir / GAN_STATE, **dense_sources}
+        return {**common, "train": c["train"], "eval": c["eval"]}, files
+    if stage == "export":
+        inputs = {**common, "train": c["train"], "eval": c["eval"], "export": c["export"]}
+        return inputs, {"converged": run_dir / CONVERGED_CHECKPOINT, **dense_sources}
+    if stage == "bench":
+        return {"bench": c["bench"]}, _manifests(run_dir)
+    names = ("converge.json", "dense.json", "search_log.jsonl", str(BENCH_RECORD))
+    files = {name: run_dir / name for name in names}
+    return {"target": config.search.target_macs}, {**files, **_manifests(run_dir)}
+
+
+def _manifests(run_dir: Path) -> dict[str, Path]:
+    return {str(d): run_dir / d / "manifest.json" for d in (EXPORT_DIR, DENSE_EXPORT_DIR)}
+
+
+def _bundle_files(run_dir: Path, folder: Path) -> list[Path]:
+    return sorted(p for p in (run_dir / folder).iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+# --- the stages: each returns (one-line outcome, the files it wrote) ---------------------------------
+def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
+    from compress.stages import GAN_STATE, HYPER_CHECKPOINT, search_stage
+
+    result = search_stage(config, run_dir, progress=progress)
+    line = (f"reached MACs ratio {result.ratio:.4f} (target {config.search.target_macs}, "
+            f"tolerance {config.search.tolerance}) in {result.steps} steps")  # fmt: skip
+    outputs = [run_dir / HYPER_CHECKPOINT, run_dir / GAN_STATE, run_dir / "search.json", run_dir / "search_log.jsonl"]
+    return line, outputs
 
 
 def _gmacs(n: int) -> str:
     return f"{n / 1e9:.3f} G"
 
 
+def _slim(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
+    from compress.stages import SLIM_CHECKPOINT, slim_stage
+
+    slim = slim_stage(run_dir)
+    print("channel plan (kept/full):")
+    print(slim.plan.describe(slim.full_plan))
+    print(f"{'':14}{'dense':>12}{'slim':>12}{'ratio':>8}")
+    for label, key in (("MACs", "macs"), ("true MACs", "true_macs"), ("params", "params")):
+        dense, small = getattr(slim.full_macs, key), getattr(slim.macs, key)
+        fmt = _gmacs if key != "params" else (lambda n: f"{n / 1e6:.3f} M")
+        print(f"{label:<14}{fmt(dense):>12}{fmt(small):>12}{small / dense:>8.3f}")
+    line = (f"wrote {slim.path}: {slim.macs.macs / slim.full_macs.macs:.3f} of the dense MACs; "
+            f"max |slim - hyper| = {slim.max_abs_diff:.2e}")  # fmt: skip
+    return line, [run_dir / SLIM_CHECKPOINT, run_dir / "slim.json"]
+
+
+def _converge(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
+    from compress.stages import CONVERGED_CHECKPOINT, converge_stage
+
+    done = converge_stage(run_dir, progress=progress, config=config)
+    quality = f"; held-out L1 {done.paired['l1']:.4f}, PSNR {done.paired['psnr']:.2f} dB" if done.paired else ""
+    outputs = [run_dir / CONVERGED_CHECKPOINT, run_dir / "converge.json", run_dir / "converge_log.jsonl"]
+    return f"{done.steps} steps{quality}", outputs
+
+
+def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
+    from compress.stages import CONVERGED_CHECKPOINT, DENSE_CHECKPOINT, dense_reference_stage
+    from export import export_bundle
+
+    e = config.export
+    options = {"image_size": e.image_size or None, "precision": e.precision, "layout": e.layout, "progress": progress}
+    bundle = export_bundle(run_dir / CONVERGED_CHECKPOINT, run_dir / EXPORT_DIR, name="compressed", **options)
+    outputs = _bundle_files(run_dir, EXPORT_DIR)
+    checks = ", ".join(f"{rt} parity {bundle.manifest['parity'][rt]['max_abs']:.1e}" for rt in bundle.runtimes)
+    partitions = bundle.manifest["files"]["tflite"]["xnnpack_partitions"]
+    line = f"wrote {bundle.path}/ ({checks}; XNNPACK partitions {partitions})"
+    if e.dense_reference:
+        dense = dense_reference_stage(config, run_dir, progress=progress)
+        export_bundle(run_dir / DENSE_CHECKPOINT, run_dir / DENSE_EXPORT_DIR, name="dense", **options)
+        outputs += [run_dir / DENSE_CHECKPOINT, run_dir / "dense.json", *_bundle_files(run_dir, DENSE_EXPORT_DIR)]
+        line += (
+            f" and the dense reference {run_dir / DENSE_EXPORT_DIR}/ ({'trained' if dense['trained'] else 'untrained'})"
+        )
+    return line, outputs
+
+
+def _bench(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
+    from compress.stages import write_json
+    from device_bench.suite import SuiteSettings, bench_bundles
+
+    b = config.bench
+    settings = SuiteSettings(b.threads, b.runs, b.warmup_s, b.warmup, b.cluster, Path(b.binaries))
+    bundles = [run_dir / d for d in (EXPORT_DIR, DENSE_EXPORT_DIR) if (run_dir / d).is_dir()]
+    say = (lambda line: print(f"  {line}")) if progress else None
+    done = bench_bundles(bundles, b.devices, b.runtimes, run_dir / STORE, settings, progress=say)
+    keys = ("model_sha256", "device", "runtime", "delegate", "flags")
+    record = [{"job": job, **{k: getattr(r, k) for k in keys}, "median_ms": r.stats.median_ms} for job, r in done]
+    write_json(run_dir / BENCH_RECORD, {"results": record, "settings": asdict(b)})
+    return f"{len(done)} results on {', '.join(b.devices)} in {run_dir / STORE}", [run_dir / BENCH_RECORD]
+
+
+def report_data(config, run_dir: Path):
+    """The run's report tables (the report stage's, and the summary table's)."""
+    import json
+
+    from reports import build_report
+
+    quality = {}
+    for name, file in (("compressed", "converge.json"), ("dense", "dense.json")):
+        if (run_dir / file).is_file():
+            quality[name] = json.loads((run_dir / file).read_text()).get("quality")
+    bundles = [run_dir / d for d in (EXPORT_DIR, DENSE_EXPORT_DIR) if (run_dir / d / "manifest.json").is_file()]
+    title = f"CoroNet report: {config.model.arch} at {config.search.target_macs:.0%} of the dense MACs"
+    return build_report(run_dir / STORE, bundles, quality, run_dir / "search_log.jsonl", config.search.target_macs,
+                        title=title)  # fmt: skip
+
+
+def _report(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
+    from reports import render_site
+
+    index = render_site(report_data(config, run_dir), run_dir / REPORT_DIR)
+    return f"wrote {index}", [index]
+
+
+RUNNERS: dict[str, Callable[[Any, Path, bool], tuple[str, list[Path]]]] = {
+    "search": _search, "slim": _slim, "converge": _converge, "export": _export, "bench": _bench, "report": _report,
+}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from compress.config import load_config
     from compress.errors import CoronetError
-    from compress.stages import CONVERGED_CHECKPOINT, converge_stage, search_stage, slim_stage
+    from compress.runstate import clear_stamp, fingerprint, up_to_date, write_stamp
 
     run_dir = Path(args.run_dir)
     selected = STAGES[STAGES.index(args.from_stage) : STAGES.index(args.to_stage) + 1]
@@ -71,46 +238,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         config = load_config(args.config, _overrides(args))
-        if "search" in selected:
+        for stage in selected:
+            inputs, files = _stage_inputs(stage, config, run_dir)
+            print_ = fingerprint(inputs, files)
+            stamp = None if args.force else up_to_date(run_dir, stage, print_)
+            if stamp is not None:
+                print(f"[{stage}] up to date: {stamp.summary}")
+                continue
+            clear_stamp(run_dir, stage)
             t0 = time.perf_counter()
-            result = search_stage(config, run_dir, progress=not args.quiet)
-            print(
-                f"[search] reached MACs ratio {result.ratio:.4f} (target {config.search.target_macs}, "
-                f"tolerance {config.search.tolerance}) in {result.steps} steps, {time.perf_counter() - t0:.1f} s"
-            )
-        if "slim" in selected:
-            slim = slim_stage(run_dir)
-            print(f"[slim]   wrote {slim.path}; max |slim - hyper| = {slim.max_abs_diff:.2e}")
-            print("channel plan (kept/full):")
-            print(slim.plan.describe(slim.full_plan))
-            print(f"{'':14}{'dense':>12}{'slim':>12}{'ratio':>8}")
-            for label, key in (("MACs", "macs"), ("true MACs", "true_macs"), ("params", "params")):
-                dense, small = getattr(slim.full_macs, key), getattr(slim.macs, key)
-                fmt = _gmacs if key != "params" else (lambda n: f"{n / 1e6:.3f} M")
-                print(f"{label:<14}{fmt(dense):>12}{fmt(small):>12}{small / dense:>8.3f}")
-        if "converge" in selected:
-            t0 = time.perf_counter()
-            done = converge_stage(run_dir, progress=not args.quiet)
-            quality = f"; held-out L1 {done.paired['l1']:.4f}, PSNR {done.paired['psnr']:.2f} dB" if done.paired else ""
-            print(f"[converge] {done.steps} steps{quality}, {time.perf_counter() - t0:.1f} s")
-        if "export" in selected:
-            from export import export_bundle
+            line, outputs = RUNNERS[stage](config, run_dir, not args.quiet)
+            write_stamp(run_dir, stage, print_, outputs, line)
+            print(f"[{stage}] {line} ({time.perf_counter() - t0:.1f} s)")
+        if "report" in selected:
+            from reports import summary_table
 
-            t0 = time.perf_counter()
-            bundle = export_bundle(
-                run_dir / CONVERGED_CHECKPOINT,
-                run_dir / "export",
-                image_size=args.image_size,
-                precision=args.precision,
-                layout=args.layout,
-                progress=not args.quiet,
-            )
-            checks = ", ".join(f"{rt} parity {bundle.manifest['parity'][rt]['max_abs']:.1e}" for rt in bundle.runtimes)
-            partitions = bundle.manifest["files"]["tflite"]["xnnpack_partitions"]
-            print(
-                f"[export] wrote {bundle.path}/ ({checks}; XNNPACK partitions {partitions}) "
-                f"in {time.perf_counter() - t0:.1f} s"
-            )
+            table = summary_table(report_data(config, run_dir))
+            print("\nsummary (latency: median ms):")
+            print(table.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-"))
+            print(f"\nreport: {(run_dir / REPORT_DIR / 'index.html').resolve()}")
     except CoronetError as exc:
         print(f"compress-and-ship: error: {exc}", file=sys.stderr)
         return 1

@@ -51,12 +51,72 @@ class DataConfig:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
 
 
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+RUNTIMES = ("tflite", "onnx")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What the export stage writes: TFLite weights precision and layout, input size
+    (0: the training size). The dense reference is exported beside the compressed model."""
+
+    image_size: int = 0
+    precision: str = "fp32"
+    layout: str = "NCHW"
+    dense_reference: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in EXPORT_PRECISIONS:
+            raise ConfigError(f"export.precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {self.precision!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ConfigError(f"export.layout must be NCHW or NHWC, got {self.layout!r}")
+        if self.image_size < 0:
+            raise ConfigError(f"export.image_size must be >= 0 (0: the training size), got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Where and how the exported files are timed. `devices`: "host" (this CPU) and/or ADB
+    devices as HOST:PORT; `binaries`: the folder of arm64-v8a lab tools pushed to phones."""
+
+    devices: list[str] = field(default_factory=lambda: ["host"])
+    runtimes: list[str] = field(default_factory=lambda: list(RUNTIMES))
+    threads: int = 1
+    runs: int = 20
+    warmup_s: float = 1.0  # host: warm up for this long
+    warmup: int = 5  # phones: warm-up runs of the lab tool
+    cluster: str = "big"
+    binaries: str = "bench-binaries"
+
+    def __post_init__(self) -> None:
+        if not self.devices or not all(isinstance(d, str) and d for d in self.devices):
+            raise ConfigError("bench.devices must list 'host' and/or ADB devices as HOST:PORT, e.g. ['host']")
+        bad = [r for r in self.runtimes if r not in RUNTIMES]
+        if bad or not self.runtimes:
+            raise ConfigError(f"bench.runtimes must be a list of {', '.join(RUNTIMES)}, got {self.runtimes!r}")
+        if self.threads < 1 or self.runs < 1:
+            raise ConfigError("bench.threads and bench.runs must be >= 1")
+        if self.cluster not in ("little", "big", "prime"):
+            raise ConfigError(f"bench.cluster must be little, big or prime, got {self.cluster!r}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """`fid_weights`: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the torch hub
+    cache). Without it FID/KID are reported as unavailable, with the reason."""
+
+    fid_weights: str = ""
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     device: str = "cpu"
 
@@ -72,6 +132,8 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
         value = float(value) if ok else value
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     else:
         ok = isinstance(value, type(default))
     if not ok:
@@ -106,7 +168,7 @@ def _model_section(values: dict[str, Any]) -> ModelConfig:
 
 
 def parse_config(data: dict[str, Any]) -> PipelineConfig:
-    sections = {"model", "data", "search", "train"}
+    sections = {"model", "data", "search", "train", "export", "bench", "eval"}
     top = {"seed": 0, "device": "cpu"}
     for key in data:
         if key not in sections and key not in top:
@@ -119,6 +181,9 @@ def parse_config(data: dict[str, Any]) -> PipelineConfig:
         data=_section(DataConfig, "data", data.get("data", {})),
         search=_section(SearchConfig, "search", data.get("search", {})),
         train=_section(TrainConfig, "train", data.get("train", {})),
+        export=_section(ExportConfig, "export", data.get("export", {})),
+        bench=_section(BenchConfig, "bench", data.get("bench", {})),
+        eval=_section(EvalConfig, "eval", data.get("eval", {})),
         **kwargs,
     )
 

@@ -8,11 +8,13 @@ run_dir/
   search.json            the SearchResult                        (search)
   slim.pt, slim.json     the slim generator; plan, MACs, check   (slim)
   converged.pt           the fine-tuned slim generator           (converge)
-  converge.json          losses, paired metrics on held-out data (converge)
+  converge.json          losses, quality on held-out data         (converge)
+  dense.pt, dense.json   the dense reference and its quality      (dense_reference_stage)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,8 +39,8 @@ from compress.distributed import init_from_env, wrap
 from compress.errors import CheckpointError, ConfigError
 from compress.hyper import HyperGenerator, init_from_dense
 from compress.macs import MacCount, PlanCost, count_macs
-from compress.metrics import paired_metrics
-from compress.models import example_input_shape, full_plan
+from compress.metrics import fid_kid, paired_metrics
+from compress.models import build_generator, example_input_shape, full_plan
 from compress.plan import ChannelPlan
 from compress.search import SearchResult, run_search
 from compress.slim import slim_generator
@@ -48,6 +50,7 @@ HYPER_CHECKPOINT = Path("checkpoints/hyper.pt")
 GAN_STATE = Path("checkpoints/gan.pt")
 SLIM_CHECKPOINT = Path("slim.pt")
 CONVERGED_CHECKPOINT = Path("converged.pt")
+DENSE_CHECKPOINT = Path("dense.pt")
 SEARCH_STATE = Path("checkpoints/search_state.pt")
 
 
@@ -89,6 +92,88 @@ def _batches(dataset: Dataset, config: PipelineConfig, rank: int = 0) -> Iterato
         raise ConfigError(f"data.batch_size {config.data.batch_size} is larger than the dataset ({len(dataset)})")
     while True:
         yield from loader
+
+
+def held_out_images(config: PipelineConfig) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
+    """(inputs, real targets, whether they are pairs) for judging a generator: the built-in
+    held-out pairs, or the dataset's test split when it has one (up to data.n_test images)."""
+    d, setup = config.data, config.train.setup
+    if setup == "dcgan":
+        return None
+    if d.kind == "builtin":
+        _, held_out = _datasets(config)
+        return (held_out[0], held_out[1], True) if held_out is not None else None
+    transform = Transform(load_size=d.image_size, crop_size=d.image_size, train=False)
+    root = Path(d.root)
+    if d.kind == "aligned" and (root / "test").is_dir():
+        dataset: Dataset = AlignedFolder(root, "test", d.direction, transform, d.seed)
+    elif d.kind == "unaligned" and (root / "testA").is_dir() and (root / "testB").is_dir():
+        dataset = UnalignedFolders(root, "test", transform, d.seed)
+    else:
+        return None
+    n = min(len(dataset), d.n_test)
+    pairs = [dataset[i] for i in range(n)]
+    a, b = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    if d.kind == "unaligned" and config.train.direction == "BtoA":
+        a, b = b, a
+    return a, b, d.kind == "aligned"
+
+
+@torch.no_grad()
+def evaluate_generator(model: torch.nn.Module, config: PipelineConfig) -> dict[str, Any]:
+    """Quality of a generator on held-out data: FID/KID (or why they are unavailable) and, where
+    the data has ground truth, paired L1 and PSNR."""
+    images = held_out_images(config)
+    if images is None:
+        reason = "no held-out images (DCGAN, or no test split in data.root)"
+        return {"paired": None, "fid": {"fid": None, "kid": None, "reason": reason}, "n": 0}
+    a, b, paired = images
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    fake = torch.cat([model(a[i : i + 16].to(device)).cpu() for i in range(0, len(a), 16)])
+    model.train(was_training)
+    fid = fid_kid(fake, b, config.eval.fid_weights or None)
+    return {
+        "paired": paired_metrics(fake, b) if paired else None,
+        "fid": {"fid": fid.fid, "kid": fid.kid, "kid_std": fid.kid_std, "reason": fid.reason},
+        "n": len(a),
+    }
+
+
+def dense_reference_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """The dense generator the compressed one is compared with: the pretrained dense generator
+    of the config (search.init_from, else train.teacher); else one trained here for
+    train.dense_steps with the same GAN losses; else the dense architecture at its initial
+    weights, which is right for MACs and latency but says nothing about quality."""
+    plan = full_plan(config.model.arch, **config.model.sizes)
+    source = config.search.init_from or config.train.teacher
+    trained = True
+    if source:
+        model = _dense_generator(source, plan)
+    elif config.train.dense_steps > 0:
+        device = _device(config)
+        torch.manual_seed(config.seed)
+        model = build_generator(config.model.arch, plan).to(device).train()
+        budget = dataclasses.replace(
+            config.train, converge_steps=config.train.dense_steps,
+            decay_steps=min(config.train.decay_steps, config.train.dense_steps), distill_weight=0.0,
+        )  # fmt: skip
+        dataset, _ = _datasets(config)
+        converge(GanTrainer(model, plan, budget, device), _batches(dataset, config), budget, progress=progress)
+        source = f"trained here for {config.train.dense_steps} steps"
+    else:
+        torch.manual_seed(config.seed)
+        model, trained = build_generator(config.model.arch, plan), False
+    if trained:
+        quality = evaluate_generator(model, config)
+    else:
+        why = "untrained dense reference (set search.init_from or train.dense_steps to compare quality)"
+        quality = {"paired": None, "fid": {"fid": None, "kid": None, "reason": why}, "n": 0, "untrained": True}
+    save_checkpoint(run_dir / DENSE_CHECKPOINT, model.cpu().eval(), config.to_dict())
+    record = {"source": source or None, "trained": trained, "quality": quality}
+    write_json(run_dir / "dense.json", record)
+    return record
 
 
 def _dense_generator(path: str, plan: ChannelPlan) -> torch.nn.Module:
@@ -222,15 +307,23 @@ class ConvergeResult:
     steps: int
     final_losses: dict[str, float]
     paired: dict[str, float] | None
+    quality: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "steps": self.steps, "final_losses": self.final_losses, "paired": self.paired}
+        return {
+            "path": str(self.path),
+            "steps": self.steps,
+            "final_losses": self.final_losses,
+            "paired": self.paired,
+            "quality": self.quality,
+        }
 
 
-def converge_stage(run_dir: Path, progress: bool = True) -> ConvergeResult:
-    """Fine-tune the slim generator (fresh generator optimizer, the search's discriminators)."""
+def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig | None = None) -> ConvergeResult:
+    """Fine-tune the slim generator (fresh generator optimizer, the search's discriminators).
+    `config` (default: the one the search ran with) sets the training and evaluation."""
     loaded = load_checkpoint(run_dir / SLIM_CHECKPOINT)
-    config = config_from_dict(loaded.config)
+    config = config or config_from_dict(loaded.config)
     device = _device(config)
     torch.manual_seed(config.seed + 1)
     slim = loaded.model.to(device).train()
@@ -240,16 +333,13 @@ def converge_stage(run_dir: Path, progress: bool = True) -> ConvergeResult:
         trainer.load_state_dict(torch.load(run_dir / GAN_STATE, map_location=device, weights_only=True))
     if config.train.distill_weight > 0:
         trainer.teacher = _dense_generator(config.train.teacher, trainer_plan).to(device).eval()
-    dataset, held_out = _datasets(config)
+    dataset, _ = _datasets(config)
     log = converge(trainer, _batches(dataset, config), config.train, progress=progress)
     with open(run_dir / "converge_log.jsonl", "w") as f:
         f.writelines(json.dumps(record) + "\n" for record in log)
-    paired = None
-    if held_out is not None:
-        slim.eval()
-        with torch.no_grad():
-            paired = paired_metrics(slim(held_out[0].to(device)).cpu(), held_out[1])
-    path = save_checkpoint(run_dir / CONVERGED_CHECKPOINT, slim.cpu(), loaded.config)
-    result = ConvergeResult(path, len(log), {k: v for k, v in (log[-1] if log else {}).items() if k != "step"}, paired)
+    quality = evaluate_generator(slim, config)
+    path = save_checkpoint(run_dir / CONVERGED_CHECKPOINT, slim.cpu(), config.to_dict())
+    final = {k: v for k, v in (log[-1] if log else {}).items() if k != "step"}
+    result = ConvergeResult(path, len(log), final, quality["paired"], quality)
     write_json(run_dir / "converge.json", result.to_dict())
     return result

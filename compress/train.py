@@ -43,6 +43,7 @@ class TrainConfig:
     decay_steps: int = 100  # the last `decay_steps` of converging decay the lr linearly to 0
     teacher: str = ""  # optional dense generator checkpoint to distill from while converging
     distill_weight: float = 0.0  # weight of the L1 to the teacher's output (off by default)
+    dense_steps: int = 0  # train a dense reference for the report when none is given (0: don't)
 
     def __post_init__(self) -> None:
         if self.direction not in ("AtoB", "BtoA"):

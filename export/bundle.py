@@ -6,7 +6,6 @@ never looks finished. Exporting again into a folder first removes its manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from compress.hyper import HyperGenerator
 from compress.macs import count_macs
 from compress.models import example_input_shape
 from compress.plan import ChannelPlan
+from compress.runstate import sha256_file
 from compress.slim import slim_generator
 from export.errors import ExportError, IncompleteBundleError
 from export.onnx_export import to_onnx
@@ -36,14 +36,6 @@ MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 FILENAMES = {"onnx": "model.onnx", "tflite": "model.tflite"}
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -150,10 +142,12 @@ def export_bundle(
     layout: str = "NCHW",
     parity_inputs: int = 3,
     progress: bool = False,
+    name: str = "",
 ) -> Bundle:
     """Export a slim (or dense) generator, check every file, and write the manifest last.
 
-    `source` is a generator module or a checkpoint path (a hyper checkpoint is slimmed first).
+    `source` is a generator module or a checkpoint path (a hyper checkpoint is slimmed first);
+    `name` labels the model in reports (default: the folder's name).
     """
     unknown = [t for t in targets if t not in FILENAMES]
     if unknown or not targets:
@@ -197,7 +191,7 @@ def export_bundle(
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": {"arch": plan.arch, "plan": plan.to_dict()},
+        "model": {"name": name or out.resolve().name, "arch": plan.arch, "plan": plan.to_dict()},
         "input": {"shape": list(shape), "layout": "NCHW", "dtype": "float32"},
         "cost": count_macs(model, shape).to_dict(),
         "files": files,

@@ -1,0 +1,92 @@
+"""Benchmark several bundles on several devices and runtimes: the pipeline's bench stage.
+
+Every job is stored (done, or failed with its reason) in the results store as it finishes, so
+an interrupted or failing suite keeps what it measured. One device at a time, one connection
+per device; the host device runs in this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from device_bench.records import BenchResult
+from device_bench.store import ResultStore
+from export.bundle import Bundle
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    threads: int = 1
+    runs: int = 20
+    warmup_s: float = 1.0  # host
+    warmup: int = 5  # phones
+    cluster: str = "big"
+    binaries: Path = Path("bench-binaries")
+
+
+def default_delegate(runtime: str) -> str:
+    return "xnnpack" if runtime == "tflite" else "cpu"
+
+
+def bench_bundles(
+    bundles: list[Path],
+    devices: list[str],
+    runtimes: list[str],
+    store_path: Path,
+    settings: SuiteSettings = SuiteSettings(),
+    progress: Callable[[str], None] | None = None,
+) -> list[tuple[int, BenchResult]]:
+    """Time every bundle × device × runtime; returns (job id, result) in order. A device that
+    fails (unreachable, a crashing tool) stops the suite with its DeviceError after the job is
+    stored as failed; the results before it stay in the store."""
+    opened = [Bundle.open(b) for b in bundles]  # a clear error for an incomplete bundle, first
+    done: list[tuple[int, BenchResult]] = []
+    with ResultStore(store_path) as store:
+        for device in devices:
+            transport = None
+            try:
+                for bundle in opened:
+                    for runtime in runtimes:
+                        spec = {"bundle": str(bundle.path), "device": device, "runtime": runtime,
+                                "delegate": default_delegate(runtime), **asdict(settings)}  # fmt: skip
+                        job_id = store.add_job(spec)
+                        try:
+                            if device == "host":
+                                from device_bench.host import run_host_benchmark
+
+                                result = run_host_benchmark(
+                                    bundle, runtime, settings.threads, settings.runs, settings.warmup_s
+                                )
+                            else:
+                                transport = transport or _connect(device)
+                                result = _phone_job(bundle, device, runtime, settings, transport)
+                        except BaseException as exc:
+                            store.fail(job_id, str(exc) or type(exc).__name__)
+                            raise
+                        store.finish(job_id, result)
+                        done.append((job_id, result))
+                        if progress is not None:
+                            progress(f"{device} {runtime} {bundle.manifest['model'].get('name', bundle.path.name)}: "
+                                     f"median {result.stats.median_ms:.2f} ms")  # fmt: skip
+            finally:
+                if transport is not None:
+                    transport.close()
+    return done
+
+
+def _connect(device: str):
+    from device_bench.adb import AdbTransport
+
+    transport = AdbTransport(device)
+    transport.connect()
+    return transport
+
+
+def _phone_job(bundle: Bundle, device: str, runtime: str, settings: SuiteSettings, transport) -> BenchResult:
+    from device_bench.run import BenchJob, run_job
+
+    job = BenchJob(bundle.path, device, runtime, default_delegate(runtime), settings.threads, settings.cluster,
+                   settings.warmup, settings.runs)  # fmt: skip
+    return run_job(job, transport, settings.binaries)

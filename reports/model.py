@@ -1,0 +1,154 @@
+"""The report model: pandas tables built from the results store and the export manifests, kept
+apart from rendering so that the same tables feed the HTML pages, the CSV files and the
+pipeline's summary table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from device_bench.store import ResultStore
+
+LATENCY_COLUMNS = ["model", "device", "runtime", "delegate", "threads", "median_ms", "p90_ms", "min_ms", "n",
+                   "init_ms", "thermal", "fallback", "flags", "created"]  # fmt: skip
+FAILURE_COLUMNS = ["job", "created", "device", "runtime", "model", "reason"]
+
+
+@dataclass
+class ReportData:
+    title: str
+    models: pd.DataFrame  # one row per model, indexed by name
+    latency: pd.DataFrame  # one row per stored result of a known model
+    failures: pd.DataFrame  # failed jobs, with their reasons
+    search_log: pd.DataFrame | None = None  # step, macs_ratio, width:<group>...
+    target_macs: float | None = None
+    device_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> last state/tools
+
+    @property
+    def quality_metric(self) -> str | None:
+        """The quality column the Pareto plot uses: FID when measured, else paired L1."""
+        for column in ("fid", "l1"):
+            if column in self.models and self.models[column].notna().any():
+                return column
+        return None
+
+
+def _model_row(bundle_dir: Path, qualities: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    name = manifest["model"].get("name") or bundle_dir.name
+    cost, plan = manifest["cost"], manifest["model"]["plan"]
+    row: dict[str, Any] = {
+        "name": name,
+        "arch": manifest["model"]["arch"],
+        "input": "x".join(str(d) for d in manifest["input"]["shape"]),
+        "macs_g": cost["macs"] / 1e9,
+        "true_macs_g": cost["true_macs"] / 1e9,
+        "params_m": cost["params"] / 1e6,
+        "widths": " ".join(f"{g}:{w}" for g, w in plan["widths"].items()),
+        "bundle": str(bundle_dir),
+    }
+    for runtime, check in manifest.get("parity", {}).items():
+        row[f"parity_{runtime}"] = check.get("max_abs")
+    for runtime, entry in manifest["files"].items():
+        row[f"sha_{runtime}"] = entry["sha256"]
+        row[f"mb_{runtime}"] = entry["bytes"] / 1e6
+    quality = qualities.get(name) or {}
+    paired = quality.get("paired") or {}
+    fid = quality.get("fid") or {}
+    row.update(l1=paired.get("l1"), psnr=paired.get("psnr"), fid=fid.get("fid"), kid=fid.get("kid"))
+    row["fid_note"] = fid.get("reason") or ("" if fid.get("fid") is not None else "not measured")
+    if quality.get("untrained"):
+        row["quality_note"] = "untrained reference: latency and cost only"
+    return row
+
+
+def _flag_kind(flags: list[str], words: tuple[str, ...]) -> str:
+    return ", ".join(f for f in flags if any(w in f for w in words))
+
+
+def build_report(
+    store_path: Path | None,
+    bundles: list[Path] = (),
+    quality: dict[str, dict[str, Any]] | None = None,
+    search_log: Path | None = None,
+    target_macs: float | None = None,
+    title: str = "CoroNet report",
+) -> ReportData:
+    """Tables from the store and the bundles. `bundles` default to every bundle the store's
+    results name that still exists; `quality` maps a model name to its quality record."""
+    results, failed = [], []
+    if store_path is not None and Path(store_path).is_file():
+        with ResultStore(store_path) as store:
+            results = store.results()
+            failed = store.jobs("failed")
+    if not bundles:
+        bundles = sorted({Path(r.bundle) for r in results if (Path(r.bundle) / "manifest.json").is_file()})
+    rows = [_model_row(Path(b), quality or {}) for b in bundles]
+    models = pd.DataFrame(rows).set_index("name") if rows else pd.DataFrame(columns=["name"]).set_index("name")
+
+    by_sha = {}
+    for name, row in models.iterrows():
+        for column in row.index:
+            if column.startswith("sha_") and isinstance(row[column], str):
+                by_sha[row[column]] = name
+    latency_rows, states = [], {}
+    for r in results:
+        name = by_sha.get(r.model_sha256)
+        if name is None:
+            continue  # a model file no longer exported: kept in the store, not in this report
+        latency_rows.append({
+            "model": name, "device": r.device, "runtime": r.runtime, "delegate": r.delegate,
+            "threads": r.threads, "median_ms": r.stats.median_ms, "p90_ms": r.stats.p90_ms,
+            "min_ms": r.stats.min_ms, "n": r.stats.n, "init_ms": r.init_ms,
+            "thermal": _flag_kind(r.flags, ("therm", "hot", "throttl")),
+            "fallback": _flag_kind(r.flags, ("fallback",)), "flags": ", ".join(r.flags), "created": r.created,
+        })  # fmt: skip
+        states[r.device] = {"state": r.device_state, "tools": r.tool_versions, "updated": r.created}
+    latency = pd.DataFrame(latency_rows, columns=LATENCY_COLUMNS)
+    failures = pd.DataFrame(
+        [{"job": j["id"], "created": j["created"], "device": j["spec"].get("device", "?"),
+          "runtime": j["spec"].get("runtime", "?"), "model": Path(str(j["spec"].get("bundle", "?"))).name,
+          "reason": j["reason"] or ""} for j in failed],
+        columns=FAILURE_COLUMNS,
+    )  # fmt: skip
+    log = _search_log(search_log) if search_log is not None else None
+    return ReportData(title, models, latency, failures, log, target_macs, states)
+
+
+def _search_log(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not records:
+        return None
+    rows = [{"step": r["step"], "macs_ratio": r["macs_ratio"], **{f"width:{g}": w for g, w in r["widths"].items()},
+             **{f"loss:{k}": v for k, v in r.get("losses", {}).items()}} for r in records]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def latency_pivot(data: ReportData, statistic: str = "median_ms") -> pd.DataFrame:
+    """Model × (device, runtime/delegate): the newest result of each, for the summary tables."""
+    if data.latency.empty:
+        return pd.DataFrame()
+    latest = data.latency.sort_values("created").groupby(["model", "device", "runtime", "delegate"]).last()
+    table = latest[statistic].unstack(["device", "runtime", "delegate"])
+    table.columns = [f"{d} {r}/{g}" for d, r, g in table.columns]
+    return table
+
+
+def summary_table(data: ReportData) -> pd.DataFrame:
+    """The dense vs compressed table: cost, quality and host/phone median latency per model."""
+    columns = {"macs_g": "GMACs", "params_m": "M params", "l1": "L1", "psnr": "PSNR dB", "fid": "FID"}
+    table = data.models[[c for c in columns if c in data.models]].rename(columns=columns)
+    table = table.dropna(axis=1, how="all")
+    if "dense" in data.models.index and "macs_g" in data.models:
+        table.insert(1, "MACs vs dense", data.models["macs_g"] / data.models.loc["dense", "macs_g"])
+    latency = latency_pivot(data)
+    if not latency.empty:
+        latency.columns = [f"{c} ms" for c in latency.columns]
+        table = table.join(latency)
+    return table

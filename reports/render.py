@@ -1,0 +1,214 @@
+"""Render a `ReportData` to a static site: index.html, a page per model and per device, PNG plots
+and a CSV of every table. Every link and image is relative, so the folder works from file://
+with no server and no external assets. The site is built in a temp folder and swapped in."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from reports.model import ReportData, latency_pivot, summary_table
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+.note { color: #666; font-size: 0.9em; } nav a { margin-right: 1em; }
+"""
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "x"
+
+
+def _page(title: str, body: str, nav: str = "") -> str:
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
+            f"<nav>{nav}</nav>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")  # fmt: skip
+
+
+def _table(frame: pd.DataFrame, table_id: str, index: bool = True) -> str:
+    if frame.empty:
+        return f'<p class="note" id="{table_id}">none</p>'
+    return frame.to_html(table_id=table_id, index=index, float_format=lambda v: f"{v:.4g}", na_rep="—",
+                         escape=True, border=0)  # fmt: skip
+
+
+def _img(src: str, alt: str) -> str:
+    return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}">'
+
+
+# --- plots ---------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_latency(data: ReportData, path: Path, device: str | None = None) -> bool:
+    table = latency_pivot(data)
+    p90 = latency_pivot(data, "p90_ms")
+    if device is not None and not table.empty:
+        keep = [c for c in table.columns if c.startswith(f"{device} ")]
+        table, p90 = table[keep], p90[keep]
+    if table.empty:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(table.columns) + 2), 3.6))
+    width = 0.8 / len(table.index)
+    for i, model in enumerate(table.index):
+        xs = [j + i * width for j in range(len(table.columns))]
+        medians = table.loc[model].to_numpy(dtype=float)
+        upper = (p90.loc[model].to_numpy(dtype=float) - medians).clip(min=0)
+        upper = [u if u == u else 0 for u in upper]  # no p90 (benchmark_model): no whisker
+        ax.bar(xs, medians, width, yerr=[[0] * len(xs), upper], capsize=3, label=model)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(table.columns))], table.columns, rotation=15, ha="right")
+    ax.set_ylabel("median latency, ms (whisker: p90)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_pareto(data: ReportData, path: Path) -> bool:
+    metric = data.quality_metric
+    if metric is None or data.latency.empty:
+        return False
+    rated = data.models[data.models[metric].notna()]
+    table = latency_pivot(data)
+    table = table.loc[[m for m in table.index if m in rated.index]]
+    if table.empty:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for column in table.columns:
+        xs = table[column].to_numpy(dtype=float)
+        ys = rated.loc[table.index, metric].to_numpy(dtype=float)
+        ax.plot(xs, ys, "o-", label=column)
+        for x, y, name in zip(xs, ys, table.index, strict=True):
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("median latency, ms")
+    ax.set_ylabel(f"{'FID' if metric == 'fid' else 'held-out L1 to ground truth'} (lower is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_search(data: ReportData, path: Path) -> bool:
+    log = data.search_log
+    if log is None or log.empty:
+        return False
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot(log["step"], log["macs_ratio"], label="remaining MACs")
+    if data.target_macs is not None:
+        left.axhline(data.target_macs, color="gray", linestyle="--", label="target")
+    left.set_xlabel("search step")
+    left.set_ylabel("MACs ratio")
+    left.legend(fontsize=8)
+    for column in [c for c in log.columns if c.startswith("width:")]:
+        right.plot(log["step"], log[column], label=column.removeprefix("width:"))
+    right.set_xlabel("search step")
+    right.set_ylabel("channels kept")
+    right.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# --- pages ---------------------------------------------------------------------------------
+def _write_csv(frame: pd.DataFrame | None, path: Path, index: bool = False) -> None:
+    if frame is not None:
+        frame.to_csv(path, index=index)
+
+
+def render_site(data: ReportData, out_dir: Path) -> Path:
+    """Write the site into `out_dir` (replacing it whole) and return its index.html."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        _render_into(data, tmp)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir / "index.html"
+
+
+def _render_into(data: ReportData, out: Path) -> None:
+    devices = sorted(data.latency["device"].unique()) if not data.latency.empty else []
+    models = list(data.models.index)
+    nav = (
+        '<a href="index.html">index</a>'
+        + "".join(f'<a href="model-{slug(m)}.html">{html.escape(m)}</a>' for m in models)
+        + "".join(f'<a href="device-{slug(d)}.html">{html.escape(d)}</a>' for d in devices)
+    )
+
+    _write_csv(data.models, out / "models.csv", index=True)
+    _write_csv(data.latency, out / "latency.csv")
+    _write_csv(data.failures, out / "failures.csv")
+    _write_csv(data.search_log, out / "search_log.csv")
+    summary = summary_table(data)
+    _write_csv(summary, out / "summary.csv", index=True)
+
+    body = ["<h2>Dense vs compressed</h2>", _table(summary, "summary")]
+    notes = [f"{m}: {r['quality_note']}" for m, r in data.models.iterrows()
+             if isinstance(r.get("quality_note"), str) and r.get("quality_note")]  # fmt: skip
+    fid_notes = {
+        r["fid_note"] for _, r in data.models.iterrows() if isinstance(r.get("fid_note"), str) and r["fid_note"]
+    }
+    notes += [f"FID/KID unavailable: {n}" for n in sorted(fid_notes)]
+    body += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
+    body += ['<p class="note">Every table is also a CSV: <a href="summary.csv">summary</a>, '
+             '<a href="models.csv">models</a>, <a href="latency.csv">latency</a>, '
+             '<a href="failures.csv">failures</a>.</p>']  # fmt: skip
+    if plot_latency(data, out / "latency.png"):
+        body += ["<h2>Latency per device and runtime</h2>", _img("latency.png", "latency per device and runtime")]
+    if plot_pareto(data, out / "pareto.png"):
+        body += ["<h2>Quality against latency</h2>", _img("pareto.png", "quality against latency")]
+    columns = ["model", "device", "runtime", "delegate", "threads", "median_ms", "p90_ms", "n", "thermal", "fallback"]
+    body += ["<h2>Every result</h2>", _table(data.latency[columns], "latency", index=False)]
+    if plot_search(data, out / "search.png"):
+        body += ["<h2>Search</h2>", _img("search.png", "MACs ratio and widths over the search")]
+    body += ["<h2>Failed jobs</h2>", _table(data.failures, "failures", index=False)]
+    (out / "index.html").write_text(_page(data.title, "\n".join(body), nav))
+
+    for model in models:
+        row = data.models.loc[[model]].T
+        rows = data.latency[data.latency["model"] == model]
+        page = ["<h2>Model</h2>", _table(row, "model"), "<h2>Latency</h2>",
+                _table(rows[columns], "latency", index=False)]  # fmt: skip
+        (out / f"model-{slug(model)}.html").write_text(_page(f"Model {model}", "\n".join(page), nav))
+    for device in devices:
+        rows = data.latency[data.latency["device"] == device]
+        page = ["<h2>Latency</h2>", _table(rows[columns], "latency", index=False)]
+        name = f"latency-{slug(device)}.png"
+        if plot_latency(data, out / name, device=device):
+            page.append(_img(name, f"latency on {device}"))
+        state = data.device_states.get(device, {})
+        if state:
+            page += ["<h2>Device state and tools (latest result)</h2>",
+                     f"<pre>{html.escape(pd.Series(state).to_json(indent=2))}</pre>"]  # fmt: skip
+        (out / f"device-{slug(device)}.html").write_text(_page(f"Device {device}", "\n".join(page), nav))
