@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from compress.config import load_config
     from compress.errors import CoronetError
-    from compress.runstate import clear_stamp, fingerprint, up_to_date, write_stamp
+    from compress.runstate import fingerprint, up_to_date, write_stamp
 
     run_dir = Path(args.run_dir)
     selected = STAGES[STAGES.index(args.from_stage) : STAGES.index(args.to_stage) + 1]
@@ -245,7 +245,6 @@ def main(argv: list[str] | None = None) -> int:
             if stamp is not None:
                 print(f"[{stage}] up to date: {stamp.summary}")
                 continue
-            clear_stamp(run_dir, stage)
             t0 = time.perf_counter()
             line, outputs = RUNNERS[stage](config, run_dir, not args.quiet)
             write_stamp(run_dir, stage, print_, outputs, line)

@@ -4,7 +4,9 @@ A finished stage writes `stages/<stage>.json`, last and atomically: a fingerprin
 (the config keys it reads and the digests of the files it reads) and the digest of every file
 it wrote. A stage is up to date when its fingerprint is unchanged and its outputs are still
 the files it wrote. Downstream fingerprints include the upstream outputs' digests, so a stage
-that re-runs and writes different files makes the stages after it re-run too.
+that re-runs and writes different files makes the stages after it re-run too. A stage that
+fails or is interrupted keeps its old stamp: the fingerprint or the output digests no longer
+match, so it runs again, while a run that goes back to the old inputs finds it still done.
 """
 
 from __future__ import annotations
@@ -79,8 +81,3 @@ def write_stamp(run_dir: Path, stage: str, print_: str, outputs: list[Path], sum
     text = json.dumps(stamp.__dict__, indent=2) + "\n"
     atomic_write_bytes(_stamp_path(run_dir, stage), lambda f: f.write(text.encode()))
     return stamp
-
-
-def clear_stamp(run_dir: Path, stage: str) -> None:
-    """Mark a stage as not finished (before it starts writing its outputs)."""
-    _stamp_path(run_dir, stage).unlink(missing_ok=True)

@@ -160,7 +160,7 @@ def dense_reference_stage(config: PipelineConfig, run_dir: Path, progress: bool 
             decay_steps=min(config.train.decay_steps, config.train.dense_steps), distill_weight=0.0,
         )  # fmt: skip
         dataset, _ = _datasets(config)
-        converge(GanTrainer(model, plan, budget, device), _batches(dataset, config), budget, progress=progress)
+        converge(GanTrainer(model, plan, budget, device), _batches(dataset, config), budget, progress, desc="dense")
         source = f"trained here for {config.train.dense_steps} steps"
     else:
         torch.manual_seed(config.seed)

@@ -234,6 +234,7 @@ def converge(
     batches: Iterator[Any],
     config: TrainConfig,
     progress: bool = True,
+    desc: str = "converge",
 ) -> list[dict[str, float]]:
     """Fine-tune the slim generator (with a fresh generator optimizer) for `converge_steps`."""
     from tqdm import tqdm
@@ -242,7 +243,7 @@ def converge(
         [*trainer.g.parameters(), *(trainer.g_b.parameters() if trainer.setup == "cyclegan" else [])], config
     )
     log = []
-    for step in tqdm(range(1, config.converge_steps + 1), desc="converge", disable=not progress, leave=False):
+    for step in tqdm(range(1, config.converge_steps + 1), desc=desc, disable=not progress, leave=False):
         trainer.set_lr(linear_decay(step, config.converge_steps, config.decay_steps, config.lr))
         losses = trainer.step(next(batches))
         if not all(math.isfinite(v) for v in losses.values()):

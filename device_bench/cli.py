@@ -3,6 +3,7 @@
 device-bench devices --device 192.168.1.20:5555
 device-bench run --device host --bundle runs/demo/export --runtime tflite --threads 2
 device-bench run --device 127.0.0.1:5555 --bundle DIR --runtime onnx --delegate cpu --binaries CACHE
+device-bench report --store bench.db --out site/
 """
 
 from __future__ import annotations
@@ -31,7 +32,26 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runs", type=int, default=20)
     r.add_argument("--binaries", default="bench-binaries", help="folder with the arm64-v8a tools to push")
     r.add_argument("--store", default="bench.db", help="SQLite results store (default bench.db)")
+    rep = sub.add_parser("report", help="render the results store as a static HTML report")
+    rep.add_argument("--store", default="bench.db", help="SQLite results store (default bench.db)")
+    rep.add_argument("--out", default="site", help="folder to write (replaced whole); open OUT/index.html")
+    rep.add_argument("--bundle", action="append", default=[], help="bundle folders to show (default: all in the store)")
     return p
+
+
+def _report(args) -> int:
+    from compress.errors import ConfigError
+    from reports import build_report, render_site
+
+    if not Path(args.store).is_file():
+        raise ConfigError(f"results store {args.store} does not exist; run `device-bench run` first or pass --store")
+    missing = [b for b in args.bundle if not (Path(b) / "manifest.json").is_file()]
+    if missing:
+        raise ConfigError(f"{missing[0]} is not an export bundle (no manifest.json)")
+    data = build_report(Path(args.store), [Path(b) for b in args.bundle], title=f"CoroNet results: {args.store}")
+    index = render_site(data, Path(args.out))
+    print(f"{len(data.models)} models, {len(data.latency)} results, {len(data.failures)} failed jobs: {index}")
+    return 0
 
 
 def _devices(args) -> int:
@@ -57,6 +77,7 @@ def _run(args) -> int:
     from export.bundle import Bundle
 
     delegate = args.delegate or ("xnnpack" if args.runtime == "tflite" else "cpu")
+    args.bundle = str(Path(args.bundle).resolve())  # the store outlives this working directory
     Bundle.open(args.bundle)  # a clear error for an incomplete bundle, before anything is queued
     with ResultStore(args.store) as store:
         job_id = store.add_job({**vars(args), "delegate": delegate})
@@ -90,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     from compress.errors import CoronetError
 
     try:
-        return _devices(args) if args.command == "devices" else _run(args)
+        commands = {"devices": _devices, "run": _run, "report": _report}
+        return commands[args.command](args)
     except CoronetError as exc:
         print(f"device-bench: error: {exc}", file=sys.stderr)
         return 1

@@ -41,7 +41,8 @@ def bench_bundles(
     """Time every bundle × device × runtime; returns (job id, result) in order. A device that
     fails (unreachable, a crashing tool) stops the suite with its DeviceError after the job is
     stored as failed; the results before it stay in the store."""
-    opened = [Bundle.open(b) for b in bundles]  # a clear error for an incomplete bundle, first
+    # absolute paths: the store outlives the working directory it was written from
+    opened = [Bundle.open(Path(b).resolve()) for b in bundles]  # a clear error for an incomplete bundle, first
     done: list[tuple[int, BenchResult]] = []
     with ResultStore(store_path) as store:
         for device in devices:

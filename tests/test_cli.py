@@ -1,66 +1,146 @@
 """The pipeline command on a tiny config, and its one-line errors (run as a real subprocess)."""
 
 import json
-import subprocess
-import sys
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
 import compress
+from device_bench.store import ResultStore
+from tests.pipeline import ROOT, run_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
-
-TINY_CONFIG = """
-seed = 1
-[model]
-arch = "resnet"
-ngf = 8
-n_blocks = 1
-[data]
-image_size = 32
-n_train = 8
-batch_size = 2
-[search]
-target_macs = 0.5
-lam = 50.0
-lr = 1e-3
-max_steps = 300
-[train]
-ndf = 8
-n_layers_d = 2
-converge_steps = 4
-decay_steps = 2
-"""
+STAGES = ("search", "slim", "converge", "export", "bench", "report")
 
 
 def _run(*args, cwd):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "compress_and_ship.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_pipeline(*args, cwd=cwd)
 
 
-def test_search_slim_export_end_to_end(tmp_path):
-    (tmp_path / "tiny.toml").write_text(TINY_CONFIG)
-    proc = _run("tiny.toml", "--run-dir", "run", "--quiet", "--target-macs", "0.4", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    run = tmp_path / "run"
+def _files(run: Path) -> dict[str, float]:
+    """Every file of a run directory with its modification time."""
+    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+
+
+def _copy(pipeline_run, tmp_path) -> Path:
+    folder, _ = pipeline_run
+    shutil.copytree(folder, tmp_path / "copy", symlinks=True)
+    return tmp_path / "copy"
+
+
+def test_every_stage_runs_and_writes_its_artifacts(pipeline_run):
+    folder, proc = pipeline_run
+    run = folder / "run"
+    for stage in STAGES:
+        assert f"[{stage}] " in proc.stdout and f"[{stage}] up to date" not in proc.stdout
+        assert (run / "stages" / f"{stage}.json").is_file()
     search = json.loads((run / "search.json").read_text())
-    assert search["reached"] and 0.38 <= search["ratio"] <= 0.4
+    assert search["reached"] and 0.48 <= search["ratio"] <= 0.5
     slim = compress.load_checkpoint(run / "slim.pt")
     assert slim.kind == "generator" and slim.plan.to_dict() == search["plan"]
     assert json.loads((run / "slim.json").read_text())["max_abs_diff_vs_hyper"] < 1e-5
     assert "channel plan (kept/full)" in proc.stdout and "trunk" in proc.stdout
     assert len((run / "search_log.jsonl").read_text().splitlines()) == search["steps"]
-    manifest = json.loads((run / "export" / "manifest.json").read_text())
-    assert manifest["model"]["plan"] == search["plan"] and manifest["input"]["shape"] == [1, 3, 32, 32]
-    assert "[export]" in proc.stdout and "XNNPACK partitions 1" in proc.stdout
     converged = json.loads((run / "converge.json").read_text())
     assert converged["steps"] == 4 and 0 < converged["paired"]["l1"] < 2
+    assert converged["quality"]["fid"]["fid"] is None and "not found" in converged["quality"]["fid"]["reason"]
     assert compress.load_checkpoint(run / "converged.pt").plan == slim.plan
-    again = _run("--from", "slim", "--to", "slim", "--run-dir", "run", cwd=tmp_path)
-    assert again.returncode == 0 and "[search]" not in again.stdout and "[export]" not in again.stdout
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert manifest["model"]["plan"] == search["plan"] and manifest["input"]["shape"] == [1, 3, 32, 32]
+    assert manifest["model"]["name"] == "compressed" and "XNNPACK partitions 1" in proc.stdout
+    dense = json.loads((run / "export_dense" / "manifest.json").read_text())
+    assert dense["model"]["name"] == "dense" and dense["cost"]["macs"] > manifest["cost"]["macs"]
+    assert json.loads((run / "dense.json").read_text())["trained"] is True
+    with ResultStore(run / "results.sqlite") as store:
+        results = store.results()
+    assert sorted((r.runtime, r.model_sha256) for r in results) == sorted(
+        (rt, m["files"][rt]["sha256"]) for m in (manifest, dense) for rt in ("onnx", "tflite")
+    )
+    assert all(r.device == "host" and r.stats.n == 3 for r in results)
+    assert (run / "report" / "index.html").is_file()
+    # the summary table: both models, their cost, and the host latency of each runtime
+    summary = proc.stdout.split("summary (latency: median ms):")[1]
+    assert "compressed" in summary and "dense" in summary and "host tflite/xnnpack ms" in summary
+    assert f"report: {(run / 'report' / 'index.html').resolve()}" in proc.stdout
+
+
+def test_second_run_does_no_work(pipeline_run):
+    folder, _ = pipeline_run
+    before = _files(folder / "run")
+    proc = _run("tiny.toml", "--run-dir", "run", "--quiet", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    for stage in STAGES:
+        assert f"[{stage}] up to date: " in proc.stdout
+    assert _files(folder / "run") == before  # nothing rewritten, nothing added
+
+
+def test_changing_the_target_reruns_from_search(pipeline_run, tmp_path):
+    folder = _copy(pipeline_run, tmp_path)
+    old_plan = json.loads((folder / "run" / "search.json").read_text())["plan"]
+    proc = _run("tiny.toml", "--run-dir", "run", "--quiet", "--target-macs", "0.3", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" not in proc.stdout
+    search = json.loads((folder / "run" / "search.json").read_text())
+    assert 0.28 <= search["ratio"] <= 0.3 and search["plan"] != old_plan
+    manifest = json.loads((folder / "run" / "export" / "manifest.json").read_text())
+    assert manifest["model"]["plan"] == search["plan"]
+
+
+def test_from_export_reuses_the_checkpoint(pipeline_run, tmp_path):
+    folder = _copy(pipeline_run, tmp_path)
+    run = folder / "run"
+    kept = {name: (run / name).stat().st_mtime_ns for name in ("converged.pt", "slim.pt", "checkpoints/hyper.pt")}
+    proc = _run("tiny.toml", "--run-dir", "run", "--quiet", "--from", "export", "--precision", "fp16", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "[search]" not in proc.stdout and "[converge]" not in proc.stdout
+    assert "[export] wrote" in proc.stdout and "[bench] " in proc.stdout and "[report] wrote" in proc.stdout
+    assert {name: (run / name).stat().st_mtime_ns for name in kept} == kept
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert manifest["files"]["tflite"]["precision"] == "fp16"
+    assert manifest["source"]["sha256"] == compress_sha(run / "converged.pt")
+    with ResultStore(run / "results.sqlite") as store:
+        assert len(store.results()) == 8  # every result is kept: the fp32 runs and the fp16 ones
+
+
+def compress_sha(path: Path) -> str:
+    from compress.runstate import sha256_file
+
+    return sha256_file(path)
+
+
+def test_unreachable_device_is_one_line_and_keeps_finished_stages(pipeline_run, tmp_path):
+    folder = _copy(pipeline_run, tmp_path)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _run("tiny.toml", "--run-dir", "run", "--quiet", "--devices", f"127.0.0.1:{port}", cwd=folder)
+    assert proc.returncode == 1
+    assert f"127.0.0.1:{port}: connect failed" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    for stage in ("search", "slim", "converge", "export"):
+        assert f"[{stage}] up to date" in proc.stdout
+    with ResultStore(folder / "run" / "results.sqlite") as store:
+        failed = store.jobs("failed")
+    assert len(failed) == 1 and f"127.0.0.1:{port}" in failed[0]["reason"]
+    again = _run("tiny.toml", "--run-dir", "run", "--quiet", cwd=folder)  # back to the host: all done
+    assert again.returncode == 0 and again.stdout.count("up to date") == len(STAGES)
+
+
+def test_missing_data_folder_is_one_line_and_keeps_finished_stages(pipeline_run, tmp_path):
+    folder = _copy(pipeline_run, tmp_path)
+    config = (
+        (folder / "tiny.toml")
+        .read_text()
+        .replace("image_size = 32", "image_size = 32\nkind = 'aligned'\nroot = 'nope'")
+    )
+    (folder / "other.toml").write_text(config)
+    proc = _run("other.toml", "--run-dir", "run", "--quiet", cwd=folder)
+    assert proc.returncode == 1
+    assert "aligned pairs (train) folder nope/train does not exist" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    again = _run("tiny.toml", "--run-dir", "run", "--quiet", cwd=folder)
+    assert again.returncode == 0 and again.stdout.count("up to date") == len(STAGES)
 
 
 @pytest.mark.parametrize(("config", "message"), [

@@ -1,0 +1,122 @@
+"""The report: its tables from the results store, the static site, and the site in a real browser
+(Debian's headless Chromium, driven by Playwright, opening index.html from file://)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from device_bench.store import ResultStore
+from reports import build_report, latency_pivot, render_site
+from tests.tools import require
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def _images(page) -> list[dict]:
+    return page.evaluate("[...document.images].map(i => ({src: i.src, ok: i.complete && i.naturalWidth > 0}))")
+
+
+def test_report_opens_in_headless_chromium(pipeline_run, tmp_path):
+    chromium = require("chromium")
+    from playwright.sync_api import sync_playwright
+
+    folder, _ = pipeline_run
+    site = tmp_path / "site"
+    shutil.copytree(folder / "run" / "report", site)  # the site stands alone: no run directory beside it
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto((site / "index.html").as_uri())
+        rows = page.eval_on_selector_all("#summary tbody tr th", "cells => cells.map(c => c.textContent)")
+        assert sorted(rows) == ["compressed", "dense"]
+        assert page.locator("#latency tbody tr").count() == 4  # 2 models x 2 runtimes on the host
+        images = _images(page)
+        assert {Path(i["src"]).name for i in images} == {"latency.png", "pareto.png", "search.png"}
+        assert all(i["ok"] for i in images), images
+        page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
+        links = page.eval_on_selector_all("nav a", "links => links.map(a => a.getAttribute('href'))")
+        assert {"model-compressed.html", "model-dense.html", "device-host.html"} <= set(links)
+        for link in links:
+            page.goto((site / link).as_uri())
+            assert page.locator("h1").count() == 1 and page.locator("table").count() >= 1, link
+            assert all(i["ok"] for i in _images(page)), link
+        page.goto((site / "device-host.html").as_uri())
+        assert [Path(i["src"]).name for i in _images(page)] == ["latency-host.png"]
+        browser.close()
+    assert (tmp_path / "index.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_tables_follow_the_store(pipeline_run, tmp_path):
+    folder, _ = pipeline_run
+    run = folder / "run"
+    store_path = tmp_path / "results.sqlite"
+    with ResultStore(run / "results.sqlite") as src, ResultStore(store_path) as dst:
+        for job_id, result in enumerate(src.results()):
+            dst.finish(dst.add_job({"n": job_id}), result)
+        # a result of a model file that is no longer exported, and a failed job
+        stale = src.results()[0]
+        stale.model_sha256 = "0" * 64
+        dst.finish(dst.add_job({"stale": True}), stale)
+        dst.fail(dst.add_job({"device": "10.0.0.9:5555", "runtime": "tflite", "bundle": "/x/export"}), "unplugged")
+    bundles = [run / "export", run / "export_dense"]
+    data = build_report(store_path, bundles)
+    assert list(data.models.index) == ["compressed", "dense"]
+    assert len(data.latency) == 4  # the stale model's result is kept in the store, not shown
+    assert data.failures.to_dict("records")[0] | {"created": None} == {
+        "job": 6, "created": None, "device": "10.0.0.9:5555", "runtime": "tflite", "model": "export",
+        "reason": "unplugged",
+    }  # fmt: skip
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert data.models.loc["compressed", "macs_g"] == manifest["cost"]["macs"] / 1e9
+    pivot = latency_pivot(data)
+    assert set(pivot.columns) == {"host onnx/cpu", "host tflite/xnnpack"}
+    newest = data.latency.sort_values("created").groupby(["model", "runtime"]).last()
+    assert pivot.loc["dense", "host onnx/cpu"] == newest.loc[("dense", "onnx"), "median_ms"]
+    assert data.quality_metric is None  # no quality records given: nothing to plot against latency
+
+
+def test_device_bench_report_command_and_csv(pipeline_run, tmp_path):
+    folder, _ = pipeline_run
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "stale.html").write_text("from an older report")
+    proc = subprocess.run(
+        [sys.executable, "-m", "device_bench.cli", "report", "--store", str(folder / "run" / "results.sqlite"),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "2 models, 4 results, 0 failed jobs" in proc.stdout
+    assert not (out / "stale.html").exists()  # the site is replaced whole
+    latency = pd.read_csv(out / "latency.csv")
+    assert sorted(latency["model"]) == ["compressed", "compressed", "dense", "dense"]
+    assert (latency["median_ms"] > 0).all() and (latency["n"] == 3).all()
+    missing = subprocess.run(
+        [sys.executable, "-m", "device_bench.cli", "report", "--store", str(tmp_path / "nope.sqlite")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_render_replaces_the_site_atomically_on_failure(pipeline_run, tmp_path, monkeypatch):
+    folder, _ = pipeline_run
+    out = tmp_path / "site"
+    data = build_report(folder / "run" / "results.sqlite", [folder / "run" / "export"])
+    index = render_site(data, out)
+    before = index.read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("reports.render.plot_latency", broken)
+    with pytest.raises(RuntimeError, match=r"disk full"):
+        render_site(data, out)
+    assert index.read_text() == before  # the old site is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]  # no half-written folder left behind
