@@ -1,5 +1,5 @@
 # `make test` and `make demo` set up .venv on their own: torch==2.13.0 (the CPU build) first,
-# so that nothing pulls a multi-GB CUDA build, then this project with its dev and tflite extras.
+# so that nothing pulls a multi-GB CUDA build, then this project with its dev, tflite and usb extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install torch==2.13.0
-	$(BIN)/python -m pip install -e '.[dev,tflite]'
+	$(BIN)/python -m pip install -e '.[dev,tflite,usb]'
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -61,8 +61,32 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
             e.InvalidResponseError, e.AdbConnectionError)  # fmt: skip
 
 
+USB_PREFIX = "usb"
+
+
+def _usb_module():
+    """adb-shell's USB transport, or a DeviceError saying what to install."""
+    try:
+        from adb_shell.transport import usb_transport
+    except ImportError:
+        raise DeviceError(
+            "usb", "connect", "USB phones need the usb extra: pip install 'coronetgan[usb]' (and libusb-1.0)"
+        ) from None
+    return usb_transport
+
+
+def list_usb_devices() -> list[str]:
+    """The serials (as `usb:SERIAL`) of the phones attached over USB with ADB enabled."""
+    usb = _usb_module()
+    try:
+        return [f"{USB_PREFIX}:{d.serial_number}" for d in usb.UsbTransport.find_all_adb_devices()]
+    except Exception as exc:  # libusb without a USB bus (containers) or without permissions
+        raise DeviceError("usb", "discover", f"{type(exc).__name__}: {exc}") from None
+
+
 class AdbTransport:
-    """One phone over TCP (`host:port`); use `with AdbTransport(...) as t:`."""
+    """One phone over TCP (`HOST:PORT`) or USB (`usb:SERIAL`, or `usb` for the only one
+    attached); use `with AdbTransport(...) as t:`."""
 
     def __init__(
         self,
@@ -72,10 +96,14 @@ class AdbTransport:
         retries: int = 3,
         backoff_s: float = 0.5,
     ) -> None:
-        host, _, port = serial.rpartition(":")
-        if not host or not port.isdigit():
-            raise DeviceError(serial, "connect", "expected HOST:PORT (USB phones need the usb extra)")
-        self.serial, self.host, self.port = serial, host, int(port)
+        self.serial, self.usb_serial = serial, None
+        if serial == USB_PREFIX or serial.startswith(f"{USB_PREFIX}:"):
+            self.usb, self.usb_serial, self.host, self.port = True, serial[len(USB_PREFIX) + 1 :] or None, "", 0
+        else:
+            host, _, port = serial.rpartition(":")
+            if not host or not port.isdigit():
+                raise DeviceError(serial, "connect", "expected HOST:PORT (adb over TCP) or usb:SERIAL (a USB phone)")
+            self.usb, self.host, self.port = False, host, int(port)
         self.key_path, self.timeouts, self.retries, self.backoff_s = key_path, timeouts, retries, backoff_s
         self._device = None
 
@@ -87,12 +115,31 @@ class AdbTransport:
 
         def attempt() -> None:
             self.close()
-            device = AdbDeviceTcp(self.host, self.port, default_transport_timeout_s=self.timeouts.transport_s)
+            device = (
+                self._usb_device()
+                if self.usb
+                else AdbDeviceTcp(self.host, self.port, default_transport_timeout_s=self.timeouts.transport_s)
+            )
             device.connect(rsa_keys=[signer], auth_timeout_s=self.timeouts.connect_s,
                            read_timeout_s=self.timeouts.read_s)  # fmt: skip
             self._device = device
 
         self._retry("connect", attempt, reconnect=False)
+
+    def _usb_device(self):
+        from adb_shell.adb_device import AdbDeviceUsb
+        from adb_shell.exceptions import UsbDeviceNotFoundError
+
+        _usb_module()
+        try:
+            return AdbDeviceUsb(serial=self.usb_serial, default_transport_timeout_s=self.timeouts.transport_s)
+        except UsbDeviceNotFoundError:
+            which = f"with serial {self.usb_serial}" if self.usb_serial else "at all"
+            raise DeviceError(
+                self.serial, "connect", f"no USB phone {which} (is it plugged in, with USB debugging allowed?)"
+            ) from None
+        except Exception as exc:  # libusb cannot see a bus here, or lacks permission
+            raise DeviceError(self.serial, "connect", f"USB unavailable: {type(exc).__name__}: {exc}") from None
 
     def close(self) -> None:
         if self._device is not None:

@@ -19,10 +19,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("devices", help="connect to devices and print their profiles")
-    d.add_argument("--device", action="append", default=[], help="HOST:PORT of a phone (repeatable)")
+    d.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        help="HOST:PORT or usb:SERIAL of a phone (repeatable); USB phones are found",
+    )
     d.add_argument("--store", default="bench.db", help="results store; its known devices are listed too")
     r = sub.add_parser("run", help="benchmark one bundle on one device and store the result")
-    r.add_argument("--device", default="host", help="'host' (this CPU) or HOST:PORT of a phone")
+    r.add_argument("--device", default="host", help="'host' (this CPU), HOST:PORT or usb:SERIAL of a phone")
     r.add_argument("--bundle", required=True, help="an export bundle folder (with manifest.json)")
     r.add_argument("--runtime", choices=("tflite", "onnx"), default="tflite")
     r.add_argument("--delegate", default=None, help="tflite: xnnpack|cpu|gpu|nnapi|external:PATH; onnx: cpu|nnapi|qnn")
@@ -55,11 +60,17 @@ def _report(args) -> int:
 
 
 def _devices(args) -> int:
-    from device_bench.adb import AdbTransport
+    from device_bench.adb import AdbTransport, DeviceError, list_usb_devices
     from device_bench.run import detect_profile
     from device_bench.store import ResultStore
 
-    for serial in args.device:
+    try:
+        attached = list_usb_devices()
+        print("usb: " + (", ".join(attached) if attached else "no phones attached"))
+    except DeviceError as exc:  # USB discovery is a convenience: TCP phones still work
+        attached = []
+        print(f"usb: not available ({exc.reason})")
+    for serial in dict.fromkeys([*args.device, *attached]):
         with AdbTransport(serial) as t:
             profile = detect_profile(t)
         clusters = ", ".join(f"cpus {c.mask} @ {c.max_khz / 1e6:.2f} GHz" for c in profile.clusters)

@@ -89,6 +89,9 @@ def build_report(
         bundles = sorted({Path(r.bundle) for r in results if (Path(r.bundle) / "manifest.json").is_file()})
     rows = [_model_row(Path(b), quality or {}) for b in bundles]
     models = pd.DataFrame(rows).set_index("name") if rows else pd.DataFrame(columns=["name"]).set_index("name")
+    for column in ("l1", "psnr", "fid", "kid"):  # None (not measured) -> NaN, so tables show a dash
+        if column in models:
+            models[column] = pd.to_numeric(models[column], errors="coerce")
 
     by_sha = {}
     for name, row in models.iterrows():

@@ -24,6 +24,13 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 """
 
 
+MODEL_COLUMNS = {
+    "macs_g": "GMACs", "true_macs_g": "true GMACs", "params_m": "M params", "l1": "L1", "psnr": "PSNR dB",
+    "fid": "FID", "kid": "KID", "parity_onnx": "ONNX max |Δ|", "parity_tflite": "TFLite max |Δ|",
+    "mb_onnx": "ONNX MB", "mb_tflite": "TFLite MB", "input": "input",
+}  # fmt: skip
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "x"
 
@@ -174,6 +181,9 @@ def _render_into(data: ReportData, out: Path) -> None:
     _write_csv(summary, out / "summary.csv", index=True)
 
     body = ["<h2>Dense vs compressed</h2>", _table(summary, "summary")]
+    detail = [c for c in MODEL_COLUMNS if c in data.models]
+    body += ["<h3>Cost, quality and export checks</h3>",
+             _table(data.models[detail].rename(columns=MODEL_COLUMNS), "models")]  # fmt: skip
     notes = [f"{m}: {r['quality_note']}" for m, r in data.models.iterrows()
              if isinstance(r.get("quality_note"), str) and r.get("quality_note")]  # fmt: skip
     fid_notes = {

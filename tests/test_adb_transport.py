@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from device_bench.adb import AdbTransport, DeviceError, Timeouts
+from device_bench.adb import AdbTransport, DeviceError, Timeouts, list_usb_devices
 from tests.loopback_device.adb_device import Faults, LoopbackDevice
 from tests.loopback_device.personas import build_sandbox
 
@@ -87,5 +87,20 @@ def test_hostile_names_stay_inside_the_bench_folder(phone, tmp_path):
 
 
 def test_bad_serial_is_one_clear_error():
-    with pytest.raises(DeviceError, match="expected HOST:PORT"):
+    with pytest.raises(DeviceError, match=r"expected HOST:PORT \(adb over TCP\) or usb:SERIAL"):
         AdbTransport("R5CT1234567")
+
+
+def test_usb_serials_go_to_the_usb_transport_and_a_missing_phone_is_one_clear_error(tmp_path):
+    """No phone is attached here: libusb (the usb extra) enumerates the real bus and finds none."""
+    assert AdbTransport("usb").usb and AdbTransport("usb").usb_serial is None
+    transport = AdbTransport("usb:R5CT1234567", key_path=tmp_path / "adbkey")
+    assert transport.usb and transport.usb_serial == "R5CT1234567"
+    try:
+        assert "usb:R5CT1234567" not in list_usb_devices()
+    except DeviceError as exc:  # a machine without a USB bus at all: discovery says so, by step
+        assert exc.step == "discover"
+    with pytest.raises(
+        DeviceError, match=r"^usb:R5CT1234567: connect failed: (no USB phone with serial R5CT1234567|USB unavailable)"
+    ):
+        transport.connect()

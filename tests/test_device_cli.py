@@ -52,6 +52,7 @@ def test_run_on_a_loopback_phone_and_list_devices(tmp_path, bundle):
         assert listed.returncode == 0, listed.stderr
         assert "SM8450 (known)" in listed.stdout and "cpus 80 @ 3.00 GHz" in listed.stdout
         assert f"in the store: {phone.serial}" in listed.stdout
+        assert listed.stdout.startswith("usb: ")  # USB discovery ran (no phones attached here)
     assert (tmp_path / ".android" / "adbkey").is_file()
 
 
