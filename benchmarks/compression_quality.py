@@ -12,9 +12,11 @@ the same number of GAN steps (`--steps`):
 - (b) L1 prune: the dense generator trained for half the steps, L1-norm pruned to the same
   MACs, fine-tuned for the other half;
 - teacher + distillation: a dense teacher (the dense run) and a uniform student trained with
-  an L1 distillation loss for all steps; its wall time is teacher + student.
+  an L1 distillation loss for all steps; its wall time is teacher + student;
+- CoroNet from dense: the half-trained dense generator of (b) as the hypernetwork's start
+  (`search.init_from`), then search + converge for the other half: (b)'s budget and start.
 
-    python benchmarks/compression_quality.py [--steps 400] [--seeds 0 1] [--targets 0.25 0.1]
+    python benchmarks/compression_quality.py [--steps 400] [--seeds 0 1] [--targets 0.25 0.1] [--device cuda]
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import compress
 from compress.baselines import l1_prune, uniform_plan
 from compress.data import builtin_paired, random_batches
+from compress.hyper import init_from_dense
 from compress.metrics import paired_metrics
 from compress.search import SearchConfig, run_search
 from compress.train import GanTrainer, TrainConfig, linear_decay
 
 SIZES = {"ngf": 16, "n_blocks": 3}
 IMAGE = 64
-CPU = torch.device("cpu")
+DEVICE = torch.device("cpu")  # --device
 
 
 def _train_config(steps: int, **extra) -> TrainConfig:
@@ -51,7 +54,7 @@ def _train(model, steps: int, seed: int, data, teacher=None) -> float:
     """Plain GAN training with linear decay over the second half; returns the wall time."""
     torch.manual_seed(seed)
     config = _train_config(steps, teacher="t" if teacher is not None else "", distill_weight=10.0 if teacher else 0.0)
-    trainer = GanTrainer(model.train(), model.plan, config, CPU)
+    trainer = GanTrainer(model.train(), model.plan, config, DEVICE)
     trainer.teacher = teacher
     batches = random_batches(*data, 4, seed)
     t0 = time.perf_counter()
@@ -64,14 +67,17 @@ def _train(model, steps: int, seed: int, data, teacher=None) -> float:
 def _quality(model, held_out) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
-        return paired_metrics(model(held_out[0]), held_out[1])
+        return paired_metrics(model(held_out[0].to(DEVICE)).cpu(), held_out[1])
 
 
-def _coronet(full, cost, target: float, steps: int, seed: int, data) -> tuple[torch.nn.Module, dict]:
+def _coronet(full, cost, target: float, steps: int, seed: int, data, start=None) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(seed)
     hyper = compress.HyperGenerator("resnet", full, embedding_dim=8)
+    if start is not None:
+        init_from_dense(hyper, start)
+    hyper.to(DEVICE)
     config = _train_config(steps)
-    trainer = GanTrainer(hyper, full, config, CPU)
+    trainer = GanTrainer(hyper, full, config, DEVICE)
     batches = random_batches(*data, 4, seed)
     # lam shrinks the latents by 2.0 (beyond almost every |z| of N(0, 1)) within 40 % of the budget,
     # so the search leaves at least 60 % of the steps to converging.
@@ -104,27 +110,30 @@ def run(steps: int, seeds: list[int], targets: list[float]) -> list[dict]:
         rows.append({"method": method, "target": target, "seed": seed, "macs": count.macs, "params": count.params,
                      **_quality(model, held_out), **times, "wall_s": wall})  # fmt: skip
         r = rows[-1]
-        print(f"  {method:<10} target {target:<5} seed {seed}: {r['macs'] / 1e6:7.1f} M MACs  L1 {r['l1']:.4f}  "
+        print(f"  {method:<20} target {target:<5} seed {seed}: {r['macs'] / 1e6:7.1f} M MACs  L1 {r['l1']:.4f}  "
               f"PSNR {r['psnr']:5.2f}  {r['wall_s']:6.1f} s", flush=True)  # fmt: skip
 
     for seed in seeds:
         torch.manual_seed(seed)
-        dense = compress.build_generator("resnet", full)
+        dense = compress.build_generator("resnet", full).to(DEVICE)
         record("dense", seed, dense, {"train_s": _train(dense, steps, seed, data)})
         torch.manual_seed(seed)
-        half = compress.build_generator("resnet", full)
+        half = compress.build_generator("resnet", full).to(DEVICE)
         t_half = _train(half, steps // 2, seed, data)
         for target in targets:
             slim, times = _coronet(full, cost, target, steps, seed, data)
             record("coronet", seed, slim, times, target)
+            slim, times = _coronet(full, cost, target, steps - steps // 2, seed, data, start=half.cpu())
+            half.to(DEVICE)
+            record("coronet_from_dense", seed, slim, {"dense_s": t_half, **times}, target)
             torch.manual_seed(seed)
-            small = compress.build_generator("resnet", uniform_plan(full, cost, target))
+            small = compress.build_generator("resnet", uniform_plan(full, cost, target)).to(DEVICE)
             record("uniform", seed, small, {"train_s": _train(small, steps, seed, data)}, target)
-            pruned = l1_prune(half, cost, target)
+            pruned = l1_prune(half, cost, target).to(DEVICE)
             t_ft = _train(pruned, steps - steps // 2, seed, data)
             record("l1_prune", seed, pruned, {"dense_s": t_half, "finetune_s": t_ft}, target)
             torch.manual_seed(seed)
-            student = compress.build_generator("resnet", uniform_plan(full, cost, target))
+            student = compress.build_generator("resnet", uniform_plan(full, cost, target)).to(DEVICE)
             teacher_s = next(r["wall_s"] for r in rows if r["method"] == "dense" and r["seed"] == seed)
             t_student = _train(student, steps, seed, data, teacher=dense.eval())
             record("distill", seed, student, {"teacher_s": teacher_s, "student_s": t_student}, target)
@@ -136,11 +145,14 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.1])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "compression_quality.json"))
     args = p.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(torch.get_num_threads())
     rows = run(args.steps, args.seeds, args.targets)
-    print(f"\n{'method':<10}{'target':>7}{'GMACs':>8}{'params M':>9}{'L1':>14}{'PSNR':>16}{'wall s':>9}")
+    print(f"\n{'method':<20}{'target':>7}{'GMACs':>8}{'params M':>9}{'L1':>14}{'PSNR':>16}{'wall s':>9}")
     keys = sorted({(r["method"], r["target"]) for r in rows}, key=lambda k: (-k[1], k[0]))
     summary = []
     for method, target in keys:
@@ -158,12 +170,13 @@ def main() -> int:
             "wall_s_mean": statistics.fmean(r["wall_s"] for r in group),
         }
         summary.append(entry)
-        print(f"{method:<10}{target:>7}{entry['macs'] / 1e9:>8.3f}{entry['params'] / 1e6:>9.3f}"
+        print(f"{method:<20}{target:>7}{entry['macs'] / 1e9:>8.3f}{entry['params'] / 1e6:>9.3f}"
               f"{entry['l1_mean']:>9.4f}±{entry['l1_spread'] / 2:.4f}{entry['psnr_mean']:>10.2f} dB"
               f"{entry['wall_s_mean']:>9.1f}")  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"steps": args.steps, "seeds": args.seeds, "summary": summary, "runs": rows}, indent=2))
+    record = {"steps": args.steps, "seeds": args.seeds, "device": str(DEVICE), "summary": summary, "runs": rows}
+    out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")
     return 0
 
