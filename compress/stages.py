@@ -4,6 +4,7 @@ run_dir/
   checkpoints/hyper.pt   the searched hyper generator           (search)
   checkpoints/gan.pt     discriminators (and CycleGAN's B → A)  (search, converge)
   checkpoints/search_state.pt  a resumable search in progress     (search)
+  checkpoints/converge_state.pt  a resumable converge in progress (converge)
   search_log.jsonl       step, losses, MACs ratio, widths        (search)
   search.json            the SearchResult                        (search)
   slim.pt, slim.json     the slim generator; plan, MACs, check   (slim)
@@ -42,6 +43,7 @@ from compress.macs import MacCount, PlanCost, count_macs
 from compress.metrics import fid_kid, paired_metrics
 from compress.models import build_generator, example_input_shape, full_plan
 from compress.plan import ChannelPlan
+from compress.runstate import sha256_file
 from compress.search import SearchResult, run_search
 from compress.slim import slim_generator
 from compress.train import GanTrainer, converge
@@ -52,6 +54,7 @@ SLIM_CHECKPOINT = Path("slim.pt")
 CONVERGED_CHECKPOINT = Path("converged.pt")
 DENSE_CHECKPOINT = Path("dense.pt")
 SEARCH_STATE = Path("checkpoints/search_state.pt")
+CONVERGE_STATE = Path("checkpoints/converge_state.pt")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -203,17 +206,13 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     # A search resumes when everything but its step budget is unchanged.
     key = json.dumps({**config.to_dict(), "search": {**config.to_dict()["search"], "max_steps": 0, "allow_miss": 0}})
     start = 0
-    if state_path.is_file():
-        try:
-            state = torch.load(state_path, map_location=device, weights_only=True)
-        except Exception:  # a damaged state only costs the progress it held: start afresh
-            state = {}
-        if state.get("key") == key:
-            hyper.load_state_dict(state["hyper"])
-            trainer.load_state_dict(state["trainer"])
-            trainer.opt_g.load_state_dict(state["opt_g"])
-            trainer.opt_d.load_state_dict(state["opt_d"])
-            start = int(state["step"])
+    state = _load_state(state_path, device)
+    if state.get("key") == key:
+        hyper.load_state_dict(state["hyper"])
+        trainer.load_state_dict(state["trainer"])
+        trainer.opt_g.load_state_dict(state["opt_g"])
+        trainer.opt_d.load_state_dict(state["opt_d"])
+        start = int(state["step"])
 
     def save_state(step: int) -> None:
         state = {
@@ -250,6 +249,17 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     write_json(run_dir / "search.json", result.to_dict())
     state_path.unlink(missing_ok=True)  # finished: a new run starts a new search
     return result
+
+
+def _load_state(path: Path, device: torch.device) -> dict[str, Any]:
+    """A saved training state, or {} when there is none or it is damaged (that only costs the
+    progress it held)."""
+    if not path.is_file():
+        return {}
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception:
+        return {}
 
 
 def _tensorboard(log_dir: Path):
@@ -334,7 +344,26 @@ def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig 
     if config.train.distill_weight > 0:
         trainer.teacher = _dense_generator(config.train.teacher, trainer_plan).to(device).eval()
     dataset, _ = _datasets(config)
-    log = converge(trainer, _batches(dataset, config), config.train, progress=progress)
+    # Converging resumes when the slim generator and the training config are unchanged.
+    key = json.dumps({"slim": sha256_file(run_dir / SLIM_CHECKPOINT), "config": config.to_dict()}, sort_keys=True)
+    state_path, start, opt_g_state, earlier = run_dir / CONVERGE_STATE, 0, None, []
+    state = _load_state(state_path, device)
+    if state.get("key") == key:
+        slim.load_state_dict(state["generator"])
+        trainer.load_state_dict(state["trainer"])
+        trainer.opt_d.load_state_dict(state["opt_d"])
+        start, opt_g_state, earlier = int(state["step"]), state["opt_g"], state["log"]
+
+    def save_state(step: int, log: list[dict[str, float]]) -> None:
+        state = {"key": key, "step": step, "generator": slim.state_dict(), "trainer": trainer.state_dict(),
+                 "opt_g": trainer.opt_g.state_dict(), "opt_d": trainer.opt_d.state_dict(),
+                 "log": earlier + log}  # fmt: skip
+        atomic_write_bytes(state_path, lambda f: torch.save(state, f))
+
+    log = converge(trainer, _batches(dataset, config), config.train, progress=progress, start_step=start,
+                   opt_g_state=opt_g_state, save_state=save_state,
+                   checkpoint_every=config.search.checkpoint_every)  # fmt: skip
+    log = earlier + log
     with open(run_dir / "converge_log.jsonl", "w") as f:
         f.writelines(json.dumps(record) + "\n" for record in log)
     quality = evaluate_generator(slim, config)
@@ -342,4 +371,5 @@ def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig 
     final = {k: v for k, v in (log[-1] if log else {}).items() if k != "step"}
     result = ConvergeResult(path, len(log), final, quality["paired"], quality)
     write_json(run_dir / "converge.json", result.to_dict())
+    state_path.unlink(missing_ok=True)  # finished: a new run starts a new converge
     return result

@@ -235,18 +235,39 @@ def converge(
     config: TrainConfig,
     progress: bool = True,
     desc: str = "converge",
+    start_step: int = 0,
+    opt_g_state: dict[str, Any] | None = None,
+    save_state: Callable[[int, list[dict[str, float]]], None] | None = None,
+    checkpoint_every: int = 100,
 ) -> list[dict[str, float]]:
-    """Fine-tune the slim generator (with a fresh generator optimizer) for `converge_steps`."""
+    """Fine-tune the slim generator (with a fresh generator optimizer) for `converge_steps`.
+
+    `start_step` > 0 resumes (with the optimizer's saved `opt_g_state`); `save_state(step, log)` is
+    called every `checkpoint_every` steps and when the loop ends or is interrupted. Returns the
+    log of the steps run here."""
     from tqdm import tqdm
 
     trainer.opt_g = _adam(
         [*trainer.g.parameters(), *(trainer.g_b.parameters() if trainer.setup == "cyclegan" else [])], config
     )
-    log = []
-    for step in tqdm(range(1, config.converge_steps + 1), desc=desc, disable=not progress, leave=False):
-        trainer.set_lr(linear_decay(step, config.converge_steps, config.decay_steps, config.lr))
-        losses = trainer.step(next(batches))
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise TrainingDivergedError(f"a converge loss is not finite at step {step}: {losses}; lower train.lr")
-        log.append({"step": step, **losses})
+    if opt_g_state is not None:
+        trainer.opt_g.load_state_dict(opt_g_state)
+    log: list[dict[str, float]] = []
+    done, diverged = start_step, False
+    steps = range(start_step + 1, config.converge_steps + 1)
+    try:
+        for step in tqdm(steps, desc=desc, disable=not progress, leave=False, initial=start_step,
+                         total=config.converge_steps):  # fmt: skip
+            trainer.set_lr(linear_decay(step, config.converge_steps, config.decay_steps, config.lr))
+            losses = trainer.step(next(batches))
+            if not all(math.isfinite(v) for v in losses.values()):
+                diverged = True  # the weights are spoilt: keep the last saved state instead
+                raise TrainingDivergedError(f"a converge loss is not finite at step {step}: {losses}; lower train.lr")
+            log.append({"step": step, **losses})
+            done = step
+            if save_state is not None and step % checkpoint_every == 0:
+                save_state(step, log)
+    finally:
+        if save_state is not None and done > start_step and not diverged:
+            save_state(done, log)  # also on Ctrl-C or an error: converging resumes from here
     return log

@@ -83,3 +83,37 @@ def test_an_interrupted_search_resumes_its_step_count(tmp_path):
     assert search_stage(other, tmp_path / "run2", progress=False).steps == 3  # a changed config starts afresh
     steps = [json.loads(line)["step"] for line in (tmp_path / "run2" / "search_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_an_interrupted_converge_resumes_its_step_count(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    config = _config(search={"checkpoint_every": 2}, train={"converge_steps": 6, "decay_steps": 2})
+    search_stage(config, run, progress=False)
+    slim_stage(run)
+    real_step, calls = compress.train.GanTrainer.step, []
+
+    def interrupted(self, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # Ctrl-C during the 4th converge step
+        return real_step(self, batch)
+
+    monkeypatch.setattr(compress.train.GanTrainer, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        converge_stage(run, progress=False, config=config)
+    state = torch.load(run / "checkpoints" / "converge_state.pt", weights_only=True)
+    assert state["step"] == 3 and [r["step"] for r in state["log"]] == [1, 2, 3]
+    assert not (run / "converged.pt").exists()
+    monkeypatch.setattr(compress.train.GanTrainer, "step", real_step)
+    resumed_from = []
+    real_converge = compress.stages.converge
+    monkeypatch.setattr(compress.stages, "converge", lambda *a, **k: resumed_from.append(k["start_step"]) or
+                        real_converge(*a, **k))  # fmt: skip
+    result = converge_stage(run, progress=False, config=config)
+    assert resumed_from == [3] and result.steps == 6
+    steps = [json.loads(line)["step"] for line in (run / "converge_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert not (run / "checkpoints" / "converge_state.pt").exists()
+    # another training config starts afresh
+    other = _config(search={"checkpoint_every": 2}, train={"converge_steps": 2, "decay_steps": 1})
+    assert converge_stage(run, progress=False, config=other).steps == 2
