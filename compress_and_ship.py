@@ -53,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="export input size (default: the training size)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="TFLite weights (default fp32)")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), help="TFLite input/output layout (default NCHW)")
-    p.add_argument("--devices", help="comma-separated: 'host' (this CPU) and/or phones as HOST:PORT (default host)")
+    p.add_argument(
+        "--devices",
+        help="comma-separated: 'host' (this CPU), phones as HOST:PORT (adb over TCP) or SERIAL (USB); default host",
+    )
     p.add_argument("--runtimes", help="comma-separated: tflite, onnx (default both)")
     p.add_argument("--binaries", help="folder of the arm64-v8a lab tools pushed to phones (default bench-binaries)")
     p.add_argument("--run-dir", default="runs/demo", help="where every stage writes its files (default: runs/demo)")

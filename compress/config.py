@@ -77,7 +77,7 @@ class ExportConfig:
 @dataclass(frozen=True)
 class BenchConfig:
     """Where and how the exported files are timed. `devices`: "host" (this CPU) and/or ADB
-    devices as HOST:PORT; `binaries`: the folder of arm64-v8a lab tools pushed to phones."""
+    devices as HOST:PORT (TCP) or SERIAL (USB); `binaries`: the folder of arm64-v8a lab tools pushed to phones."""
 
     devices: list[str] = field(default_factory=lambda: ["host"])
     runtimes: list[str] = field(default_factory=lambda: list(RUNTIMES))
@@ -90,7 +90,7 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if not self.devices or not all(isinstance(d, str) and d for d in self.devices):
-            raise ConfigError("bench.devices must list 'host' and/or ADB devices as HOST:PORT, e.g. ['host']")
+            raise ConfigError("bench.devices must list 'host' and/or ADB devices (HOST:PORT or SERIAL), e.g. ['host']")
         bad = [r for r in self.runtimes if r not in RUNTIMES]
         if bad or not self.runtimes:
             raise ConfigError(f"bench.runtimes must be a list of {', '.join(RUNTIMES)}, got {self.runtimes!r}")

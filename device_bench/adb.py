@@ -85,8 +85,8 @@ def list_usb_devices() -> list[str]:
 
 
 class AdbTransport:
-    """One phone over TCP (`HOST:PORT`) or USB (`usb:SERIAL`, or `usb` for the only one
-    attached); use `with AdbTransport(...) as t:`."""
+    """One phone over TCP (`HOST:PORT`) or USB (`SERIAL` or `usb:SERIAL`, or `usb` for the only
+    one attached); use `with AdbTransport(...) as t:`."""
 
     def __init__(
         self,
@@ -99,10 +99,12 @@ class AdbTransport:
         self.serial, self.usb_serial = serial, None
         if serial == USB_PREFIX or serial.startswith(f"{USB_PREFIX}:"):
             self.usb, self.usb_serial, self.host, self.port = True, serial[len(USB_PREFIX) + 1 :] or None, "", 0
+        elif serial and ":" not in serial:  # a bare serial, as `adb devices` lists USB phones
+            self.usb, self.usb_serial, self.host, self.port = True, serial, "", 0
         else:
             host, _, port = serial.rpartition(":")
             if not host or not port.isdigit():
-                raise DeviceError(serial, "connect", "expected HOST:PORT (adb over TCP) or usb:SERIAL (a USB phone)")
+                raise DeviceError(serial, "connect", "expected HOST:PORT (adb over TCP) or SERIAL (a USB phone)")
             self.usb, self.host, self.port = False, host, int(port)
         self.key_path, self.timeouts, self.retries, self.backoff_s = key_path, timeouts, retries, backoff_s
         self._device = None

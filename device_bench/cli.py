@@ -23,11 +23,13 @@ def _parser() -> argparse.ArgumentParser:
         "--device",
         action="append",
         default=[],
-        help="HOST:PORT or usb:SERIAL of a phone (repeatable); USB phones are found",
+        help="HOST:PORT or SERIAL of a phone (repeatable); USB phones are found",
     )
     d.add_argument("--store", default="bench.db", help="results store; its known devices are listed too")
     r = sub.add_parser("run", help="benchmark one bundle on one device and store the result")
-    r.add_argument("--device", default="host", help="'host' (this CPU), HOST:PORT or usb:SERIAL of a phone")
+    r.add_argument(
+        "--device", default="host", help="'host' (this CPU), HOST:PORT (adb over TCP) or SERIAL (USB) of a phone"
+    )
     r.add_argument("--bundle", required=True, help="an export bundle folder (with manifest.json)")
     r.add_argument("--runtime", choices=("tflite", "onnx"), default="tflite")
     r.add_argument("--delegate", default=None, help="tflite: xnnpack|cpu|gpu|nnapi|external:PATH; onnx: cpu|nnapi|qnn")

@@ -87,13 +87,14 @@ def test_hostile_names_stay_inside_the_bench_folder(phone, tmp_path):
 
 
 def test_bad_serial_is_one_clear_error():
-    with pytest.raises(DeviceError, match=r"expected HOST:PORT \(adb over TCP\) or usb:SERIAL"):
-        AdbTransport("R5CT1234567")
+    with pytest.raises(DeviceError, match=r"^phone:abc: connect failed: expected HOST:PORT \(adb over TCP\) or SERIAL"):
+        AdbTransport("phone:abc")
 
 
 def test_usb_serials_go_to_the_usb_transport_and_a_missing_phone_is_one_clear_error(tmp_path):
     """No phone is attached here: libusb (the usb extra) enumerates the real bus and finds none."""
     assert AdbTransport("usb").usb and AdbTransport("usb").usb_serial is None
+    assert AdbTransport("R5CT1234567").usb_serial == "R5CT1234567"  # bare, as `adb devices` lists it
     transport = AdbTransport("usb:R5CT1234567", key_path=tmp_path / "adbkey")
     assert transport.usb and transport.usb_serial == "R5CT1234567"
     try:
