@@ -200,6 +200,21 @@ def _bench(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     return f"{len(done)} results on {', '.join(b.devices)} in {run_dir / STORE}", [run_dir / BENCH_RECORD]
 
 
+def _results_kept(run_dir: Path) -> bool:
+    """The bench stage's results live in the store, not in files of their own: it is done only
+    while the store still holds the results it recorded."""
+    import json
+
+    from device_bench.store import ResultStore
+
+    if not (run_dir / STORE).is_file():
+        return False
+    wanted = {r["job"] for r in json.loads((run_dir / BENCH_RECORD).read_text())["results"]}
+    with ResultStore(run_dir / STORE) as store:
+        done = {job["id"] for job in store.jobs("done")}
+    return wanted <= done
+
+
 def report_data(config, run_dir: Path):
     """The run's report tables (the report stage's, and the summary table's)."""
     import json
@@ -245,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             inputs, files = _stage_inputs(stage, config, run_dir)
             print_ = fingerprint(inputs, files)
             stamp = None if args.force else up_to_date(run_dir, stage, print_)
-            if stamp is not None:
+            if stamp is not None and (stage != "bench" or _results_kept(run_dir)):
                 print(f"[{stage}] up to date: {stamp.summary}")
                 continue
             t0 = time.perf_counter()

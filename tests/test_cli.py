@@ -182,3 +182,14 @@ def test_shipped_configs_parse(name):
 
     config = load_config(ROOT / "configs" / f"{name}.toml")
     assert config.search.target_macs < 1 and config.train.setup in ("pix2pix", "cyclegan")
+
+
+def test_a_lost_results_store_is_benchmarked_again(pipeline_run, tmp_path):
+    folder = _copy(pipeline_run, tmp_path)
+    for leftover in (folder / "run").glob("results.sqlite*"):
+        leftover.unlink()
+    proc = _run("tiny.toml", "--run-dir", "run", "--quiet", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "[export] up to date" in proc.stdout and "[bench] 4 results on host" in proc.stdout
+    with ResultStore(folder / "run" / "results.sqlite") as store:
+        assert len(store.results()) == 4
