@@ -192,8 +192,16 @@ def _bench(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     b = config.bench
     settings = SuiteSettings(b.threads, b.runs, b.warmup_s, b.warmup, b.cluster, Path(b.binaries))
     bundles = [run_dir / d for d in (EXPORT_DIR, DENSE_EXPORT_DIR) if (run_dir / d).is_dir()]
-    say = (lambda line: print(f"  {line}")) if progress else None
-    done = bench_bundles(bundles, b.devices, b.runtimes, run_dir / STORE, settings, progress=say)
+    from tqdm import tqdm
+
+    total = len(bundles) * len(b.devices) * len(b.runtimes)
+    with tqdm(total=total, desc="bench", disable=not progress, leave=False) as bar:
+
+        def advance(line: str) -> None:
+            bar.set_postfix_str(line)
+            bar.update(1)
+
+        done = bench_bundles(bundles, b.devices, b.runtimes, run_dir / STORE, settings, progress=advance)
     keys = ("model_sha256", "device", "runtime", "delegate", "flags")
     record = [{"job": job, **{k: getattr(r, k) for k in keys}, "median_ms": r.stats.median_ms} for job, r in done]
     write_json(run_dir / BENCH_RECORD, {"results": record, "settings": asdict(b)})
