@@ -30,11 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="compress-and-ship",
         description=(
-            "Compress an image-to-image GAN generator with CoroNetGAN and ship it: search a pruned "
-            "channel plan that keeps the requested fraction of MACs while the GAN trains, build the slim "
-            "generator, fine-tune it, export it (and the dense reference) to checked ONNX and TFLite "
-            "files, time them on this host and/or phones over ADB, and write a report. Stages that are "
-            "already complete and up to date are skipped."
+            "Compress an image-to-image GAN generator with CoroNetGAN and ship it: search a pruned\n"
+            "channel plan that keeps the requested fraction of MACs while the GAN trains, build the\n"
+            "slim generator, fine-tune it, export it (and the dense reference) to checked ONNX and\n"
+            "TFLite files, time them on this host and/or phones over ADB, and write a report.\n"
+            "Stages that are already complete and up to date are skipped."
         ),
         epilog=(
             "Examples:\n"
