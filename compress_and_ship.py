@@ -23,7 +23,7 @@ EXPORT_DIR = Path("export")  # the compressed generator's bundle
 DENSE_EXPORT_DIR = Path("export_dense")  # the dense reference's bundle
 STORE = Path("results.sqlite")
 BENCH_RECORD = Path("bench.json")
-REPORT_DIR = Path("report")
+REPORT_DIR = Path("site")  # DESIGN §1: the run directory's site/index.html
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
             "  compress-and-ship configs/demo.toml --run-dir runs/demo\n"
             "  compress-and-ship configs/demo.toml --target-macs 0.1 --devices host,192.168.1.20:5555\n"
             "  compress-and-ship configs/demo.toml --from export --precision fp16\n"
-            "The report is RUN_DIR/report/index.html (open it in a browser; no server needed)."
+            "The report is RUN_DIR/site/index.html (open it in a browser; no server needed)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -58,11 +58,11 @@ def test_every_stage_runs_and_writes_its_artifacts(pipeline_run):
         (rt, m["files"][rt]["sha256"]) for m in (manifest, dense) for rt in ("onnx", "tflite")
     )
     assert all(r.device == "host" and r.stats.n == 3 for r in results)
-    assert (run / "report" / "index.html").is_file()
+    assert (run / "site" / "index.html").is_file()
     # the summary table: both models, their cost, and the host latency of each runtime
     summary = proc.stdout.split("summary (latency: median ms):")[1]
     assert "compressed" in summary and "dense" in summary and "host tflite/xnnpack ms" in summary
-    assert f"report: {(run / 'report' / 'index.html').resolve()}" in proc.stdout
+    assert f"report: {(run / 'site' / 'index.html').resolve()}" in proc.stdout
 
 
 def test_second_run_does_no_work(pipeline_run):

@@ -28,7 +28,7 @@ def test_report_opens_in_headless_chromium(pipeline_run, tmp_path):
 
     folder, _ = pipeline_run
     site = tmp_path / "site"
-    shutil.copytree(folder / "run" / "report", site)  # the site stands alone: no run directory beside it
+    shutil.copytree(folder / "run" / "site", site)  # the site stands alone: no run directory beside it
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
