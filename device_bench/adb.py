@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import os
 import shlex
 import time
@@ -64,20 +65,22 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 USB_PREFIX = "usb"
 
 
-def _usb_module():
+def _usb_module(device: str = USB_PREFIX, step: str = "connect"):
     """adb-shell's USB transport, or a DeviceError saying what to install."""
     try:
-        from adb_shell.transport import usb_transport
-    except ImportError:
+        usb_transport = importlib.import_module("adb_shell.transport.usb_transport")
+    except (ImportError, OSError):  # no libusb1 package, or no libusb-1.0 library
         raise DeviceError(
-            "usb", "connect", "USB phones need the usb extra: pip install 'coronetgan[usb]' (and libusb-1.0)"
+            device,
+            step,
+            "USB unavailable: USB phones need the usb extra (pip install 'coronetgan[usb]') and libusb-1.0",
         ) from None
     return usb_transport
 
 
 def list_usb_devices() -> list[str]:
     """The serials (as `usb:SERIAL`) of the phones attached over USB with ADB enabled."""
-    usb = _usb_module()
+    usb = _usb_module(step="discover")
     try:
         return [f"{USB_PREFIX}:{d.serial_number}" for d in usb.UsbTransport.find_all_adb_devices()]
     except Exception as exc:  # libusb without a USB bus (containers) or without permissions
@@ -132,7 +135,7 @@ class AdbTransport:
         from adb_shell.adb_device import AdbDeviceUsb
         from adb_shell.exceptions import UsbDeviceNotFoundError
 
-        _usb_module()
+        _usb_module(self.serial)
         try:
             return AdbDeviceUsb(serial=self.usb_serial, default_transport_timeout_s=self.timeouts.transport_s)
         except UsbDeviceNotFoundError:

@@ -105,3 +105,13 @@ def test_usb_serials_go_to_the_usb_transport_and_a_missing_phone_is_one_clear_er
         DeviceError, match=r"^usb:R5CT1234567: connect failed: (no USB phone with serial R5CT1234567|USB unavailable)"
     ):
         transport.connect()
+
+
+def test_usb_without_the_usb_extra_says_what_to_install(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "adb_shell.transport.usb_transport", None)  # as if libusb1 were absent
+    with pytest.raises(DeviceError, match=r"^R5CT1234567: connect failed: USB unavailable: .*coronetgan\[usb\]"):
+        AdbTransport("R5CT1234567", key_path=tmp_path / "adbkey").connect()
+    with pytest.raises(DeviceError, match=r"^usb: discover failed: USB unavailable"):
+        list_usb_devices()
