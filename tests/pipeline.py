@@ -1,5 +1,6 @@
 """The pipeline command as the tests run it: a tiny config and a subprocess helper."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,9 +36,10 @@ warmup_s = 0.05
 """
 
 
-def run_pipeline(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`compress-and-ship ARGS` as a real subprocess in `cwd`."""
+def run_pipeline(*args: str, cwd: Path, home: Path | None = None) -> subprocess.CompletedProcess:
+    """`compress-and-ship ARGS` as a real subprocess in `cwd` (with HOME=`home`, for the adb key)."""
+    env = {**os.environ, "HOME": str(home)} if home is not None else None
     return subprocess.run(
         [sys.executable, str(ROOT / "compress_and_ship.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
+        cwd=cwd, capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip

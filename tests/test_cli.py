@@ -5,10 +5,15 @@ import shutil
 import socket
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import compress
 from device_bench.store import ResultStore
+from reports.render import slug
+from tests.loopback_device.adb_device import LoopbackDevice
+from tests.loopback_device.personas import build_sandbox
+from tests.loopback_device.standins import write_binaries
 from tests.pipeline import ROOT, run_pipeline
 
 STAGES = ("search", "slim", "converge", "export", "bench", "report")
@@ -193,3 +198,23 @@ def test_a_lost_results_store_is_benchmarked_again(pipeline_run, tmp_path):
     assert "[export] up to date" in proc.stdout and "[bench] 4 results on host" in proc.stdout
     with ResultStore(folder / "run" / "results.sqlite") as store:
         assert len(store.results()) == 4
+
+
+def test_bench_on_a_loopback_phone_lands_in_the_report(pipeline_run, tmp_path):
+    folder = _copy(pipeline_run, tmp_path)
+    root = tmp_path / "phone"
+    with LoopbackDevice(root, build_sandbox(root, "mt6893")) as phone:
+        binaries = write_binaries(tmp_path / "bin")
+        proc = run_pipeline("tiny.toml", "--run-dir", "run", "--quiet", "--from", "bench", "--runtimes", "tflite",
+                            "--devices", f"host,{phone.serial}", "--binaries", str(binaries), cwd=folder,
+                            home=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"[bench] 4 results on host, {phone.serial}" in proc.stdout
+    with ResultStore(folder / "run" / "results.sqlite") as store:
+        on_phone = [r for r in store.results() if r.device == phone.serial]
+    assert len(on_phone) == 2 and all(r.runtime == "tflite" and r.stats.n == 3 for r in on_phone)
+    latency = pd.read_csv(folder / "run" / "site" / "latency.csv")
+    assert set(latency["device"]) == {"host", phone.serial}  # the earlier host results are kept too
+    assert (folder / "run" / "site" / f"device-{slug(phone.serial)}.html").is_file()
+    summary = proc.stdout.split("summary (latency: median ms):")[1]
+    assert f"{phone.serial} tflite/xnnpack ms" in summary
