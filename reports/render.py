@@ -62,6 +62,13 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return True
+
+
 def plot_latency(data: ReportData, path: Path, device: str | None = None) -> bool:
     table = latency_pivot(data)
     p90 = latency_pivot(data, "p90_ms")
@@ -82,10 +89,7 @@ def plot_latency(data: ReportData, path: Path, device: str | None = None) -> boo
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(table.columns))], table.columns, rotation=15, ha="right")
     ax.set_ylabel("median latency, ms (whisker: p90)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def plot_pareto(data: ReportData, path: Path) -> bool:
@@ -108,10 +112,7 @@ def plot_pareto(data: ReportData, path: Path) -> bool:
     ax.set_xlabel("median latency, ms")
     ax.set_ylabel(f"{'FID' if metric == 'fid' else 'held-out L1 to ground truth'} (lower is better)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def plot_search(data: ReportData, path: Path) -> bool:
@@ -131,10 +132,7 @@ def plot_search(data: ReportData, path: Path) -> bool:
     right.set_xlabel("search step")
     right.set_ylabel("channels kept")
     right.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 # --- pages ---------------------------------------------------------------------------------
