@@ -87,30 +87,31 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 
 # --- what each stage reads (its fingerprint) ----------------------------------------------------
-SEARCH_ONLY_TRAIN_KEYS = ("converge_steps", "decay_steps", "teacher", "distill_weight", "dense_steps")
-
-
 def _stage_inputs(stage: str, config, run_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
-    from compress.stages import CONVERGED_CHECKPOINT, GAN_STATE, HYPER_CHECKPOINT, SLIM_CHECKPOINT
+    from compress.stages import (
+        CONVERGED_CHECKPOINT,
+        GAN_STATE,
+        HYPER_CHECKPOINT,
+        SLIM_CHECKPOINT,
+        converge_inputs,
+        search_inputs,
+    )
 
-    c = config.to_dict()
-    common = {"model": c["model"], "data": c["data"], "seed": c["seed"], "device": c["device"]}
     dense_sources = {k: Path(v) for k, v in (("init_from", config.search.init_from),
                                               ("teacher", config.train.teacher)) if v}  # fmt: skip
     if stage == "search":
-        train = {k: v for k, v in c["train"].items() if k not in SEARCH_ONLY_TRAIN_KEYS}
         files = {"init_from": Path(config.search.init_from)} if config.search.init_from else {}
-        return {**common, "search": c["search"], "train": train}, files
+        return search_inputs(config), files
     if stage == "slim":
         return {}, {"hyper": run_dir / HYPER_CHECKPOINT}
     if stage == "converge":
         files = {"slim": run_dir / SLIM_CHECKPOINT, "gan": run_dir / GAN_STATE, **dense_sources}
-        return {**common, "train": c["train"], "eval": c["eval"]}, files
-    if stage == "export":
-        inputs = {**common, "train": c["train"], "eval": c["eval"], "export": c["export"]}
+        return converge_inputs(config), files
+    if stage == "export":  # the dense reference is trained (or loaded) and evaluated here too
+        inputs = {**converge_inputs(config), "export": asdict(config.export)}
         return inputs, {"converged": run_dir / CONVERGED_CHECKPOINT, **dense_sources}
     if stage == "bench":
-        return {"bench": c["bench"]}, _manifests(run_dir)
+        return {"bench": asdict(config.bench)}, _manifests(run_dir)
     names = ("converge.json", "dense.json", "search_log.jsonl", str(BENCH_RECORD))
     files = {name: run_dir / name for name in names}
     return {"target": config.search.target_macs}, {**files, **_manifests(run_dir)}

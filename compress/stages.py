@@ -57,6 +57,23 @@ SEARCH_STATE = Path("checkpoints/search_state.pt")
 CONVERGE_STATE = Path("checkpoints/converge_state.pt")
 
 
+# Train keys the search does not read: changing them leaves a search (and its resume state) valid.
+CONVERGE_ONLY_TRAIN_KEYS = ("converge_steps", "decay_steps", "teacher", "distill_weight", "dense_steps")
+
+
+def search_inputs(config: PipelineConfig) -> dict[str, Any]:
+    """The config values the search stage reads."""
+    c = config.to_dict()
+    train = {k: v for k, v in c["train"].items() if k not in CONVERGE_ONLY_TRAIN_KEYS}
+    return {k: c[k] for k in ("model", "data", "search", "seed", "device")} | {"train": train}
+
+
+def converge_inputs(config: PipelineConfig) -> dict[str, Any]:
+    """The config values the converge stage reads."""
+    c = config.to_dict()
+    return {k: c[k] for k in ("model", "data", "train", "eval", "seed", "device")}
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
@@ -203,8 +220,9 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     trainer = GanTrainer(ddp(hyper), plan, config.train, device, wrap=ddp)
     cost = PlanCost(plan, example_input_shape(plan, config.data.image_size))
     state_path = run_dir / SEARCH_STATE
-    # A search resumes when everything but its step budget is unchanged.
-    key = json.dumps({**config.to_dict(), "search": {**config.to_dict()["search"], "max_steps": 0, "allow_miss": 0}})
+    # A search resumes when everything it reads but its step budget is unchanged.
+    inputs = search_inputs(config)
+    key = json.dumps({**inputs, "search": {**inputs["search"], "max_steps": 0, "allow_miss": 0}}, sort_keys=True)
     start = 0
     state = _load_state(state_path, device)
     if state.get("key") == key:
@@ -345,7 +363,7 @@ def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig 
         trainer.teacher = _dense_generator(config.train.teacher, trainer_plan).to(device).eval()
     dataset, _ = _datasets(config)
     # Converging resumes when the slim generator and the training config are unchanged.
-    key = json.dumps({"slim": sha256_file(run_dir / SLIM_CHECKPOINT), "config": config.to_dict()}, sort_keys=True)
+    key = json.dumps({"slim": sha256_file(run_dir / SLIM_CHECKPOINT), **converge_inputs(config)}, sort_keys=True)
     state_path, start, opt_g_state, earlier = run_dir / CONVERGE_STATE, 0, None, []
     state = _load_state(state_path, device)
     if state.get("key") == key:

@@ -1,7 +1,9 @@
 """The compress stages in-process on tiny configs: starting from a dense generator, distilling."""
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,3 +119,30 @@ def test_an_interrupted_converge_resumes_its_step_count(tmp_path, monkeypatch):
     # another training config starts afresh
     other = _config(search={"checkpoint_every": 2}, train={"converge_steps": 2, "decay_steps": 1})
     assert converge_stage(run, progress=False, config=other).steps == 2
+
+
+def test_quality_on_the_test_split_of_aligned_folders(tmp_path):
+    """Aligned pairs where B is A's colours inverted: the identity map's L1 is known exactly."""
+    from PIL import Image
+
+    from compress.stages import evaluate_generator
+
+    rng = np.random.default_rng(0)
+    for phase, count in (("train", 2), ("test", 3)):
+        (tmp_path / phase).mkdir()
+        for i in range(count):
+            a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(tmp_path / phase / f"{i}.png")
+    config = _config(data={"kind": "aligned", "root": str(tmp_path), "n_test": 2})
+    identity = compress.build_generator("resnet", compress.full_plan("resnet", ngf=8, n_blocks=1))
+    identity.forward = lambda x: x  # the prediction is the input itself
+    quality = evaluate_generator(identity, config)
+    assert quality["n"] == 2  # data.n_test of the 3 test pairs
+    a = np.stack([np.asarray(Image.open(tmp_path / "test" / f"{i}.png"))[:, :32] for i in range(2)])
+    expected = np.abs((a / 127.5 - 1) - ((255 - a) / 127.5 - 1)).mean()  # |A - B| in [-1, 1] units
+    assert quality["paired"]["l1"] == pytest.approx(expected, rel=1e-5)
+    assert quality["fid"]["fid"] is None and "not found" in quality["fid"]["reason"]
+    no_test = tmp_path / "no_test"
+    shutil.copytree(tmp_path / "train", no_test / "train")
+    other = evaluate_generator(identity, _config(data={"kind": "aligned", "root": str(no_test)}))
+    assert other["paired"] is None and "no test split" in other["fid"]["reason"]
