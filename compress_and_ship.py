@@ -5,7 +5,7 @@ Stages: search → slim → converge → export → bench → report. A stage wh
 keys and the files it reads) are unchanged since it last finished, and whose outputs are still
 the files it wrote, is skipped (`compress/runstate.py`); `--force` runs the selected stages
 anyway. Ctrl-C leaves the run directory resumable: finished stages stay finished and an
-interrupted search continues from its last state.
+interrupted search or converge continues from its last saved state.
 """
 
 from __future__ import annotations
