@@ -177,8 +177,11 @@ def run_search(
     log_file = None
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if start_step and log_path.is_file():  # keep the records up to the resumed state, no later ones
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+            log_path.write_text("".join(f"{line}\n" for line in kept))
         log_file = open(log_path, "a" if start_step else "w")  # noqa: SIM115 - closed in finally
-    ratio, reached, step = pruner.ratio(), False, start_step
+    ratio, reached, step, done = pruner.ratio(), False, start_step, start_step
     bar = tqdm(total=config.max_steps, initial=start_step, desc="search", disable=not progress, leave=False)
     try:
         for step in range(start_step + 1, config.max_steps + 1):
@@ -202,16 +205,17 @@ def run_search(
                     for name, value in record["losses"].items():
                         writer.add_scalar(f"search/{name}", value, step)
                 bar.set_postfix(ratio=f"{ratio:.3f}", target=config.target_macs)
-                if reached:
-                    break
+            done = step  # this step's update, proximal step and log record are all in
+            if reached:
+                break
             if save_state is not None and step % config.checkpoint_every == 0:
                 save_state(step)
     finally:
         bar.close()
         if log_file is not None:
             log_file.close()
-        if save_state is not None and step > start_step:
-            save_state(step)  # also on Ctrl-C or an error: the search resumes from here
+        if save_state is not None and done > start_step:
+            save_state(done)  # also on Ctrl-C or an error: the search resumes after the last whole step
     if not reached and not config.allow_miss:
         raise SearchMissError(
             f"the search stopped after {step} steps at a MACs ratio of {ratio:.4f}, outside "

@@ -2,7 +2,11 @@
 
 import json
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +18,7 @@ from reports.render import slug
 from tests.loopback_device.adb_device import LoopbackDevice
 from tests.loopback_device.personas import build_sandbox
 from tests.loopback_device.standins import write_binaries
-from tests.pipeline import ROOT, run_pipeline
+from tests.pipeline import ROOT, TINY_PIPELINE, run_pipeline
 
 STAGES = ("search", "slim", "converge", "export", "bench", "report")
 
@@ -218,3 +222,37 @@ def test_bench_on_a_loopback_phone_lands_in_the_report(pipeline_run, tmp_path):
     assert (folder / "run" / "site" / f"device-{slug(phone.serial)}.html").is_file()
     summary = proc.stdout.split("summary (latency: median ms):")[1]
     assert f"{phone.serial} tflite/xnnpack ms" in summary
+
+
+def test_ctrl_c_leaves_the_run_resumable(tmp_path):
+    """SIGINT during the search: exit 130 with one line; the next run continues the step count."""
+    config = TINY_PIPELINE.replace("lam = 50.0", "lam = 4.0\ncheckpoint_every = 5").replace(
+        "max_steps = 300", "max_steps = 3000"
+    )
+    (tmp_path / "slow.toml").write_text(config)
+    args = [
+        sys.executable,
+        str(ROOT / "compress_and_ship.py"),
+        "slow.toml",
+        "--run-dir",
+        "run",
+        "--quiet",
+        "--to",
+        "search",
+    ]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = tmp_path / "run" / "checkpoints" / "search_state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "compress-and-ship: interrupted; finished stages are kept in the run directory"
+    interrupted_at = len((tmp_path / "run" / "search_log.jsonl").read_text().splitlines())
+    assert state.exists() and interrupted_at >= 5 and "[search]" not in out
+    again = _run("slow.toml", "--run-dir", "run", "--quiet", "--to", "search", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    search = json.loads((tmp_path / "run" / "search.json").read_text())
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "search_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, search["steps"] + 1)) and search["steps"] > interrupted_at and search["reached"]
