@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
             table = summary_table(report_data(config, run_dir))
             print("\nsummary (latency: median ms):")
-            print(table.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-"))
+            print(table.rename_axis(None).to_string(float_format=lambda v: f"{v:.4g}", na_rep="-"))
             print(f"\nreport: {(run_dir / REPORT_DIR / 'index.html').resolve()}")
     except CoronetError as exc:
         print(f"compress-and-ship: error: {exc}", file=sys.stderr)
