@@ -5,6 +5,7 @@ with no server and no external assets. The site is built in a temp folder and sw
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 import tempfile
@@ -189,9 +190,11 @@ def _render_into(data: ReportData, out: Path) -> None:
     }
     notes += [f"FID/KID unavailable: {n}" for n in sorted(fid_notes)]
     body += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
-    body += ['<p class="note">Every table is also a CSV: <a href="summary.csv">summary</a>, '
-             '<a href="models.csv">models</a>, <a href="latency.csv">latency</a>, '
-             '<a href="failures.csv">failures</a>.</p>']  # fmt: skip
+    csvs = {"summary": "summary.csv", "models": "models.csv", "latency": "latency.csv", "failures": "failures.csv"}
+    if data.search_log is not None:
+        csvs["search log"] = "search_log.csv"
+    links = ", ".join(f'<a href="{file}">{label}</a>' for label, file in csvs.items())
+    body += [f'<p class="note">Every table is also a CSV: {links}.</p>']
     if plot_latency(data, out / "latency.png"):
         body += ["<h2>Latency per device and runtime</h2>", _img("latency.png", "latency per device and runtime")]
     if plot_pareto(data, out / "pareto.png"):
@@ -218,5 +221,5 @@ def _render_into(data: ReportData, out: Path) -> None:
         state = data.device_states.get(device, {})
         if state:
             page += ["<h2>Device state and tools (latest result)</h2>",
-                     f"<pre>{html.escape(pd.Series(state).to_json(indent=2))}</pre>"]  # fmt: skip
+                     f"<pre>{html.escape(json.dumps(state, indent=2, default=str))}</pre>"]  # fmt: skip
         (out / f"device-{slug(device)}.html").write_text(_page(f"Device {device}", "\n".join(page), nav))
