@@ -66,6 +66,17 @@ def _model_row(bundle_dir: Path, qualities: dict[str, dict[str, Any]]) -> dict[s
     return row
 
 
+def _unique_names(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A store shared by many runs holds several models named "compressed": tell them apart by
+    their run folder, then by their file hash."""
+    for key in (lambda r: Path(r["bundle"]).parent.name, lambda r: r.get("sha_tflite") or r.get("sha_onnx") or ""):
+        names = [r["name"] for r in rows]
+        for row in rows:
+            if names.count(row["name"]) > 1:
+                row["name"] = f"{row['name']} ({str(key(row))[:12]})"
+    return rows
+
+
 def _flag_kind(flags: list[str], words: tuple[str, ...]) -> str:
     return ", ".join(f for f in flags if any(w in f for w in words))
 
@@ -87,7 +98,7 @@ def build_report(
             failed = store.jobs("failed")
     if not bundles:
         bundles = sorted({Path(r.bundle) for r in results if (Path(r.bundle) / "manifest.json").is_file()})
-    rows = [_model_row(Path(b), quality or {}) for b in bundles]
+    rows = _unique_names([_model_row(Path(b), quality or {}) for b in bundles])
     models = pd.DataFrame(rows).set_index("name") if rows else pd.DataFrame(columns=["name"]).set_index("name")
     for column in ("l1", "psnr", "fid", "kid"):  # None (not measured) -> NaN, so tables show a dash
         if column in models:

@@ -120,3 +120,11 @@ def test_render_replaces_the_site_atomically_on_failure(pipeline_run, tmp_path, 
         render_site(data, out)
     assert index.read_text() == before  # the old site is intact
     assert [p.name for p in tmp_path.iterdir()] == ["site"]  # no half-written folder left behind
+
+
+def test_models_of_the_same_name_from_two_runs_stay_apart(pipeline_run, tmp_path):
+    folder, _ = pipeline_run
+    other = tmp_path / "other-run" / "export"
+    shutil.copytree(folder / "run" / "export", other)
+    data = build_report(None, [folder / "run" / "export", other, folder / "run" / "export_dense"])
+    assert list(data.models.index) == ["compressed (run)", "compressed (other-run)", "dense"]
