@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ class StageStamp:
     fingerprint: str
     outputs: dict[str, str]  # path relative to the run directory -> sha256
     summary: str = ""  # the line the stage printed when it ran
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _stamp_path(run_dir: Path, stage: str) -> Path:

@@ -334,8 +334,11 @@ class ConvergeResult:
     path: Path
     steps: int
     final_losses: dict[str, float]
-    paired: dict[str, float] | None
-    quality: dict[str, Any]
+    quality: dict[str, Any]  # evaluate_generator's record
+
+    @property
+    def paired(self) -> dict[str, float] | None:
+        return self.quality["paired"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -387,7 +390,7 @@ def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig 
     quality = evaluate_generator(slim, config)
     path = save_checkpoint(run_dir / CONVERGED_CHECKPOINT, slim.cpu(), config.to_dict())
     final = {k: v for k, v in (log[-1] if log else {}).items() if k != "step"}
-    result = ConvergeResult(path, len(log), final, quality["paired"], quality)
+    result = ConvergeResult(path, len(log), final, quality)
     write_json(run_dir / "converge.json", result.to_dict())
     state_path.unlink(missing_ok=True)  # finished: a new run starts a new converge
     return result

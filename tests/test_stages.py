@@ -116,9 +116,15 @@ def test_an_interrupted_converge_resumes_its_step_count(tmp_path, monkeypatch):
     steps = [json.loads(line)["step"] for line in (run / "converge_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert not (run / "checkpoints" / "converge_state.pt").exists()
-    # another training config starts afresh
-    other = _config(search={"checkpoint_every": 2}, train={"converge_steps": 2, "decay_steps": 1})
-    assert converge_stage(run, progress=False, config=other).steps == 2
+    # a state saved under another training config is not resumed: that run starts afresh
+    calls.clear()
+    monkeypatch.setattr(compress.train.GanTrainer, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        converge_stage(run, progress=False, config=config)
+    monkeypatch.setattr(compress.train.GanTrainer, "step", real_step)
+    resumed_from.clear()
+    other = _config(search={"checkpoint_every": 2}, train={"converge_steps": 5, "decay_steps": 1})
+    assert converge_stage(run, progress=False, config=other).steps == 5 and resumed_from == [0]
 
 
 def test_quality_on_the_test_split_of_aligned_folders(tmp_path):
