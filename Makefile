@@ -20,11 +20,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# System tools some tests need: Debian's adb client and shellcheck (device bench) and chromium
-# (the report in a real browser). Installed when missing and we are root (as in CI); otherwise
+# System tools some tests need: Debian's adb client and shellcheck (device bench), chromium
+# (the report in a real browser) and g++ (torch.compile's CPU backend). Installed when missing and we are root (as in CI); otherwise
 # those tests skip, or fail under CI=true.
 tools:
-	@missing=""; for t in adb shellcheck chromium; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in adb shellcheck chromium g++; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing$$missing with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -65,7 +65,8 @@ def search_inputs(config: PipelineConfig) -> dict[str, Any]:
     """The config values the search stage reads."""
     c = config.to_dict()
     train = {k: v for k, v in c["train"].items() if k not in CONVERGE_ONLY_TRAIN_KEYS}
-    return {k: c[k] for k in ("model", "data", "search", "seed", "device")} | {"train": train}
+    search = {k: v for k, v in c["search"].items() if k != "compile"}  # how fast, not what
+    return {k: c[k] for k in ("model", "data", "seed", "device")} | {"search": search, "train": train}
 
 
 def converge_inputs(config: PipelineConfig) -> dict[str, Any]:
@@ -216,6 +217,8 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     if config.search.init_from:
         init_from_dense(hyper, _dense_generator(config.search.init_from, plan))
     hyper.to(device)
+    if config.search.compile:
+        hyper.hypernet.use_compiled()
     ddp = partial(wrap, info=dist_info, device=device)
     trainer = GanTrainer(ddp(hyper), plan, config.train, device, wrap=ddp)
     cost = PlanCost(plan, example_input_shape(plan, config.data.image_size))

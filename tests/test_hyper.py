@@ -2,10 +2,12 @@ import pytest
 import torch
 
 import compress
+from compress import hypernet
 from compress.hyper import apply_shrink, init_from_dense
 from compress.layers import ChannelMask, HyperConv
 from compress.models import example_input_shape
 from tests.conftest import randomize_norms
+from tests.tools import require
 
 
 def _half_pruned(arch, plan, seed=0):
@@ -107,6 +109,47 @@ def test_batched_and_single_weight_generation_agree(arch, sizes, kernels):
         assert torch.allclose(conv.generate_weight(), batched[conv.index], atol=1e-6)
     sum(w.sum() for w in batched).backward()
     assert all(p.grad is not None for p in hyper.hypernet.parameters())
+
+
+def _weights_and_grads(hyper, batched):
+    hyper.zero_grad(set_to_none=True)
+    weights = hyper.hypernet.generate_all(hyper._latent_of, batched=batched)
+    sum((w * w).sum() for w in weights).backward()
+    return [w.detach() for w in weights], [p.grad.clone() for p in hyper.parameters() if p.grad is not None]
+
+
+def test_compiled_weight_generation_equals_eager_with_one_graph():
+    require("g++")  # torch.compile's CPU backend builds C++
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    models = [
+        compress.HyperGenerator("resnet", compress.full_plan("resnet", ngf=4, n_blocks=2)),  # k 7 and 3
+        compress.HyperGenerator("unet", compress.full_plan("unet", ngf=4, num_downs=5)),  # k 4, concat inputs
+    ]
+    expected = [_weights_and_grads(h, batched) for h in models for batched in (False, True)]
+    for hyper in models:
+        assert hyper.hypernet.use_compiled()
+    got = [_weights_and_grads(h, batched) for h in models for batched in (False, True)]
+    for (w_eager, g_eager), (w_compiled, g_compiled) in zip(expected, got, strict=True):
+        for a, b in zip(w_eager + g_eager, w_compiled + g_compiled, strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    # one dynamic graph for the convs' own parameters (conv by conv) and one for the concatenated
+    # tensors of the batched path, whatever the shapes: no recompile per shape, no fallback to eager
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+
+
+def test_weight_generation_stays_eager_when_compiling_fails(monkeypatch):
+    def no_compiler():
+        def compiled(*_):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+        return compiled
+
+    monkeypatch.setattr(hypernet, "_compiled_entries_to_weights", no_compiler)
+    hyper = compress.HyperGenerator("resnet", compress.full_plan("resnet", ngf=4, n_blocks=1))
+    with pytest.warns(UserWarning, match="InvalidCxxCompiler"):
+        assert not hyper.hypernet.use_compiled()
+    assert hyper(torch.randn(1, 3, 16, 16)).shape == (1, 3, 16, 16)
 
 
 def test_generated_weight_depends_on_the_latents():

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -152,3 +153,19 @@ def test_quality_on_the_test_split_of_aligned_folders(tmp_path):
     shutil.copytree(tmp_path / "train", no_test / "train")
     other = evaluate_generator(identity, _config(data={"kind": "aligned", "root": str(no_test)}))
     assert other["paired"] is None and "no test split" in other["fid"]["reason"]
+
+
+def test_a_compiled_search_reaches_its_target_and_counts_as_the_same_search(tmp_path):
+    from compress.stages import search_inputs
+    from tests.tools import require
+
+    require("g++")  # torch.compile's CPU backend builds C++
+    config = _config(search={"compile": True})
+    assert config.search.compile
+    assert search_inputs(config) == search_inputs(_config())  # a speed switch: no re-run when toggled
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = search_stage(config, tmp_path, progress=False)
+    fallbacks = [str(w.message) for w in caught if "generating eagerly" in str(w.message)]
+    assert not fallbacks  # it compiled, no eager fallback
+    assert result.reached and 0.48 <= result.ratio <= 0.5
