@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports.model import ReportData, latency_pivot, summary_table
+from reports.trends import SERIES, trend_table
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -136,6 +137,30 @@ def plot_search(data: ReportData, path: Path) -> bool:
     return _save(fig, path)
 
 
+def plot_trends(data: ReportData, trends: pd.DataFrame, path: Path) -> bool:
+    """Each series' medians relative to its first run, oldest first; regressions marked."""
+    if trends.empty:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ordered = data.latency.sort_values("created", kind="stable")
+    flagged = {tuple(r[c] for c in SERIES) for _, r in trends.iterrows() if r["status"] == "regression"}
+    for key, runs in ordered.groupby(SERIES, sort=True):
+        if len(runs) < 2:
+            continue
+        medians = runs["median_ms"].to_numpy(dtype=float)
+        xs = list(range(1, len(medians) + 1))
+        label = f"{key[0]} · {key[1]} {key[2]}/{key[3]}, {key[4]} thread{'s' if key[4] != 1 else ''}"
+        ax.plot(xs, medians / medians[0], "o-", markersize=3, label=label)
+        if key in flagged:
+            ax.plot(xs[-1], medians[-1] / medians[0], "x", color="red", markersize=12, markeredgewidth=2)
+    ax.axhline(1.0, color="gray", linewidth=0.5)
+    ax.set_xlabel("run of the series (oldest first); red x: regression")
+    ax.set_ylabel("median latency / first run's")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 # --- pages ---------------------------------------------------------------------------------
 def _write_csv(frame: pd.DataFrame | None, path: Path, index: bool = False) -> None:
     if frame is not None:
@@ -166,8 +191,10 @@ def render_site(data: ReportData, out_dir: Path) -> Path:
 def _render_into(data: ReportData, out: Path) -> None:
     devices = sorted(data.latency["device"].unique()) if not data.latency.empty else []
     models = list(data.models.index)
+    trends = trend_table(data.latency)
     nav = (
         '<a href="index.html">index</a>'
+        + ('<a href="trends.html">trends</a>' if not trends.empty else "")
         + "".join(f'<a href="model-{slug(m)}.html">{html.escape(m)}</a>' for m in models)
         + "".join(f'<a href="device-{slug(d)}.html">{html.escape(d)}</a>' for d in devices)
     )
@@ -176,10 +203,15 @@ def _render_into(data: ReportData, out: Path) -> None:
     _write_csv(data.latency, out / "latency.csv")
     _write_csv(data.failures, out / "failures.csv")
     _write_csv(data.search_log, out / "search_log.csv")
+    _write_csv(trends, out / "trends.csv")
     summary = summary_table(data)
     _write_csv(summary, out / "summary.csv", index=True)
 
     body = ["<h2>Dense vs compressed</h2>", _table(summary, "summary")]
+    if not trends.empty:
+        flagged = int((trends["status"] == "regression").sum())
+        body.insert(0, f'<p id="trend-summary"><a href="trends.html">Trends</a>: {len(trends)} series run more '
+                       f"than once, {flagged} regression{'s' if flagged != 1 else ''} flagged.</p>")  # fmt: skip
     detail = [c for c in MODEL_COLUMNS if c in data.models]
     body += ["<h3>Cost, quality and export checks</h3>",
              _table(data.models[detail].rename(columns=MODEL_COLUMNS), "models")]  # fmt: skip
@@ -191,6 +223,8 @@ def _render_into(data: ReportData, out: Path) -> None:
     notes += [f"FID/KID unavailable: {n}" for n in sorted(fid_notes)]
     body += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
     csvs = {"summary": "summary.csv", "models": "models.csv", "latency": "latency.csv", "failures": "failures.csv"}
+    if not trends.empty:
+        csvs["trends"] = "trends.csv"
     if data.search_log is not None:
         csvs["search log"] = "search_log.csv"
     links = ", ".join(f'<a href="{file}">{label}</a>' for label, file in csvs.items())
@@ -205,6 +239,9 @@ def _render_into(data: ReportData, out: Path) -> None:
         body += ["<h2>Search</h2>", _img("search.png", "MACs ratio and widths over the search")]
     body += ["<h2>Failed jobs</h2>", _table(data.failures, "failures", index=False)]
     (out / "index.html").write_text(_page(data.title, "\n".join(body), nav))
+
+    if not trends.empty:
+        _render_trends(trends, data, out, nav)
 
     for model in models:
         row = data.models.loc[[model]].T
@@ -223,3 +260,25 @@ def _render_into(data: ReportData, out: Path) -> None:
             page += ["<h2>Device state and tools (latest result)</h2>",
                      f"<pre>{html.escape(json.dumps(state, indent=2, default=str))}</pre>"]  # fmt: skip
         (out / f"device-{slug(device)}.html").write_text(_page(f"Device {device}", "\n".join(page), nav))
+
+
+TREND_HEADERS = {"latest_ms": "latest ms", "baseline_ms": "earlier mean ms", "bound_ms": "bound ms",
+                 "change": "change", "p_value": "p", "created": "latest run"}  # fmt: skip
+
+
+def _render_trends(trends: pd.DataFrame, data: ReportData, out: Path, nav: str) -> None:
+    from reports.trends import TrendRule
+
+    rule = TrendRule()
+    order = {"regression": 0, "faster": 1}
+    table = trends.sort_values("status", key=lambda s: s.map(lambda v: order.get(v, 2)), kind="stable")
+    page = [
+        f'<p class="note">The newest run of each series (one model file on one device, runtime, delegate and '
+        f"thread count) against its last {rule.window} earlier runs: a regression is slower than the one-sided "
+        f"{rule.confidence:.0%} prediction bound of those runs and slower by at least {rule.min_slowdown:.0%}. "
+        f"A series needs {rule.min_history} earlier runs to be judged.</p>",
+        _table(table.rename(columns=TREND_HEADERS), "trends", index=False),
+    ]
+    if plot_trends(data, trends, out / "trends.png"):
+        page.append(_img("trends.png", "latency of each series over its runs"))
+    (out / "trends.html").write_text(_page("Latency trends", "\n".join(page), nav))

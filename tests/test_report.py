@@ -2,9 +2,11 @@
 (Debian's headless Chromium, driven by Playwright, opening index.html from file://)."""
 
 import json
+import random
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -128,3 +130,53 @@ def test_models_of_the_same_name_from_two_runs_stay_apart(pipeline_run, tmp_path
     shutil.copytree(folder / "run" / "export", other)
     data = build_report(None, [folder / "run" / "export", other, folder / "run" / "export_dense"])
     assert list(data.models.index) == ["compressed (run)", "compressed (other-run)", "dense"]
+
+
+def test_trends_page_flags_an_injected_slowdown_in_chromium(pipeline_run, tmp_path):
+    """Six nights of the run's real host results (±1 % noise), the last with the compressed ONNX
+    model 30 % slower: the trends page flags that series and no other."""
+    chromium = require("chromium")
+    from playwright.sync_api import sync_playwright
+
+    from device_bench.records import LatencyStats
+    from reports.trends import trend_table
+
+    folder, _ = pipeline_run
+    run = folder / "run"
+    store_path = tmp_path / "results.sqlite"
+    rng = random.Random(0)
+    with ResultStore(run / "results.sqlite") as src, ResultStore(store_path) as dst:
+        base = src.results()
+        assert len(base) == 4 and all(r.samples_ms for r in base)
+        for night in range(6):
+            for r in base:
+                factor = 1 + rng.uniform(-0.01, 0.01)
+                if night == 5 and r.runtime == "onnx" and Path(r.bundle).name == "export":
+                    factor *= 1.3
+                samples = [s * factor for s in r.samples_ms]
+                nightly = replace(r, samples_ms=samples, stats=LatencyStats.from_samples(samples),
+                                  created=f"2026-11-{20 + night}T02:00:00+00:00")  # fmt: skip
+                dst.finish(dst.add_job({"night": night}), nightly)
+    data = build_report(store_path, [run / "export", run / "export_dense"])
+    trends = trend_table(data.latency)
+    assert len(trends) == 4 and set(trends["runs"]) == {6}
+    flagged = trends[trends["status"] == "regression"]
+    assert [(r.model, r.runtime) for r in flagged.itertuples()] == [("compressed", "onnx")]
+    index = render_site(data, tmp_path / "site")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(index.as_uri())
+        assert "4 series run more than once, 1 regression flagged" in page.inner_text("#trend-summary")
+        page.click("#trend-summary a")
+        assert page.url.endswith("/trends.html")
+        rows = page.eval_on_selector_all(
+            "#trends tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+        )
+        assert len(rows) == 4
+        assert rows[0][:3] == ["compressed", "host", "onnx"] and "regression" in rows[0]  # regressions first
+        assert not any("regression" in r for r in rows[1:])
+        images = _images(page)
+        assert [Path(i["src"]).name for i in images] == ["trends.png"] and images[0]["ok"]
+        browser.close()
+    assert (tmp_path / "site" / "trends.csv").is_file()
