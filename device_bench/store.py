@@ -1,11 +1,22 @@
 """The results store: SQLite in WAL mode. Every job and its outcome is kept; a result and its
 job's status change in one transaction, so a crash never leaves a half-stored result, and a
-failed job keeps its reason."""
+failed job keeps its reason.
+
+It is also the lab's job queue: `enqueue` adds a job for a device, `lease` hands the oldest
+queued job of the asking agent's devices to that agent alone until its lease expires (agents
+renew it while they work); a job whose lease expired goes back to the queue, and after
+`max_attempts` expired leases it fails with the reason, so one job that kills its agent cannot
+loop for ever. A result or failure from an agent that no longer holds the lease is refused
+(`LeaseLost`): the job is someone else's by then.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +30,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     created TEXT NOT NULL,
     spec TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
-    reason TEXT
+    reason TEXT,
+    device TEXT,
+    tag TEXT,
+    agent TEXT,
+    lease_expires REAL,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY,
@@ -33,8 +49,29 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+# Columns added after the first stores were written: opening an older store adds them.
+QUEUE_COLUMNS = {"device": "TEXT", "tag": "TEXT", "agent": "TEXT", "lease_expires": "REAL",
+                 "attempts": "INTEGER NOT NULL DEFAULT 0"}  # fmt: skip
+JOB_FIELDS = "id, created, spec, status, reason, device, tag, agent, lease_expires, attempts"
+
+
+class LeaseLost(Exception):
+    """The agent reports on a job it no longer holds (its lease expired and it was re-queued)."""
+
+    def __init__(self, job_id: int, agent: str) -> None:
+        super().__init__(f"job {job_id} is no longer leased to {agent}: its lease expired and it was re-queued")
+        self.job_id, self.agent = job_id, agent
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _job(row: tuple) -> dict[str, Any]:
+    keys = [k.strip() for k in JOB_FIELDS.split(",")]
+    job = dict(zip(keys, row, strict=True))
+    job["spec"] = json.loads(job["spec"])
+    return job
 
 
 class ResultStore:
@@ -46,6 +83,10 @@ class ResultStore:
         self.db.execute("PRAGMA foreign_keys=ON")
         with self.db:
             self.db.executescript(SCHEMA)
+            present = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+            for column, kind in QUEUE_COLUMNS.items():
+                if column not in present:
+                    self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -56,6 +97,18 @@ class ResultStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @contextmanager
+    def _immediate(self) -> Iterator[None]:
+        """A write transaction that holds the write lock from its first read, so that a lease
+        checked inside it cannot change before the write."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
+
     def add_job(self, spec: Any) -> int:
         data = asdict(spec) if hasattr(spec, "__dataclass_fields__") else dict(spec)
         with self.db:
@@ -65,26 +118,101 @@ class ResultStore:
             )
         return int(cur.lastrowid)
 
-    def finish(self, job_id: int, result: BenchResult) -> None:
-        with self.db:  # one transaction: the result and the job's status together
+    def enqueue(self, spec: dict[str, Any], device: str, tag: str = "") -> int:
+        """Queue a job for `device`; an agent that owns the device will lease it."""
+        with self.db:
+            cur = self.db.execute(
+                "INSERT INTO jobs (created, spec, status, device, tag) VALUES (?, ?, 'queued', ?, ?)",
+                (_now(), json.dumps({**spec, "device": device}, default=str), device, tag),
+            )
+        return int(cur.lastrowid)
+
+    def lease(
+        self, agent: str, devices: list[str], lease_s: float, max_attempts: int = 3, now: float | None = None
+    ) -> dict[str, Any] | None:
+        """The oldest queued job for one of `devices`, now leased to `agent`; None when there is none."""
+        now = time.time() if now is None else now
+        with self._immediate():  # one writer: two agents never lease the same job
+            self._expire(now, max_attempts)
+            marks = ",".join("?" * len(devices))
+            row = self.db.execute(
+                f"SELECT id FROM jobs WHERE status = 'queued' AND device IN ({marks}) ORDER BY id LIMIT 1", devices
+            ).fetchone()
+            if row is not None:
+                self.db.execute(
+                    "UPDATE jobs SET status = 'running', agent = ?, lease_expires = ?, attempts = attempts + 1 "
+                    "WHERE id = ?",
+                    (agent, now + lease_s, row[0]),
+                )
+        return self.job(row[0]) if row is not None else None
+
+    def _expire(self, now: float, max_attempts: int) -> None:
+        expired = "status = 'running' AND lease_expires IS NOT NULL AND lease_expires < ?"
+        self.db.execute(
+            f"UPDATE jobs SET status = 'failed', reason = 'its lease expired ' || attempts || ' times (last agent: ' "
+            f"|| agent || '); the job may crash its agent' WHERE {expired} AND attempts >= ?",
+            (now, max_attempts),
+        )
+        requeue = "UPDATE jobs SET status = 'queued', agent = NULL, lease_expires = NULL"
+        self.db.execute(f"{requeue} WHERE {expired}", (now,))
+
+    def renew(self, job_id: int, agent: str, lease_s: float, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._immediate():
+            self._check_lease(job_id, agent)
+            self.db.execute("UPDATE jobs SET lease_expires = ? WHERE id = ?", (now + lease_s, job_id))
+
+    def release(self, job_id: int, agent: str) -> None:
+        """Give a leased job back to the queue (an agent stopping), not counting the attempt."""
+        with self._immediate():
+            self._check_lease(job_id, agent)
+            self.db.execute(
+                "UPDATE jobs SET status = 'queued', agent = NULL, lease_expires = NULL, attempts = attempts - 1 "
+                "WHERE id = ?",
+                (job_id,),
+            )
+
+    def _check_lease(self, job_id: int, agent: str | None) -> None:
+        """Inside a transaction: refuse an agent that does not hold the job's lease."""
+        if agent is None:
+            return
+        row = self.db.execute("SELECT status, agent FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or row[0] != "running" or row[1] != agent:
+            raise LeaseLost(job_id, agent)
+
+    def finish(self, job_id: int, result: BenchResult, agent: str | None = None) -> None:
+        with self._immediate():  # one transaction: the result and the job's status together
+            self._check_lease(job_id, agent)
             self.db.execute(
                 "INSERT INTO results (job_id, device, runtime, delegate, median_ms, record) VALUES (?, ?, ?, ?, ?, ?)",
                 (job_id, result.device, result.runtime, result.delegate, result.stats.median_ms,
                  json.dumps(result.to_dict())),
             )  # fmt: skip
-            self.db.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (job_id,))
+            self.db.execute("UPDATE jobs SET status = 'done', lease_expires = NULL WHERE id = ?", (job_id,))
 
-    def fail(self, job_id: int, reason: str) -> None:
-        with self.db:
-            self.db.execute("UPDATE jobs SET status = 'failed', reason = ? WHERE id = ?", (reason, job_id))
+    def fail(self, job_id: int, reason: str, agent: str | None = None) -> None:
+        with self._immediate():
+            self._check_lease(job_id, agent)
+            self.db.execute(
+                "UPDATE jobs SET status = 'failed', reason = ?, lease_expires = NULL WHERE id = ?", (reason, job_id)
+            )
 
-    def jobs(self, status: str | None = None) -> list[dict[str, Any]]:
-        query = "SELECT id, created, spec, status, reason FROM jobs"
-        rows = self.db.execute(
-            query + (" WHERE status = ?" if status else "") + " ORDER BY id", (status,) if status else ()
-        )
-        return [{"id": r[0], "created": r[1], "spec": json.loads(r[2]), "status": r[3], "reason": r[4]} for r in rows]
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        row = self.db.execute(f"SELECT {JOB_FIELDS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row is not None else None
+
+    def jobs(self, status: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
+        where = [(c, v) for c, v in (("status", status), ("tag", tag)) if v is not None]
+        query = f"SELECT {JOB_FIELDS} FROM jobs"
+        if where:
+            query += " WHERE " + " AND ".join(f"{c} = ?" for c, _ in where)
+        rows = self.db.execute(query + " ORDER BY id", [v for _, v in where])
+        return [_job(r) for r in rows]
 
     def results(self) -> list[BenchResult]:
         rows = self.db.execute("SELECT record FROM results ORDER BY id")
         return [BenchResult.from_dict(json.loads(r[0])) for r in rows]
+
+    def result_of(self, job_id: int) -> BenchResult | None:
+        row = self.db.execute("SELECT record FROM results WHERE job_id = ?", (job_id,)).fetchone()
+        return BenchResult.from_dict(json.loads(row[0])) if row is not None else None
