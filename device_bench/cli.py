@@ -4,6 +4,13 @@ device-bench devices --device 192.168.1.20:5555
 device-bench run --device host --bundle runs/demo/export --runtime tflite --threads 2
 device-bench run --device 127.0.0.1:5555 --bundle DIR --runtime onnx --delegate cpu --binaries CACHE
 device-bench report --store bench.db --out site/
+
+The lab (one service, one agent per host with phones, nightly runs from cron):
+device-bench serve --store lab.db --host 0.0.0.0 --token-file ~/.config/coronet/token
+device-bench agent --server http://LAB:8750 --token-file TOKEN --device host --device 192.168.1.20:5555
+device-bench submit --server http://LAB:8750 --token-file TOKEN --bundle runs/demo/export --device 192.168.1.20:5555
+device-bench nightly --plan configs/lab.toml
+On one machine, --store DB instead of --server URL: the agent and submit use the store directly.
 """
 
 from __future__ import annotations
@@ -39,6 +46,41 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runs", type=int, default=20)
     r.add_argument("--binaries", default="bench-binaries", help="folder with the arm64-v8a tools to push")
     r.add_argument("--store", default="bench.db", help="SQLite results store (default bench.db)")
+
+    def queue_args(q: argparse.ArgumentParser, plan: bool = False) -> None:
+        where = q.add_mutually_exclusive_group(required=not plan)
+        where.add_argument("--server", help="URL of `device-bench serve` (e.g. http://lab:8750)")
+        where.add_argument("--store", help="a local results store instead of a service (one machine)")
+        q.add_argument("--token-file", help="file holding the service's token (default: $DEVICE_BENCH_TOKEN)")
+
+    sv = sub.add_parser("serve", help="serve the results store and its job queue over HTTP (token auth)")
+    sv.add_argument("--store", default="lab.db", help="SQLite results store (default lab.db)")
+    sv.add_argument("--data", default=None, help="folder for uploaded bundles (default: STORE's name + -data)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for a lab)")
+    sv.add_argument("--port", type=int, default=8750, help="port (default 8750; 0 picks a free one)")
+    sv.add_argument("--token-file", help="file with the token (default: $DEVICE_BENCH_TOKEN, else a new one in DATA)")
+    sv.add_argument("--verbose", action="store_true", help="log every request")
+    a = sub.add_parser("agent", help="lease queued jobs for this host's devices and run them")
+    queue_args(a)
+    a.add_argument("--device", action="append", required=True, help="'host' or a phone this host owns (repeatable)")
+    a.add_argument("--name", default=None, help="agent name (default HOSTNAME-PID)")
+    a.add_argument("--lease-s", type=float, default=120.0, help="lease length; renewed every third of it")
+    a.add_argument("--poll-s", type=float, default=5.0, help="wait between polls of an empty queue")
+    a.add_argument("--binaries", default="bench-binaries", help="folder with the arm64-v8a tools to push")
+    a.add_argument("--cache", default=None, help="where downloaded bundles are kept (default ~/.cache/coronet/bundles)")
+    a.add_argument("--once", action="store_true", help="exit when no job is queued for these devices")
+    su = sub.add_parser("submit", help="queue one bundle on devices × runtimes")
+    queue_args(su)
+    su.add_argument("--bundle", required=True, help="an export bundle folder (uploaded to the service)")
+    su.add_argument("--device", action="append", required=True, help="device to run on (repeatable)")
+    su.add_argument("--runtime", action="append", default=None, help="tflite[/DELEGATE] or onnx[/EP] (repeatable)")
+    su.add_argument("--threads", type=int, default=1)
+    su.add_argument("--runs", type=int, default=20)
+    su.add_argument("--tag", default="", help="a label for the jobs (nightly uses 'nightly YYYY-MM-DD')")
+    n = sub.add_parser("nightly", help="queue tonight's matrix of a lab plan (run it from cron)")
+    queue_args(n, plan=True)
+    n.add_argument("--plan", required=True, help="the lab plan (see configs/lab.toml)")
+    n.add_argument("--date", default=None, help="the night to queue (default today, UTC); queued once per night")
     rep = sub.add_parser("report", help="render the results store as a static HTML report")
     rep.add_argument("--store", default="bench.db", help="SQLite results store (default bench.db)")
     rep.add_argument("--out", default="site", help="folder to write (replaced whole); open OUT/index.html")
@@ -124,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     from compress.errors import CoronetError
 
     try:
-        commands = {"devices": _devices, "run": _run, "report": _report}
+        from device_bench import lab
+
+        commands = {"devices": _devices, "run": _run, "report": _report, "serve": lab.serve_command,
+                    "agent": lab.agent_command, "submit": lab.submit_command,
+                    "nightly": lab.nightly_command}  # fmt: skip
         return commands[args.command](args)
     except CoronetError as exc:
         print(f"device-bench: error: {exc}", file=sys.stderr)

@@ -1,0 +1,168 @@
+"""The lab agent: one per host, it owns the phones attached there (and the host itself), leases
+queued jobs for them, runs each and reports the result or the failure.
+
+The queue is the results store itself on a single machine (`StoreQueue`) or the lab service
+over HTTP (`device_bench.service.ServiceQueue`); both offer the same few calls. While a job
+runs, a background thread renews its lease, so a long benchmark is not taken away; if the agent
+dies, the lease expires and another agent gets the job. Ctrl-C gives the current job back to
+the queue rather than failing it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from compress.errors import CoronetError
+from device_bench.records import BenchResult
+from device_bench.store import LeaseLost, ResultStore
+from device_bench.suite import default_delegate
+from export.bundle import Bundle
+
+
+class JobQueue(Protocol):
+    def lease(self, agent: str, devices: list[str], lease_s: float) -> dict[str, Any] | None: ...
+    def renew(self, job_id: int, agent: str, lease_s: float) -> None: ...
+    def release(self, job_id: int, agent: str) -> None: ...
+    def finish(self, job_id: int, agent: str, result: BenchResult) -> None: ...
+    def fail(self, job_id: int, agent: str, reason: str) -> None: ...
+    def bundle(self, ref: str) -> Path: ...
+
+
+class StoreQueue:
+    """The queue in a local results store; a job's bundle is a folder on this machine."""
+
+    def __init__(self, store_path: str | Path) -> None:
+        self.store_path = Path(store_path)
+
+    def _store(self) -> ResultStore:
+        return ResultStore(self.store_path)  # one connection per call: the renewer is another thread
+
+    def lease(self, agent: str, devices: list[str], lease_s: float) -> dict[str, Any] | None:
+        with self._store() as store:
+            return store.lease(agent, devices, lease_s)
+
+    def renew(self, job_id: int, agent: str, lease_s: float) -> None:
+        with self._store() as store:
+            store.renew(job_id, agent, lease_s)
+
+    def release(self, job_id: int, agent: str) -> None:
+        with self._store() as store:
+            store.release(job_id, agent)
+
+    def finish(self, job_id: int, agent: str, result: BenchResult) -> None:
+        with self._store() as store:
+            store.finish(job_id, result, agent=agent)
+
+    def fail(self, job_id: int, agent: str, reason: str) -> None:
+        with self._store() as store:
+            store.fail(job_id, reason, agent=agent)
+
+    def bundle(self, ref: str) -> Path:
+        return Path(ref)
+
+
+def default_agent_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class Agent:
+    queue: JobQueue
+    devices: list[str]
+    name: str = field(default_factory=default_agent_name)
+    lease_s: float = 120.0
+    poll_s: float = 5.0
+    binaries: Path = Path("bench-binaries")
+    log: Callable[[str], None] = print
+    _transports: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def run(self, once: bool = False, stop: threading.Event | None = None) -> int:
+        """Serve jobs until `stop` is set (or, with `once`, until none is queued for these
+        devices); returns the number of jobs finished."""
+        stop = stop or threading.Event()
+        finished = 0
+        try:
+            while not stop.is_set():
+                job = self.queue.lease(self.name, self.devices, self.lease_s)
+                if job is None:
+                    if once:
+                        break
+                    stop.wait(self.poll_s)
+                    continue
+                finished += self._serve(job)
+        finally:
+            for transport in self._transports.values():
+                transport.close()
+            self._transports.clear()
+        return finished
+
+    def _serve(self, job: dict[str, Any]) -> int:
+        job_id, spec = int(job["id"]), job["spec"]
+        done = threading.Event()
+        renewer = threading.Thread(target=self._keep_leased, args=(job_id, done), daemon=True)
+        renewer.start()
+        try:
+            result = self._execute(spec)
+        except KeyboardInterrupt:
+            self.queue.release(job_id, self.name)
+            self.log(f"job {job_id}: given back to the queue")
+            raise
+        except (CoronetError, OSError, ValueError) as exc:
+            reason = str(exc) or type(exc).__name__
+            self._report(job_id, lambda: self.queue.fail(job_id, self.name, reason))
+            self.log(f"job {job_id} failed: {reason}")
+            return 0
+        finally:
+            done.set()
+            renewer.join()
+        if self._report(job_id, lambda: self.queue.finish(job_id, self.name, result)):
+            self.log(f"job {job_id}: {result.device} {result.runtime}/{result.delegate} "
+                     f"median {result.stats.median_ms:.2f} ms")  # fmt: skip
+            return 1
+        return 0
+
+    def _report(self, job_id: int, send: Callable[[], None]) -> bool:
+        try:
+            send()
+        except LeaseLost as exc:  # it ran too long unrenewed: another agent has it now
+            self.log(f"job {job_id}: result dropped: {exc}")
+            return False
+        return True
+
+    def _keep_leased(self, job_id: int, done: threading.Event) -> None:
+        while not done.wait(self.lease_s / 3):
+            try:
+                self.queue.renew(job_id, self.name, self.lease_s)
+            except (LeaseLost, CoronetError, OSError) as exc:
+                self.log(f"job {job_id}: lease not renewed: {exc}")
+
+    def _execute(self, spec: dict[str, Any]) -> BenchResult:
+        bundle = Bundle.open(self.queue.bundle(spec["bundle"]))
+        device, runtime = spec["device"], spec["runtime"]
+        if device == "host":
+            from device_bench.host import run_host_benchmark
+
+            return run_host_benchmark(bundle, runtime, int(spec.get("threads", 1)), int(spec.get("runs", 20)),
+                                      float(spec.get("warmup_s", 1.0)))  # fmt: skip
+        from device_bench.adb import AdbTransport, DeviceError
+        from device_bench.run import BenchJob, run_job
+
+        delegate = spec.get("delegate") or default_delegate(runtime)
+        job = BenchJob(bundle.path, device, runtime, delegate, int(spec.get("threads", 1)), spec.get("cluster", "big"),
+                       int(spec.get("warmup", 5)), int(spec.get("runs", 20)))  # fmt: skip
+        transport = self._transports.get(device)
+        if transport is None:
+            transport = AdbTransport(device)
+            transport.connect()
+            self._transports[device] = transport
+        try:
+            return run_job(job, transport, self.binaries)
+        except DeviceError:
+            self._transports.pop(device).close()  # reconnect for the next job
+            raise

@@ -1,0 +1,232 @@
+"""The lab commands: `serve`, `agent`, `submit` and `nightly` (thin layers over the store, the
+service and the agent), and the nightly plan they read."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from compress.errors import ConfigError
+from device_bench.suite import default_delegate
+
+TOKEN_ENV = "DEVICE_BENCH_TOKEN"
+PLAN_KEYS = {"lab": {"server", "store", "token_file", "runs", "warmup", "warmup_s", "cluster"},
+             "model": {"bundle"}, "device": {"serial", "runtimes", "threads"}}  # fmt: skip
+
+
+def read_token(token_file: str | None) -> str:
+    if token_file:
+        path = Path(token_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"token file {path} does not exist; copy it from the service's host")
+        token = path.read_text().strip()
+        if not token:
+            raise ConfigError(f"token file {path} is empty")
+        return token
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ConfigError(f"no token: pass --token-file or set {TOKEN_ENV}")
+    return token
+
+
+def split_runtime(text: str) -> tuple[str, str]:
+    """'tflite/gpu' -> ('tflite', 'gpu'); a bare runtime gets its default delegate."""
+    runtime, _, delegate = text.partition("/")
+    if runtime not in ("tflite", "onnx"):
+        raise ConfigError(f"runtime {text!r}: expected tflite[/DELEGATE] or onnx[/EP]")
+    return runtime, delegate or default_delegate(runtime)
+
+
+class Submitter:
+    """Queues jobs in a service (uploading bundles) or in a local store (bundles by path)."""
+
+    def __init__(self, server: str | None, store: str | None, token_file: str | None) -> None:
+        if not server and not store:
+            raise ConfigError("say where to queue: --server URL or --store DB (or lab.server in the plan)")
+        self.server, self.store = server, store
+        if server:
+            from device_bench.service import ServiceClient
+
+            self.client = ServiceClient(server, read_token(token_file))
+        self._refs: dict[Path, str] = {}
+
+    def bundle_ref(self, path: str | Path) -> str:
+        from export.bundle import Bundle
+
+        folder = Path(path).expanduser().resolve()
+        if folder not in self._refs:
+            bundle = Bundle.open(folder)  # a clear error for a missing or incomplete bundle
+            self._refs[folder] = self.client.upload_bundle(folder) if self.server else str(bundle.path)
+        return self._refs[folder]
+
+    def submit(self, spec: dict[str, Any], device: str, tag: str) -> int:
+        if self.server:
+            return self.client.submit({**spec, "device": device, "tag": tag})
+        from device_bench.store import ResultStore
+
+        with ResultStore(self.store) as store:
+            return store.enqueue(spec, device, tag)
+
+    def jobs(self, tag: str) -> list[dict[str, Any]]:
+        if self.server:
+            return self.client.jobs(tag=tag)
+        from device_bench.store import ResultStore
+
+        with ResultStore(self.store) as store:
+            return store.jobs(tag=tag)
+
+
+# --- the nightly plan ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlanDevice:
+    serial: str
+    runtimes: tuple[tuple[str, str], ...]
+    threads: tuple[int, ...] = (1,)
+
+
+@dataclass(frozen=True)
+class NightlyPlan:
+    models: tuple[str, ...]
+    devices: tuple[PlanDevice, ...]
+    settings: dict[str, Any] = field(default_factory=dict)  # runs, warmup, warmup_s, cluster
+    server: str | None = None
+    store: str | None = None
+    token_file: str | None = None
+
+    def jobs(self) -> list[tuple[str, str, str, str, int]]:
+        """(bundle, device, runtime, delegate, threads) for every cell of the matrix."""
+        return [(m, d.serial, r, g, t) for m in self.models for d in self.devices for r, g in d.runtimes
+                for t in d.threads]  # fmt: skip
+
+
+def load_plan(path: str | Path) -> NightlyPlan:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"plan {path} does not exist; start from configs/lab.toml") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"plan {path} is not valid TOML: {exc}") from None
+    unknown = set(raw) - set(PLAN_KEYS)
+    if unknown:
+        raise ConfigError(f"plan {path}: unknown section {sorted(unknown)[0]!r}; sections are lab, model, device")
+    lab = raw.get("lab", {})
+    models, devices = raw.get("model", []), raw.get("device", [])
+    for section, entries in (("lab", [lab]), ("model", models), ("device", devices)):
+        for entry in entries:
+            extra = set(entry) - PLAN_KEYS[section]
+            if extra:
+                raise ConfigError(f"plan {path}: unknown key {sorted(extra)[0]!r} in [{section}]; "
+                                  f"allowed: {', '.join(sorted(PLAN_KEYS[section]))}")  # fmt: skip
+    if not models or not devices:
+        raise ConfigError(f"plan {path} needs at least one [[model]] and one [[device]]")
+    try:
+        plan_devices = tuple(
+            PlanDevice(
+                str(d["serial"]),
+                tuple(split_runtime(r) for r in d.get("runtimes", ["tflite"])),
+                tuple(int(t) for t in d.get("threads", [1])),
+            )
+            for d in devices
+        )
+        bundles = tuple(str(m["bundle"]) for m in models)
+    except KeyError as exc:
+        raise ConfigError(f"plan {path}: every [[model]] needs bundle and every [[device]] serial ({exc})") from None
+    settings = {k: lab[k] for k in ("runs", "warmup", "warmup_s", "cluster") if k in lab}
+    return NightlyPlan(bundles, plan_devices, settings, lab.get("server"), lab.get("store"), lab.get("token_file"))
+
+
+def queue_nightly(plan: NightlyPlan, submitter: Submitter, night: str) -> tuple[list[int], int]:
+    """Queue the plan's matrix for `night` once: (new job ids, cells already queued that night)."""
+    tag = f"nightly {night}"
+    seen = {(j["spec"].get("bundle"), j["device"], j["spec"].get("runtime"), j["spec"].get("delegate"),
+             int(j["spec"].get("threads", 1))) for j in submitter.jobs(tag)}  # fmt: skip
+    new, skipped = [], 0
+    for bundle, device, runtime, delegate, threads in plan.jobs():
+        ref = submitter.bundle_ref(bundle)
+        if (ref, device, runtime, delegate, threads) in seen:
+            skipped += 1
+            continue
+        spec = {"bundle": ref, "runtime": runtime, "delegate": delegate, "threads": threads, **plan.settings}
+        new.append(submitter.submit(spec, device, tag))
+    return new, skipped
+
+
+# --- commands --------------------------------------------------------------------------------
+def serve_command(args: argparse.Namespace) -> int:
+    from device_bench.service import ServiceConfig, make_server
+
+    store = Path(args.store)
+    data = Path(args.data) if args.data else store.with_name(f"{store.stem}-data")
+    if args.token_file or os.environ.get(TOKEN_ENV):
+        token, where = read_token(args.token_file), args.token_file or f"${TOKEN_ENV}"
+    else:
+        token_path = data / "token"
+        if not token_path.is_file():
+            data.mkdir(parents=True, exist_ok=True)
+            token_path.write_text(secrets.token_urlsafe(32) + "\n")
+            token_path.chmod(0o600)
+        token, where = token_path.read_text().strip(), str(token_path)
+    server = make_server(ServiceConfig(store, data, token), args.host, args.port, args.verbose)
+    host, port = server.server_address[:2]
+    print(f"serving http://{host}:{port} (store {store}, bundles in {data / 'bundles'}; token in {where})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("device-bench serve: stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
+def agent_command(args: argparse.Namespace) -> int:
+    from device_bench.agent import Agent, StoreQueue, default_agent_name
+
+    if args.server:
+        from device_bench.service import ServiceClient
+
+        cache = Path(args.cache) if args.cache else None
+        queue: Any = ServiceClient(args.server, read_token(args.token_file), cache_dir=cache)
+    else:
+        queue = StoreQueue(args.store)
+    devices = list(dict.fromkeys(args.device))
+    agent = Agent(queue, devices, args.name or default_agent_name(), args.lease_s, args.poll_s, Path(args.binaries),
+                  log=lambda line: print(line, flush=True))  # fmt: skip
+    print(f"agent {agent.name}: serving {', '.join(devices)} from {args.server or args.store}", flush=True)
+    try:
+        finished = agent.run(once=args.once, stop=threading.Event())
+    except KeyboardInterrupt:
+        print("device-bench agent: stopped; a running job went back to the queue")
+        return 130
+    print(f"agent {agent.name}: {finished} jobs finished")
+    return 0
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    submitter = Submitter(args.server, args.store, args.token_file)
+    ref = submitter.bundle_ref(args.bundle)
+    ids = []
+    for device in dict.fromkeys(args.device):
+        for runtime, delegate in (split_runtime(r) for r in (args.runtime or ["tflite"])):
+            spec = {"bundle": ref, "runtime": runtime, "delegate": delegate, "threads": args.threads, "runs": args.runs}
+            ids.append(submitter.submit(spec, device, args.tag))
+    print(f"queued jobs {', '.join(map(str, ids))} (bundle {ref})")
+    return 0
+
+
+def nightly_command(args: argparse.Namespace) -> int:
+    plan = load_plan(args.plan)
+    server = args.server or (None if args.store else plan.server)
+    store = args.store or (None if args.server else plan.store)
+    submitter = Submitter(server, store, args.token_file or plan.token_file)
+    night = args.date or datetime.now(UTC).date().isoformat()
+    new, skipped = queue_nightly(plan, submitter, night)
+    print(f"nightly {night}: queued {len(new)} jobs" + (f", {skipped} already queued tonight" if skipped else ""))
+    return 0
