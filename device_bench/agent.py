@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,14 @@ class Agent:
         finished = 0
         try:
             while not stop.is_set():
-                job = self.queue.lease(self.name, self.devices, self.lease_s)
+                try:
+                    job = self.queue.lease(self.name, self.devices, self.lease_s)
+                except CoronetError as exc:
+                    if once or not getattr(exc, "retryable", False):
+                        raise
+                    self.log(f"{exc}; trying again in {self.poll_s:g} s")  # the service restarting, say
+                    stop.wait(self.poll_s)
+                    continue
                 if job is None:
                     if once:
                         break
@@ -127,13 +135,21 @@ class Agent:
             return 1
         return 0
 
-    def _report(self, job_id: int, send: Callable[[], None]) -> bool:
-        try:
-            send()
-        except LeaseLost as exc:  # it ran too long unrenewed: another agent has it now
-            self.log(f"job {job_id}: result dropped: {exc}")
-            return False
-        return True
+    def _report(self, job_id: int, send: Callable[[], None], tries: int = 5) -> bool:
+        """Send a result or failure; a service that is briefly away gets a few more tries."""
+        for attempt in range(1, tries + 1):
+            try:
+                send()
+                return True
+            except LeaseLost as exc:  # it ran too long unrenewed: another agent has it now
+                self.log(f"job {job_id}: result dropped: {exc}")
+                return False
+            except CoronetError as exc:
+                if not getattr(exc, "retryable", False) or attempt == tries:
+                    raise
+                self.log(f"job {job_id}: {exc}; trying again")
+                time.sleep(min(self.poll_s, 2.0**attempt))
+        return False
 
     def _keep_leased(self, job_id: int, done: threading.Event) -> None:
         while not done.wait(self.lease_s / 3):

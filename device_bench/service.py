@@ -46,7 +46,12 @@ JOB_FIELDS = ("runtime", "delegate", "threads", "runs", "warmup", "warmup_s", "c
 
 
 class ServiceError(CoronetError):
-    """The service refused a request or could not be reached."""
+    """The service refused a request or could not be reached. `retryable`: the service was
+    unreachable or failed (5xx), so the same request may succeed later; a refusal (4xx) will not."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def bundle_id(manifest_bytes: bytes) -> str:
@@ -194,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if not isinstance(devices, list) or not devices or not all(isinstance(d, str) for d in devices):
                     raise _Refused(HTTPStatus.BAD_REQUEST, "devices must be a non-empty list of device names")
                 with ResultStore(config.store) as store:
-                    job = store.lease(str(p["agent"]), devices, float(p.get("lease_s", 120)))
+                    job = store.lease(str(p["agent"]), devices, _lease_s(p))
                 self._json(HTTPStatus.OK, {"job": job})
             case "POST", ["v1", "jobs", job_id, action] if action in ("renew", "release", "fail", "finish"):
                 self._job_action(int(job_id), action, self._payload())
@@ -235,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
         agent = str(p["agent"])
         with ResultStore(self.server.config.store) as store:
             if action == "renew":
-                store.renew(job_id, agent, float(p.get("lease_s", 120)))
+                store.renew(job_id, agent, _lease_s(p))
             elif action == "release":
                 store.release(job_id, agent)
             elif action == "fail":
@@ -247,6 +252,13 @@ class _Handler(BaseHTTPRequestHandler):
                 result.bundle = str(self.server.config.bundle_dir(spec.get("bundle", "")))
                 store.finish(job_id, result, agent=agent)
         self._json(HTTPStatus.OK, {"id": job_id, "action": action})
+
+
+def _lease_s(p: dict[str, Any]) -> float:
+    lease_s = float(p.get("lease_s", 120))
+    if not 0 < lease_s <= 86400:
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"lease_s must be in (0, 86400], got {lease_s}")
+    return lease_s
 
 
 class _Server(ThreadingHTTPServer):
@@ -288,10 +300,11 @@ class ServiceClient:
                 reason = exc.reason
             if exc.code == HTTPStatus.CONFLICT and "/jobs/" in path:
                 raise LeaseLost(int(path.split("/")[3]), str((data or {}).get("agent"))) from None
-            raise ServiceError(f"{self.url}: {method} {path} refused ({exc.code}): {reason}") from None
+            retryable = exc.code >= 500
+            raise ServiceError(f"{self.url}: {method} {path} refused ({exc.code}): {reason}", retryable) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ServiceError(f"cannot reach the service at {self.url}: {reason}") from None
+            raise ServiceError(f"cannot reach the service at {self.url}: {reason}", retryable=True) from None
         return json.loads(content) if kind.startswith("application/json") else content
 
     # --- pipeline side ---

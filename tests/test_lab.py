@@ -248,3 +248,40 @@ def test_serve_nightly_agent_and_report_commands(bundles, tmp_path):
         out, err = serve.communicate(timeout=30)
     assert serve.returncode == 0 and "stopped" in out and "Traceback" not in err
     assert Path(tmp_path / "site" / "index.html").is_file()
+
+
+def test_an_agent_waits_out_a_service_restart_but_not_a_wrong_token(bundles, tmp_path):
+    config = ServiceConfig(tmp_path / "lab.db", tmp_path / "lab-data", TOKEN)
+    first = make_server(config, port=0)
+    port = first.server_address[1]
+    threading.Thread(target=first.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    client = _client(url, tmp_path)
+    job_id = client.submit({"bundle": client.upload_bundle(bundles[0]), "device": "host", "runtime": "onnx", "runs": 2})
+    first.shutdown()
+    first.server_close()  # the service is down when the agent starts
+
+    stop = threading.Event()
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        if " median " in line:
+            stop.set()
+
+    agent = Agent(client, ["host"], log=log, poll_s=0.2)
+    worker = threading.Thread(target=agent.run, kwargs={"stop": stop})
+    worker.start()
+    time.sleep(0.6)
+    second = make_server(config, port=port)
+    threading.Thread(target=second.serve_forever, daemon=True).start()
+    try:
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert any("cannot reach the service" in line and "trying again" in line for line in lines), lines
+        assert client.jobs()[0]["id"] == job_id and client.jobs()[0]["status"] == "done"
+        with pytest.raises(ServiceError, match=r"401"):  # a refusal is not waited out
+            Agent(_client(url, tmp_path, "wrong"), ["host"], log=lines.append, poll_s=0.2).run()
+    finally:
+        second.shutdown()
+        second.server_close()
