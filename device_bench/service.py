@@ -23,6 +23,7 @@ import hmac
 import json
 import os
 import re
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -154,11 +155,19 @@ class _Handler(BaseHTTPRequestHandler):
             parts = [p for p in url.path.split("/") if p]
             self._route(method, parts, urllib.parse.parse_qs(url.query))
         except _Refused as exc:
-            self._json(exc.status, {"error": str(exc)})
+            self._error(exc.status, str(exc))
         except LeaseLost as exc:
-            self._json(HTTPStatus.CONFLICT, {"error": str(exc)})
+            self._error(HTTPStatus.CONFLICT, str(exc))
         except (KeyError, TypeError, ValueError) as exc:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": f"bad request: {exc!r}"})
+            self._error(HTTPStatus.BAD_REQUEST, f"bad request: {exc!r}")
+        except Exception as exc:  # the store or the disk: the client may try again
+            sys.stderr.write(f"device-bench serve: {self.command} {self.path}: {exc!r}\n")
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc!r}")
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        # A refused request's body may be unread: end the connection rather than parse it as the next request.
+        self.close_connection = True
+        self._json(status, {"error": message})
 
     def _body_discard(self) -> None:
         length = self.headers.get("Content-Length")
