@@ -26,7 +26,7 @@ class SearchConfig:
     target_macs: float = 0.25
     tolerance: float = 0.02
     lam: float = 20.0
-    lr: float = 2e-4
+    lr: float = 2e-4  # the generators' Adam lr while searching (train.lr is the discriminators')
     beta1: float = 0.5
     beta2: float = 0.999
     max_steps: int = 2000
@@ -189,7 +189,8 @@ def run_search(
     try:
         for step in range(start_step + 1, config.max_steps + 1):
             losses = train_step(step)
-            ratio = pruner.step(lr_of())
+            lr = lr_of()
+            ratio = pruner.step(lr)
             bar.update(1)
             if step % config.check_every == 0 or step == config.max_steps:
                 reached = pruner.in_window(ratio)
@@ -197,6 +198,7 @@ def run_search(
                     "step": step,
                     "losses": {k: float(v) for k, v in losses.items()},
                     "macs_ratio": ratio,
+                    "lr": lr,
                     "widths": hyper.pruned_widths(),
                 }
                 log.append(record)

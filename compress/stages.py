@@ -221,6 +221,10 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
         hyper.hypernet.use_compiled()
     ddp = partial(wrap, info=dist_info, device=device)
     trainer = GanTrainer(ddp(hyper), plan, config.train, device, wrap=ddp)
+    # The generators learn at search.lr while searching (the proximal step shrinks by lam times
+    # it); the discriminators at train.lr, as in the converge stage.
+    for group in trainer.opt_g.param_groups:
+        group["lr"] = config.search.lr
     cost = PlanCost(plan, example_input_shape(plan, config.data.image_size))
     state_path = run_dir / SEARCH_STATE
     # A search resumes when everything it reads but its step budget is unchanged.

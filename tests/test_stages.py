@@ -169,3 +169,10 @@ def test_a_compiled_search_reaches_its_target_and_counts_as_the_same_search(tmp_
     fallbacks = [str(w.message) for w in caught if "generating eagerly" in str(w.message)]
     assert not fallbacks  # it compiled, no eager fallback
     assert result.reached and 0.48 <= result.ratio <= 0.5
+
+
+def test_the_search_trains_the_generator_at_search_lr_and_logs_it(tmp_path):
+    config = _config(search={"lr": 5e-4}, train={"lr": 1e-4})
+    search_stage(config, tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "search_log.jsonl").read_text().splitlines()]
+    assert records and {r["lr"] for r in records} == {5e-4}  # the proximal step's lr is the generator's
