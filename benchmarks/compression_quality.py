@@ -16,7 +16,13 @@ the same number of GAN steps (`--steps`):
 - CoroNet from dense: the half-trained dense generator of (b) as the hypernetwork's start
   (`search.init_from`), then search + converge for the other half: (b)'s budget and start.
 
+`--search-lr-scales 1 0.3` adds a CoroNet row per scale of the hyper generator's Adam lr during
+the search (`search.lr` = scale x `train.lr`; the proximal step shrinks by lam x that lr, so a
+smaller lr also searches longer). `--methods` runs a subset of the rows.
+
     python benchmarks/compression_quality.py [--steps 400] [--seeds 0 1] [--targets 0.25 0.1] [--device cuda]
+    python benchmarks/compression_quality.py --steps 1600 --targets 0.1 --seeds 0 1 2 3 \
+        --methods coronet l1_prune --search-lr-scales 1 0.3
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from compress.search import SearchConfig, run_search
 from compress.train import GanTrainer, TrainConfig, linear_decay
 
 SIZES = {"ngf": 16, "n_blocks": 3}
+METHODS = ["dense", "coronet", "coronet_from_dense", "uniform", "l1_prune", "distill"]
 IMAGE = 64
 DEVICE = torch.device("cpu")  # --device
 
@@ -70,7 +77,9 @@ def _quality(model, held_out) -> dict[str, float]:
         return paired_metrics(model(held_out[0].to(DEVICE)).cpu(), held_out[1])
 
 
-def _coronet(full, cost, target: float, steps: int, seed: int, data, start=None) -> tuple[torch.nn.Module, dict]:
+def _coronet(
+    full, cost, target: float, steps: int, seed: int, data, start=None, lr_scale: float = 1.0
+) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(seed)
     hyper = compress.HyperGenerator("resnet", full, embedding_dim=8)
     if start is not None:
@@ -78,11 +87,13 @@ def _coronet(full, cost, target: float, steps: int, seed: int, data, start=None)
     hyper.to(DEVICE)
     config = _train_config(steps)
     trainer = GanTrainer(hyper, full, config, DEVICE)
+    for group in trainer.opt_g.param_groups:  # search.lr, as the pipeline's search stage sets it
+        group["lr"] = config.lr * lr_scale
     batches = random_batches(*data, 4, seed)
-    # lam shrinks the latents by 2.0 (beyond almost every |z| of N(0, 1)) within 40 % of the budget,
-    # so the search leaves at least 60 % of the steps to converging.
+    # lam shrinks the latents by 2.0 (beyond almost every |z| of N(0, 1)) within 40 % of the budget
+    # at lr_scale 1, so the search leaves at least 60 % of the steps to converging.
     lam = 2.0 / (0.4 * steps * config.lr)
-    search = SearchConfig(target_macs=target, tolerance=0.02, lam=lam, lr=config.lr, max_steps=steps)
+    search = SearchConfig(target_macs=target, tolerance=0.02, lam=lam, lr=config.lr * lr_scale, max_steps=steps)
     t0 = time.perf_counter()
     result = run_search(hyper, lambda _: trainer.step(next(batches)), search, cost, progress=False)
     t_search = time.perf_counter() - t0
@@ -97,7 +108,8 @@ def _coronet(full, cost, target: float, steps: int, seed: int, data, start=None)
     return slim, {"search_s": t_search, "converge_s": time.perf_counter() - t0, "search_steps": result.steps}
 
 
-def run(steps: int, seeds: list[int], targets: list[float]) -> list[dict]:
+def run(steps: int, seeds: list[int], targets: list[float], methods: list[str] = METHODS,
+        lr_scales: list[float] = (1.0,)) -> list[dict]:  # fmt: skip
     full = compress.full_plan("resnet", **SIZES)
     cost = compress.PlanCost(full, (1, 3, IMAGE, IMAGE))
     data = builtin_paired(64, IMAGE, seed=0)
@@ -114,29 +126,37 @@ def run(steps: int, seeds: list[int], targets: list[float]) -> list[dict]:
               f"PSNR {r['psnr']:5.2f}  {r['wall_s']:6.1f} s", flush=True)  # fmt: skip
 
     for seed in seeds:
-        torch.manual_seed(seed)
-        dense = compress.build_generator("resnet", full).to(DEVICE)
-        record("dense", seed, dense, {"train_s": _train(dense, steps, seed, data)})
-        torch.manual_seed(seed)
-        half = compress.build_generator("resnet", full).to(DEVICE)
-        t_half = _train(half, steps // 2, seed, data)
+        if {"dense", "distill"} & set(methods):
+            torch.manual_seed(seed)
+            dense = compress.build_generator("resnet", full).to(DEVICE)
+            record("dense", seed, dense, {"train_s": _train(dense, steps, seed, data)})
+        if {"l1_prune", "coronet_from_dense"} & set(methods):
+            torch.manual_seed(seed)
+            half = compress.build_generator("resnet", full).to(DEVICE)
+            t_half = _train(half, steps // 2, seed, data)
         for target in targets:
-            slim, times = _coronet(full, cost, target, steps, seed, data)
-            record("coronet", seed, slim, times, target)
-            slim, times = _coronet(full, cost, target, steps - steps // 2, seed, data, start=half.cpu())
-            half.to(DEVICE)
-            record("coronet_from_dense", seed, slim, {"dense_s": t_half, **times}, target)
-            torch.manual_seed(seed)
-            small = compress.build_generator("resnet", uniform_plan(full, cost, target)).to(DEVICE)
-            record("uniform", seed, small, {"train_s": _train(small, steps, seed, data)}, target)
-            pruned = l1_prune(half, cost, target).to(DEVICE)
-            t_ft = _train(pruned, steps - steps // 2, seed, data)
-            record("l1_prune", seed, pruned, {"dense_s": t_half, "finetune_s": t_ft}, target)
-            torch.manual_seed(seed)
-            student = compress.build_generator("resnet", uniform_plan(full, cost, target)).to(DEVICE)
-            teacher_s = next(r["wall_s"] for r in rows if r["method"] == "dense" and r["seed"] == seed)
-            t_student = _train(student, steps, seed, data, teacher=dense.eval())
-            record("distill", seed, student, {"teacher_s": teacher_s, "student_s": t_student}, target)
+            if "coronet" in methods:
+                for scale in lr_scales:
+                    slim, times = _coronet(full, cost, target, steps, seed, data, lr_scale=scale)
+                    record("coronet" if scale == 1 else f"coronet search lr x{scale:g}", seed, slim, times, target)
+            if "coronet_from_dense" in methods:
+                slim, times = _coronet(full, cost, target, steps - steps // 2, seed, data, start=half.cpu())
+                half.to(DEVICE)
+                record("coronet_from_dense", seed, slim, {"dense_s": t_half, **times}, target)
+            if "uniform" in methods:
+                torch.manual_seed(seed)
+                small = compress.build_generator("resnet", uniform_plan(full, cost, target)).to(DEVICE)
+                record("uniform", seed, small, {"train_s": _train(small, steps, seed, data)}, target)
+            if "l1_prune" in methods:
+                pruned = l1_prune(half, cost, target).to(DEVICE)
+                t_ft = _train(pruned, steps - steps // 2, seed, data)
+                record("l1_prune", seed, pruned, {"dense_s": t_half, "finetune_s": t_ft}, target)
+            if "distill" in methods:
+                torch.manual_seed(seed)
+                student = compress.build_generator("resnet", uniform_plan(full, cost, target)).to(DEVICE)
+                teacher_s = next(r["wall_s"] for r in rows if r["method"] == "dense" and r["seed"] == seed)
+                t_student = _train(student, steps, seed, data, teacher=dense.eval())
+                record("distill", seed, student, {"teacher_s": teacher_s, "student_s": t_student}, target)
     return rows
 
 
@@ -146,12 +166,15 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.1])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="rows to run (default: all)")
+    p.add_argument("--search-lr-scales", type=float, nargs="+", default=[1.0],
+                   help="CoroNet rows with search.lr = SCALE x train.lr (default: 1)")  # fmt: skip
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "compression_quality.json"))
     args = p.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
     torch.set_num_threads(torch.get_num_threads())
-    rows = run(args.steps, args.seeds, args.targets)
+    rows = run(args.steps, args.seeds, args.targets, args.methods, args.search_lr_scales)
     print(f"\n{'method':<20}{'target':>7}{'GMACs':>8}{'params M':>9}{'L1':>14}{'PSNR':>16}{'wall s':>9}")
     keys = sorted({(r["method"], r["target"]) for r in rows}, key=lambda k: (-k[1], k[0]))
     summary = []
@@ -175,7 +198,8 @@ def main() -> int:
               f"{entry['wall_s_mean']:>9.1f}")  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"steps": args.steps, "seeds": args.seeds, "device": str(DEVICE), "summary": summary, "runs": rows}
+    record = {"steps": args.steps, "seeds": args.seeds, "device": str(DEVICE), "methods": args.methods,
+              "search_lr_scales": args.search_lr_scales, "summary": summary, "runs": rows}  # fmt: skip
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")
     return 0

@@ -285,3 +285,10 @@ def test_an_agent_waits_out_a_service_restart_but_not_a_wrong_token(bundles, tmp
     finally:
         second.shutdown()
         second.server_close()
+
+
+def test_the_example_lab_plan_reads():
+    plan = load_plan(ROOT / "configs" / "lab.toml")
+    assert plan.server and plan.token_file and plan.settings["runs"] == 50
+    assert len(plan.jobs()) == 2 * (4 * 2 + 3 * 2 + 2 * 1)  # models x (runtimes x threads per device)
+    assert ("runs/demo/export", "192.168.1.20:5555", "tflite", "gpu", 4) in plan.jobs()
