@@ -118,11 +118,14 @@ class Agent:
         try:
             result = self._execute(spec)
         except KeyboardInterrupt:
-            self.queue.release(job_id, self.name)
-            self.log(f"job {job_id}: given back to the queue")
+            try:
+                self.queue.release(job_id, self.name)
+                self.log(f"job {job_id}: given back to the queue")
+            except CoronetError as exc:  # its lease is gone already, or the service is
+                self.log(f"job {job_id}: not given back ({exc}); its lease will expire")
             raise
-        except (CoronetError, OSError, ValueError) as exc:
-            reason = str(exc) or type(exc).__name__
+        except Exception as exc:  # whatever broke this job is its reason; the agent goes on
+            reason = str(exc) if isinstance(exc, CoronetError | OSError) else f"{type(exc).__name__}: {exc}"
             self._report(job_id, lambda: self.queue.fail(job_id, self.name, reason))
             self.log(f"job {job_id} failed: {reason}")
             return 0

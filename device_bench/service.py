@@ -158,6 +158,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(exc.status, str(exc))
         except LeaseLost as exc:
             self._error(HTTPStatus.CONFLICT, str(exc))
+        except CoronetError as exc:  # e.g. a bundle on disk that no longer opens
+            self._error(HTTPStatus.BAD_REQUEST, str(exc))
         except (KeyError, TypeError, ValueError) as exc:
             self._error(HTTPStatus.BAD_REQUEST, f"bad request: {exc!r}")
         except Exception as exc:  # the store or the disk: the client may try again

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from compress.errors import CoronetError
 from device_bench.records import BenchResult
 
 SCHEMA = """
@@ -55,7 +56,7 @@ QUEUE_COLUMNS = {"device": "TEXT", "tag": "TEXT", "agent": "TEXT", "lease_expire
 JOB_FIELDS = "id, created, spec, status, reason, device, tag, agent, lease_expires, attempts"
 
 
-class LeaseLost(Exception):
+class LeaseLost(CoronetError):
     """The agent reports on a job it no longer holds (its lease expired and it was re-queued)."""
 
     def __init__(self, job_id: int, agent: str) -> None:

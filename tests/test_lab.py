@@ -152,11 +152,13 @@ def test_a_failing_job_is_stored_with_its_reason_and_the_agent_goes_on(bundles, 
     store_path = tmp_path / "one-machine.db"
     with ResultStore(store_path) as store:
         bad = store.enqueue({"bundle": str(tmp_path / "gone"), "runtime": "onnx"}, "host")
+        broken = store.enqueue({"bundle": str(bundles[0])}, "host")  # no runtime: not even a user error
         good = store.enqueue({"bundle": str(bundles[0]), "runtime": "onnx", "runs": 2}, "host")
     agent, lines = _quiet_agent(StoreQueue(store_path), ["host"])
     assert agent.run(once=True) == 1
     with ResultStore(store_path) as store:
         assert store.job(bad)["status"] == "failed" and "has no manifest.json" in store.job(bad)["reason"]
+        assert store.job(broken)["status"] == "failed" and store.job(broken)["reason"] == "KeyError: 'runtime'"
         assert store.job(good)["status"] == "done" and store.result_of(good).stats.n == 2
     assert lines[0].startswith(f"job {bad} failed: ")
 
