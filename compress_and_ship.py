@@ -196,7 +196,7 @@ def _bench(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     from tqdm import tqdm
 
     total = len(bundles) * len(b.devices) * len(b.runtimes)
-    with tqdm(total=total, desc="bench", disable=not progress, leave=False) as bar:
+    with tqdm(total=total, desc="bench", disable=None if progress else True, leave=False) as bar:
 
         def advance(line: str) -> None:
             bar.set_postfix_str(line)

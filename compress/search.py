@@ -185,7 +185,9 @@ def run_search(
             log_path.write_text("".join(f"{line}\n" for line in kept))
         log_file = open(log_path, "a" if start_step else "w")  # noqa: SIM115 - closed in finally
     ratio, reached, step, done = pruner.ratio(), False, start_step, start_step
-    bar = tqdm(total=config.max_steps, initial=start_step, desc="search", disable=not progress, leave=False)
+    # disable=None: no bar when the output is not a terminal (CI logs, pipes)
+    bar = tqdm(total=config.max_steps, initial=start_step, desc="search", disable=None if progress else True,
+               leave=False)  # fmt: skip
     try:
         for step in range(start_step + 1, config.max_steps + 1):
             losses = train_step(step)

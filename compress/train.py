@@ -256,7 +256,7 @@ def converge(
     done, diverged = start_step, False
     steps = range(start_step + 1, config.converge_steps + 1)
     try:
-        for step in tqdm(steps, desc=desc, disable=not progress, leave=False, initial=start_step,
+        for step in tqdm(steps, desc=desc, disable=None if progress else True, leave=False, initial=start_step,
                          total=config.converge_steps):  # fmt: skip
             trainer.set_lr(linear_decay(step, config.converge_steps, config.decay_steps, config.lr))
             losses = trainer.step(next(batches))

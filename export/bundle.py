@@ -168,7 +168,7 @@ def export_bundle(
     structure: dict[str, Any] = {}
     from tqdm import tqdm
 
-    for target in tqdm(targets, desc="export", disable=not progress, leave=False):
+    for target in tqdm(targets, desc="export", disable=None if progress else True, leave=False):
         if target == "onnx":
             written = to_onnx(model, out, shape, filename=FILENAMES["onnx"])
             entry = {"opset": written.opset, "simplified": written.simplified, "warnings": written.warnings}
