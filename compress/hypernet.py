@@ -112,7 +112,7 @@ class Hypernetwork(nn.Module):
             self.compiled = reason is None
         return self.compiled
 
-    def _entries_to_weights(self, z: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _generate(self, z: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if self.compiled:
             # a plain dict: a ParameterDict argument would be guarded by identity, one graph per conv
             return _compiled_entries_to_weights()(z, dict(params))
@@ -132,7 +132,7 @@ class Hypernetwork(nn.Module):
     def generate_one(self, index: int, latent_of: LatentOf) -> torch.Tensor:
         """One conv's weight as (C_out, C_in, k, k), whatever the conv's direction."""
         slot = self.slots[index]
-        return self._weight(slot, self._entries_to_weights(self._outer(slot, latent_of), self.convs[index]))
+        return self._weight(slot, self._generate(self._outer(slot, latent_of), self.convs[index]))
 
     def generate_all(self, latent_of: LatentOf, batched: bool | None = None) -> list[torch.Tensor]:
         """Every conv's weight, in conv order; `batched` defaults to True off the CPU."""
@@ -145,7 +145,7 @@ class Hypernetwork(nn.Module):
             members = [i for i, s in enumerate(self.slots) if s.spec.kernel == kernel]
             z = torch.cat([self._outer(self.slots[i], latent_of) for i in members])
             params = {k: torch.cat([self.convs[i][k] for i in members]) for k in ("B0", "w1", "b1", "W2", "b2")}
-            values = self._entries_to_weights(z, params).split([self.slots[i].entries for i in members])
+            values = self._generate(z, params).split([self.slots[i].entries for i in members])
             for i, chunk in zip(members, values, strict=True):
                 weights[i] = self._weight(self.slots[i], chunk)
         return weights  # type: ignore[return-value]

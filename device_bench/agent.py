@@ -2,7 +2,7 @@
 queued jobs for them, runs each and reports the result or the failure.
 
 The queue is the results store itself on a single machine (`StoreQueue`) or the lab service
-over HTTP (`device_bench.service.ServiceQueue`); both offer the same few calls. While a job
+over HTTP (`device_bench.service.ServiceClient`); both offer the same few calls. While a job
 runs, a background thread renews its lease, so a long benchmark is not taken away; if the agent
 dies, the lease expires and another agent gets the job. Ctrl-C gives the current job back to
 the queue rather than failing it.
@@ -158,7 +158,7 @@ class Agent:
         while not done.wait(self.lease_s / 3):
             try:
                 self.queue.renew(job_id, self.name, self.lease_s)
-            except (LeaseLost, CoronetError, OSError) as exc:
+            except (CoronetError, OSError) as exc:  # LeaseLost included
                 self.log(f"job {job_id}: lease not renewed: {exc}")
 
     def _execute(self, spec: dict[str, Any]) -> BenchResult:

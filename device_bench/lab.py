@@ -62,8 +62,10 @@ class Submitter:
 
         folder = Path(path).expanduser().resolve()
         if folder not in self._refs:
-            bundle = Bundle.open(folder)  # a clear error for a missing or incomplete bundle
-            self._refs[folder] = self.client.upload_bundle(folder) if self.server else str(bundle.path)
+            if self.server:
+                self._refs[folder] = self.client.upload_bundle(folder)  # opened and verified there
+            else:
+                self._refs[folder] = str(Bundle.open(folder).path)  # a clear error for an incomplete bundle
         return self._refs[folder]
 
     def submit(self, spec: dict[str, Any], device: str, tag: str) -> int:
@@ -171,8 +173,10 @@ def serve_command(args: argparse.Namespace) -> int:
         token_path = data / "token"
         if not token_path.is_file():
             data.mkdir(parents=True, exist_ok=True)
-            token_path.write_text(secrets.token_urlsafe(32) + "\n")
-            token_path.chmod(0o600)
+            # created 0600, never readable by others, not even between a write and a chmod
+            fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
         token, where = token_path.read_text().strip(), str(token_path)
     server = make_server(ServiceConfig(store, data, token), args.host, args.port, args.verbose)
     host, port = server.server_address[:2]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports.model import ReportData, latency_pivot, summary_table
-from reports.trends import SERIES, trend_table
+from reports.trends import SERIES, TrendRule, trend_table
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -191,7 +191,8 @@ def render_site(data: ReportData, out_dir: Path) -> Path:
 def _render_into(data: ReportData, out: Path) -> None:
     devices = sorted(data.latency["device"].unique()) if not data.latency.empty else []
     models = list(data.models.index)
-    trends = trend_table(data.latency)
+    rule = TrendRule()
+    trends = trend_table(data.latency, rule)
     nav = (
         '<a href="index.html">index</a>'
         + ('<a href="trends.html">trends</a>' if not trends.empty else "")
@@ -241,7 +242,7 @@ def _render_into(data: ReportData, out: Path) -> None:
     (out / "index.html").write_text(_page(data.title, "\n".join(body), nav))
 
     if not trends.empty:
-        _render_trends(trends, data, out, nav)
+        _render_trends(trends, rule, data, out, nav)
 
     for model in models:
         row = data.models.loc[[model]].T
@@ -266,10 +267,7 @@ TREND_HEADERS = {"latest_ms": "latest ms", "baseline_ms": "earlier mean ms", "bo
                  "change": "change", "p_value": "p", "created": "latest run"}  # fmt: skip
 
 
-def _render_trends(trends: pd.DataFrame, data: ReportData, out: Path, nav: str) -> None:
-    from reports.trends import TrendRule
-
-    rule = TrendRule()
+def _render_trends(trends: pd.DataFrame, rule: TrendRule, data: ReportData, out: Path, nav: str) -> None:
     order = {"regression": 0, "faster": 1}
     table = trends.sort_values("status", key=lambda s: s.map(lambda v: order.get(v, 2)), kind="stable")
     page = [
