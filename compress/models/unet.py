@@ -3,10 +3,10 @@
 Level i (1 = outermost) has a down conv writing group `down{i}` (it reads down{i-1}; LeakyReLU
 0.2 before, BatchNorm after except at the two ends) and an up conv writing `up{i}`, the width
 that level i received (it reads cat([down{i}, up{i+1}]), or down{n} at the innermost level;
-ReLU before, BatchNorm after, dropout at the three levels above the innermost). The outermost
-up conv writes RGB through tanh. Innermost and outermost layers are not pruned (DESIGN §2). pix2pix's in-place
-LeakyReLU also rewrites the skip tensors; the ReLU that starts every up conv makes that
-invisible, so plain tensors are kept here.
+ReLU before, BatchNorm after, dropout at the num_downs - 5 levels of ngf * 8 channels above the
+innermost, as upstream). The outermost up conv writes RGB through tanh. Innermost and outermost
+layers are not pruned (DESIGN §2). pix2pix's in-place LeakyReLU also rewrites the skip tensors;
+the ReLU that starts every up conv makes that invisible, so plain tensors are kept here.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class UnetGenerator(nn.Module):
                 unit.append(nn.Tanh())
             else:
                 unit.append(tag_group(nn.BatchNorm2d(plan[group]), group))
-                if n - 3 <= i < n:
+                if 5 <= i < n:  # the num_downs - 5 middle levels of ngf * 8 channels, as upstream
                     unit.append(nn.Dropout(0.5))
                 unit.append(layers.mask(group))
             ups.append(nn.Sequential(*unit))
