@@ -1,7 +1,7 @@
 """`compress-and-ship`: the pipeline command. It parses, builds a config, and runs one library
 function per stage over the run directory; the work lives in those functions.
 
-Stages: search → slim → converge → export → bench → report. A stage whose inputs (its config
+Stages: dense → search → slim → converge → export → bench → report. A stage whose inputs (its config
 keys and the files it reads) are unchanged since it last finished, and whose outputs are still
 the files it wrote, is skipped (`compress/runstate.py`); `--force` runs the selected stages
 anyway. Ctrl-C leaves the run directory resumable: finished stages stay finished and an
@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-STAGES = ("search", "slim", "converge", "export", "bench", "report")
+STAGES = ("dense", "search", "slim", "converge", "export", "bench", "report")
 EXPORT_DIR = Path("export")  # the compressed generator's bundle
 DENSE_EXPORT_DIR = Path("export_dense")  # the dense reference's bundle
 STORE = Path("results.sqlite")
@@ -30,23 +30,33 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="compress-and-ship",
         description=(
-            "Compress an image-to-image GAN generator with CoroNetGAN and ship it: search a pruned\n"
-            "channel plan that keeps the requested fraction of MACs while the GAN trains, build the\n"
-            "slim generator, fine-tune it, export it (and the dense reference) to checked ONNX and\n"
-            "TFLite files, time them on this host and/or phones over ADB, and write a report.\n"
-            "Stages that are already complete and up to date are skipped."
+            "Compress an image-to-image GAN generator with CoroNetGAN and ship it: import (or train)\n"
+            "the dense reference, search a pruned channel plan that keeps the requested fraction of\n"
+            "MACs while the GAN trains, build the slim generator, fine-tune it, export it (and the\n"
+            "dense reference) to checked ONNX and TFLite files, time them on this host and/or phones\n"
+            "over ADB, and write a report. Stages that are already complete and up to date are skipped.\n"
+            "--init-from reads a generator you trained: a pytorch-CycleGAN-and-pix2pix state_dict\n"
+            "(resnet_6blocks/9blocks, unet_128/256), gan-compression's teacher, or our checkpoint."
         ),
         epilog=(
             "Examples:\n"
             "  compress-and-ship configs/demo.toml --run-dir runs/demo\n"
             "  compress-and-ship configs/demo.toml --target-macs 0.1 --devices host,192.168.1.20:5555\n"
             "  compress-and-ship configs/demo.toml --from export --precision fp16\n"
+            "  compress-and-ship --init-from latest_net_G_A.pth --from export   # time your model as it is\n"
+            "  compress-and-ship my.toml --init-from latest_net_G_A.pth --target-macs 0.1\n"
             "The report is RUN_DIR/site/index.html (open it in a browser; no server needed)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", nargs="?", help="TOML config (see configs/demo.toml); default: built-in demo settings")
     p.add_argument("--target-macs", type=float, help="fraction of the dense MACs to keep, e.g. 0.1 keeps 10%%")
+    p.add_argument(
+        "--init-from",
+        metavar="FILE",
+        help="your trained generator (official CycleGAN/pix2pix .pth, gan-compression teacher, or ours): the "
+        "dense reference and the search's start; fills [model] when the config has none",
+    )
     p.add_argument("--max-steps", type=int, help="give up the search after this many steps")
     p.add_argument("--round-to", type=int, help="make every pruned width a multiple of N (8 suits phone CPUs)")
     p.add_argument("--allow-miss", action="store_true", help="keep the result even if the target is missed")
@@ -71,6 +81,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
     sections: dict[str, dict[str, Any]] = {"search": {}, "export": {}, "bench": {}}
     for section, key, value in (
         ("search", "target_macs", args.target_macs),
+        ("search", "init_from", args.init_from),
         ("search", "max_steps", args.max_steps),
         ("search", "round_to", args.round_to),
         ("search", "allow_miss", True if args.allow_miss else None),
@@ -90,15 +101,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
 def _stage_inputs(stage: str, config, run_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
     from compress.stages import (
         CONVERGED_CHECKPOINT,
+        DENSE_CHECKPOINT,
         GAN_STATE,
         HYPER_CHECKPOINT,
         SLIM_CHECKPOINT,
         converge_inputs,
+        dense_inputs,
         search_inputs,
     )
 
     dense_sources = {k: Path(v) for k, v in (("init_from", config.search.init_from),
                                               ("teacher", config.train.teacher)) if v}  # fmt: skip
+    if stage == "dense":
+        return dense_inputs(config), dense_sources
     if stage == "search":
         files = {"init_from": Path(config.search.init_from)} if config.search.init_from else {}
         return search_inputs(config), files
@@ -107,9 +122,9 @@ def _stage_inputs(stage: str, config, run_dir: Path) -> tuple[dict[str, Any], di
     if stage == "converge":
         files = {"slim": run_dir / SLIM_CHECKPOINT, "gan": run_dir / GAN_STATE, **dense_sources}
         return converge_inputs(config), files
-    if stage == "export":  # the dense reference is trained (or loaded) and evaluated here too
-        inputs = {**converge_inputs(config), "export": asdict(config.export)}
-        return inputs, {"converged": run_dir / CONVERGED_CHECKPOINT, **dense_sources}
+    if stage == "export":
+        return {"export": asdict(config.export)}, {"converged": run_dir / CONVERGED_CHECKPOINT,
+                                                   "dense": run_dir / DENSE_CHECKPOINT}  # fmt: skip
     if stage == "bench":
         return {"bench": asdict(config.bench)}, _manifests(run_dir)
     names = ("converge.json", "dense.json", "search_log.jsonl", str(BENCH_RECORD))
@@ -126,6 +141,16 @@ def _bundle_files(run_dir: Path, folder: Path) -> list[Path]:
 
 
 # --- the stages: each returns (one-line outcome, the files it wrote) ---------------------------------
+def _dense(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
+    from compress.stages import DENSE_CHECKPOINT, dense_stage
+
+    record = dense_stage(config, run_dir, progress=progress)
+    paired = record["quality"]["paired"]
+    quality = f"; held-out L1 {paired['l1']:.4f}, PSNR {paired['psnr']:.2f} dB" if paired else ""
+    what = record["source"] or "untrained (MACs and latency only)"
+    return f"{what}{quality}", [run_dir / DENSE_CHECKPOINT, run_dir / "dense.json"]
+
+
 def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     from compress.stages import GAN_STATE, HYPER_CHECKPOINT, search_stage
 
@@ -166,24 +191,31 @@ def _converge(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
 
 
 def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
-    from compress.stages import CONVERGED_CHECKPOINT, DENSE_CHECKPOINT, dense_reference_stage
+    from compress.errors import CheckpointError
+    from compress.stages import CONVERGED_CHECKPOINT, DENSE_CHECKPOINT, dense_source
     from export import export_bundle
 
     e = config.export
     options = {"image_size": e.image_size or None, "precision": e.precision, "layout": e.layout, "progress": progress}
-    bundle = export_bundle(run_dir / CONVERGED_CHECKPOINT, run_dir / EXPORT_DIR, name="compressed", **options)
-    outputs = _bundle_files(run_dir, EXPORT_DIR)
-    checks = ", ".join(f"{rt} parity {bundle.manifest['parity'][rt]['max_abs']:.1e}" for rt in bundle.runtimes)
-    partitions = bundle.manifest["files"]["tflite"]["xnnpack_partitions"]
-    line = f"wrote {bundle.path}/ ({checks}; XNNPACK partitions {partitions})"
+    compressed, dense = run_dir / CONVERGED_CHECKPOINT, run_dir / DENSE_CHECKPOINT
+    if not compressed.is_file() and not dense_source(config):
+        raise CheckpointError(f"{compressed} does not exist; run the stages before export (--from search)")
+    if e.dense_reference and not dense.is_file():
+        raise CheckpointError(f"{dense} does not exist; run the dense stage first (--from dense)")
+    lines, outputs = [], []
+    if compressed.is_file():
+        bundle = export_bundle(compressed, run_dir / EXPORT_DIR, name="compressed", **options)
+        outputs += _bundle_files(run_dir, EXPORT_DIR)
+        checks = ", ".join(f"{rt} parity {bundle.manifest['parity'][rt]['max_abs']:.1e}" for rt in bundle.runtimes)
+        partitions = bundle.manifest["files"]["tflite"]["xnnpack_partitions"]
+        lines.append(f"wrote {bundle.path}/ ({checks}; XNNPACK partitions {partitions})")
+    else:
+        lines.append("no compressed model yet (the search has not run)")
     if e.dense_reference:
-        dense = dense_reference_stage(config, run_dir, progress=progress)
-        export_bundle(run_dir / DENSE_CHECKPOINT, run_dir / DENSE_EXPORT_DIR, name="dense", **options)
-        outputs += [run_dir / DENSE_CHECKPOINT, run_dir / "dense.json", *_bundle_files(run_dir, DENSE_EXPORT_DIR)]
-        line += (
-            f" and the dense reference {run_dir / DENSE_EXPORT_DIR}/ ({'trained' if dense['trained'] else 'untrained'})"
-        )
-    return line, outputs
+        export_bundle(dense, run_dir / DENSE_EXPORT_DIR, name="dense", **options)
+        outputs += _bundle_files(run_dir, DENSE_EXPORT_DIR)
+        lines.append(f"the dense reference {run_dir / DENSE_EXPORT_DIR}/")
+    return " and ".join(lines), outputs
 
 
 def _bench(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
@@ -248,8 +280,21 @@ def _report(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
 
 
 RUNNERS: dict[str, Callable[[Any, Path, bool], tuple[str, list[Path]]]] = {
-    "search": _search, "slim": _slim, "converge": _converge, "export": _export, "bench": _bench, "report": _report,
+    "dense": _dense, "search": _search, "slim": _slim, "converge": _converge, "export": _export, "bench": _bench,
+    "report": _report,
 }  # fmt: skip
+
+
+def _with_needed_stages(selected: tuple[str, ...], config) -> tuple[str, ...]:
+    """The export needs the dense reference: when the dense stage is not selected but trains
+    nothing (an imported or untrained reference), it runs too (it is skipped when up to date).
+    So `--init-from FILE --from export` exports, benches and reports that file, training nothing."""
+    from compress.stages import dense_source
+
+    cheap = bool(dense_source(config)) or config.train.dense_steps == 0
+    if "export" in selected and "dense" not in selected and config.export.dense_reference and cheap:
+        return ("dense", *selected)
+    return selected
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         config = load_config(args.config, _overrides(args))
+        if config.model.read_from:
+            sizes = ", ".join(f"{k} {v}" for k, v in config.model.sizes.items())
+            print(f"[model] {config.model.arch} ({sizes}), read from {config.model.read_from}")
+        selected = _with_needed_stages(selected, config)
         for stage in selected:
             inputs, files = _stage_inputs(stage, config, run_dir)
             print_ = fingerprint(inputs, files)

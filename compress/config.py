@@ -16,10 +16,13 @@ from compress.train import TrainConfig
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """`arch` plus the architecture's sizes (e.g. ngf, n_blocks); unset sizes take defaults."""
+    """`arch` plus the architecture's sizes (e.g. ngf, n_blocks); unset sizes take defaults.
+    `read_from`: the generator file they were read from, when the config has no [model] and
+    starts from a pretrained generator (search.init_from)."""
 
     arch: str = "resnet"
     sizes: dict[str, int] = field(default_factory=lambda: {"ngf": 16, "n_blocks": 3})
+    read_from: str = ""
 
 
 DATA_KINDS = ("builtin", "aligned", "unaligned", "images")
@@ -167,6 +170,14 @@ def _model_section(values: dict[str, Any]) -> ModelConfig:
     return ModelConfig(arch=str(arch), sizes=dict(values))
 
 
+def model_of_file(path: str) -> dict[str, Any]:
+    """The [model] section that describes the generator in `path` (any format import_generator reads)."""
+    from compress.formats import import_generator
+
+    plan = import_generator(path).plan
+    return {"arch": plan.arch, **plan.sizes}
+
+
 def parse_config(data: dict[str, Any]) -> PipelineConfig:
     sections = {"model", "data", "search", "train", "export", "bench", "eval"}
     top = {"seed": 0, "device": "cpu"}
@@ -176,8 +187,13 @@ def parse_config(data: dict[str, Any]) -> PipelineConfig:
     kwargs: dict[str, Any] = {k: _check_type(k, data[k], top[k]) for k in top if k in data}
     if kwargs.get("device", "cpu") not in ("cpu", "cuda") and not str(kwargs["device"]).startswith("cuda:"):
         raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {kwargs['device']!r}")
+    init_from = data.get("search", {}).get("init_from") if isinstance(data.get("search"), dict) else None
+    if "model" not in data and isinstance(init_from, str) and init_from:
+        model = dataclasses.replace(_model_section(model_of_file(init_from)), read_from=init_from)
+    else:
+        model = _model_section(data.get("model", {"arch": "resnet", "ngf": 16, "n_blocks": 3}))
     return PipelineConfig(
-        model=_model_section(data.get("model", {"arch": "resnet", "ngf": 16, "n_blocks": 3})),
+        model=model,
         data=_section(DataConfig, "data", data.get("data", {})),
         search=_section(SearchConfig, "search", data.get("search", {})),
         train=_section(TrainConfig, "train", data.get("train", {})),

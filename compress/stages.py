@@ -10,7 +10,7 @@ run_dir/
   slim.pt, slim.json     the slim generator; plan, MACs, check   (slim)
   converged.pt           the fine-tuned slim generator           (converge)
   converge.json          losses, quality on held-out data         (converge)
-  dense.pt, dense.json   the dense reference and its quality      (dense_reference_stage)
+  dense.pt, dense.json   the dense reference and its quality      (dense)
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from compress.data import (
 )
 from compress.distributed import init_from_env, wrap
 from compress.errors import CheckpointError, ConfigError
+from compress.formats import ImportedGenerator, import_generator
 from compress.hyper import HyperGenerator, init_from_dense
 from compress.macs import MacCount, PlanCost, count_macs
 from compress.metrics import fid_kid, paired_metrics
@@ -162,16 +163,31 @@ def evaluate_generator(model: torch.nn.Module, config: PipelineConfig) -> dict[s
     }
 
 
-def dense_reference_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """The dense generator the compressed one is compared with: the pretrained dense generator
-    of the config (search.init_from, else train.teacher); else one trained here for
-    train.dense_steps with the same GAN losses; else the dense architecture at its initial
-    weights, which is right for MACs and latency but says nothing about quality."""
+def dense_inputs(config: PipelineConfig) -> dict[str, Any]:
+    """The config values the dense stage reads (the source files are fingerprinted apart)."""
+    c = config.to_dict()
+    return {k: c[k] for k in ("model", "data", "train", "eval", "seed", "device")} | {
+        "init_from": c["search"]["init_from"]
+    }
+
+
+def dense_source(config: PipelineConfig) -> str:
+    """The file the dense reference is imported from ('' when it is trained here or untrained)."""
+    return config.search.init_from or config.train.teacher
+
+
+def dense_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """The dense generator the compressed one is compared with, made once per run directory:
+    imported from the pretrained generator of the config (search.init_from, else train.teacher;
+    any format `import_generator` reads); else trained here for train.dense_steps with the same
+    GAN losses; else the dense architecture at its initial weights, which is right for MACs and
+    latency but says nothing about quality. Writes dense.pt and dense.json."""
     plan = full_plan(config.model.arch, **config.model.sizes)
-    source = config.search.init_from or config.train.teacher
+    source = dense_source(config)
     trained = True
     if source:
-        model = _dense_generator(source, plan)
+        imported = import_dense(source, plan)
+        model, source = imported.model, f"{source}: {imported.describe()}"
     elif config.train.dense_steps > 0:
         device = _device(config)
         torch.manual_seed(config.seed)
@@ -197,12 +213,16 @@ def dense_reference_stage(config: PipelineConfig, run_dir: Path, progress: bool 
     return record
 
 
-def _dense_generator(path: str, plan: ChannelPlan) -> torch.nn.Module:
-    """A trained dense generator of `plan` from a checkpoint (to start from or to distill from)."""
-    loaded = load_checkpoint(path)
-    if loaded.kind != "generator" or loaded.plan != plan:
-        raise CheckpointError(f"{path} is not a dense generator of the configured model ({plan.arch}, {plan.sizes})")
-    return loaded.model
+def import_dense(path: str, plan: ChannelPlan) -> ImportedGenerator:
+    """A trained dense generator of `plan` from any supported file (to start from, distill from
+    or compare with); a file of another architecture or size is refused with one line."""
+    imported = import_generator(path, plan.arch, **plan.sizes)
+    if imported.plan != plan:
+        raise CheckpointError(
+            f"{path} is not a dense generator of the configured model ({plan.arch}, {dict(plan.sizes)}): "
+            "it holds a pruned plan"
+        )
+    return imported
 
 
 def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -> SearchResult:
@@ -215,7 +235,7 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     batches = _batches(dataset, config, rank=dist_info.rank)
     hyper = HyperGenerator(config.model.arch, plan, config.search.embedding_dim)
     if config.search.init_from:
-        init_from_dense(hyper, _dense_generator(config.search.init_from, plan))
+        init_from_dense(hyper, import_dense(config.search.init_from, plan).model)
     hyper.to(device)
     if config.search.compile:
         hyper.hypernet.use_compiled()
@@ -370,7 +390,7 @@ def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig 
     if (run_dir / GAN_STATE).is_file():
         trainer.load_state_dict(torch.load(run_dir / GAN_STATE, map_location=device, weights_only=True))
     if config.train.distill_weight > 0:
-        trainer.teacher = _dense_generator(config.train.teacher, trainer_plan).to(device).eval()
+        trainer.teacher = import_dense(config.train.teacher, trainer_plan).model.to(device).eval()
     dataset, _ = _datasets(config)
     # Converging resumes when the slim generator and the training config are unchanged.
     key = json.dumps({"slim": sha256_file(run_dir / SLIM_CHECKPOINT), **converge_inputs(config)}, sort_keys=True)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.checkpoint import atomic_write_bytes, load_checkpoint
+from compress.checkpoint import atomic_write_bytes
+from compress.formats import import_generator
 from compress.hyper import HyperGenerator
 from compress.macs import count_macs
 from compress.models import example_input_shape
@@ -100,19 +101,17 @@ class Bundle:
 
 
 def _load_source(source: str | Path | nn.Module) -> tuple[nn.Module, dict[str, Any], dict[str, Any] | None]:
-    """(plain generator in eval mode, its training config, source checkpoint record)."""
+    """(plain generator in eval mode, its training config, source file record). A path is read
+    by `import_generator`: our checkpoints (a hyper one is slimmed) or an official generator file."""
     if isinstance(source, nn.Module):
         if not isinstance(getattr(source, "plan", None), ChannelPlan):
             raise ExportError("export needs a generator built from a channel plan (build_generator or slim_generator)")
-        model, config, record = source, {}, None
-    else:
-        path = Path(source)
-        loaded = load_checkpoint(path)
-        model, config = loaded.model, loaded.config
-        record = {"path": str(path), "sha256": sha256_file(path), "kind": loaded.kind}
-    if isinstance(model, HyperGenerator):
-        model = slim_generator(model.eval())
-    return model.eval(), config, record
+        model = slim_generator(source.eval()) if isinstance(source, HyperGenerator) else source
+        return model.eval(), {}, None
+    path = Path(source)
+    imported = import_generator(path)
+    record = {"path": str(path), "sha256": sha256_file(path), "format": imported.source}
+    return imported.model.eval(), imported.config, record
 
 
 def _check_input(model: nn.Module, shape: tuple[int, ...]) -> None:

@@ -66,8 +66,21 @@ def test_bundle_from_a_checkpoint_records_its_source(tmp_path):
     ckpt = compress.save_checkpoint(tmp_path / "slim.pt", model, {"data": {"image_size": 32}})
     bundle = export.export_bundle(ckpt, tmp_path / "b", targets=("onnx",))
     assert bundle.input_shape == (1, 3, 32, 32)
-    assert bundle.manifest["source"]["kind"] == "generator"
+    assert bundle.manifest["source"]["format"] == "a CoroNet generator checkpoint"
     assert len(bundle.manifest["source"]["sha256"]) == 64
+
+
+def test_bundle_from_an_official_generator_file(tmp_path):
+    from tests.official_layouts import OfficialResnet, randomize
+
+    original = randomize(OfficialResnet(8, 6))
+    torch.save(original.state_dict(), tmp_path / "latest_net_G_A.pth")
+    bundle = export.export_bundle(tmp_path / "latest_net_G_A.pth", tmp_path / "b", targets=("onnx",), image_size=32)
+    assert "resnet_6blocks" in bundle.manifest["source"]["format"]
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = original(torch.from_numpy(x)).numpy()
+    assert np.abs(bundle.run(x, "onnx") - want).max() < 1e-4
 
 
 def test_nhwc_and_int8_tflite(tmp_path):

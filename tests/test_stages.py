@@ -44,7 +44,7 @@ def test_start_from_dense_and_distill(tmp_path):
 def test_a_teacher_of_another_model_is_refused(tmp_path):
     other = compress.build_generator("resnet", compress.full_plan("resnet", ngf=4, n_blocks=1))
     path = compress.save_checkpoint(tmp_path / "other.pt", other)
-    with pytest.raises(compress.CheckpointError, match="not a dense generator of the configured model"):
+    with pytest.raises(compress.CheckpointError, match="holds a resnet generator with ngf = 4, but ngf = 8"):
         search_stage(_config(search={"init_from": str(path)}), tmp_path / "run", progress=False)
     with pytest.raises(compress.ConfigError, match=r"needs train\.teacher"):
         _config(train={"distill_weight": 1.0})

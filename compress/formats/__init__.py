@@ -12,7 +12,7 @@ caller gives must agree with them. Always loaded with `weights_only=True`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,14 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "generator", "netG", 
 @dataclass
 class ImportedGenerator:
     """A generator read from a file: our plain generator module (eval mode, `.plan`, `.arch`),
-    the format it came in, and what the import had to fix on the way."""
+    the format it came in, what the import had to fix on the way, and the training config our
+    own checkpoints carry ({} for foreign files)."""
 
     model: nn.Module
     plan: ChannelPlan
     source: str
     notes: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         sizes = ", ".join(f"{k} {v}" for k, v in self.plan.sizes.items())
@@ -124,7 +126,7 @@ def _ours(path: Path, arch: str | None, sizes: dict[str, int]) -> ImportedGenera
     if isinstance(model, HyperGenerator):
         model, notes = slim_generator(model.eval()), ("a hyper generator, slimmed",)
     _check_agrees(path, model.plan, arch, sizes)
-    return ImportedGenerator(model.eval(), model.plan, f"a CoroNet {loaded.kind} checkpoint", notes)
+    return ImportedGenerator(model.eval(), model.plan, f"a CoroNet {loaded.kind} checkpoint", notes, loaded.config)
 
 
 def _try_layout(layout: Layout, state: dict[str, torch.Tensor]) -> tuple[nn.Module | None, list[str], str]:
