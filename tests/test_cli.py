@@ -101,16 +101,73 @@ def test_from_export_reuses_the_checkpoint(pipeline_run, tmp_path):
     folder = _copy(pipeline_run, tmp_path)
     run = folder / "run"
     kept = {name: (run / name).stat().st_mtime_ns for name in ("converged.pt", "slim.pt", "checkpoints/hyper.pt")}
+    dense_sha = compress_sha(run / "dense.pt")
     proc = _run("tiny.toml", "--run-dir", "run", "--quiet", "--from", "export", "--precision", "fp16", cwd=folder)
     assert proc.returncode == 0, proc.stderr
     assert "[search]" not in proc.stdout and "[converge]" not in proc.stdout
     assert "[export] wrote" in proc.stdout and "[bench] " in proc.stdout and "[report] wrote" in proc.stdout
     assert {name: (run / name).stat().st_mtime_ns for name in kept} == kept
+    assert "[dense]" not in proc.stdout and compress_sha(run / "dense.pt") == dense_sha  # trained once, kept
+    dense_manifest = json.loads((run / "export_dense" / "manifest.json").read_text())
+    assert dense_manifest["source"]["sha256"] == dense_sha and dense_manifest["files"]["tflite"]["precision"] == "fp16"
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     assert manifest["files"]["tflite"]["precision"] == "fp16"
     assert manifest["source"]["sha256"] == compress_sha(run / "converged.pt")
     with ResultStore(run / "results.sqlite") as store:
         assert len(store.results()) == 8  # every result is kept: the fp32 runs and the fp16 ones
+
+
+def _official_generator(folder: Path) -> Path:
+    """A tiny generator in the official pytorch-CycleGAN-and-pix2pix layout, as a user's .pth."""
+    import torch
+
+    from tests.official_layouts import OfficialResnet, randomize
+
+    path = folder / "latest_net_G_A.pth"
+    torch.save(randomize(OfficialResnet(8, 1)).state_dict(), path)
+    return path
+
+
+def test_init_from_an_official_file_runs_every_stage(tmp_path):
+    _official_generator(tmp_path)
+    config = TINY_PIPELINE.split("[data]")[0].split("[model]")[0] + "[data]" + TINY_PIPELINE.split("[data]")[1]
+    (tmp_path / "mine.toml").write_text(config)  # no [model]: it comes from the file
+    proc = _run("mine.toml", "--init-from", "latest_net_G_A.pth", "--run-dir", "run", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "[model] resnet (ngf 8, n_blocks 1, input_nc 3, output_nc 3), read from latest_net_G_A.pth" in proc.stdout
+    for stage in STAGES:
+        assert f"[{stage}] " in proc.stdout
+    dense = json.loads((tmp_path / "run" / "dense.json").read_text())
+    assert "pytorch-CycleGAN-and-pix2pix resnet_1blocks" in dense["source"] and dense["trained"]
+    search = json.loads((tmp_path / "run" / "search.json").read_text())
+    assert search["reached"] and 0.48 <= search["ratio"] <= 0.5
+    # a config whose [model] contradicts the file is refused in one line
+    (tmp_path / "other.toml").write_text(TINY_PIPELINE.replace("ngf = 8", "ngf = 16"))
+    proc = _run("other.toml", "--init-from", "latest_net_G_A.pth", "--run-dir", "run2", cwd=tmp_path)
+    assert proc.returncode == 1 and "ngf = 8, but ngf = 16" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_init_from_with_from_export_times_the_file_without_training(tmp_path):
+    _official_generator(tmp_path)
+    (tmp_path / "bench.toml").write_text("[data]\nimage_size = 32\n[bench]\nruns = 3\nwarmup_s = 0.05\n")
+    args = ("bench.toml", "--init-from", "latest_net_G_A.pth", "--from", "export", "--run-dir", "run", "--quiet")
+    proc = _run(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "run"
+    assert "[dense] latest_net_G_A.pth: resnet" in proc.stdout and "no compressed model yet" in proc.stdout
+    for stage in ("search", "slim", "converge"):
+        assert f"[{stage}]" not in proc.stdout
+    assert not (run / "search_log.jsonl").exists() and not (run / "converged.pt").exists()
+    manifest = json.loads((run / "export_dense" / "manifest.json").read_text())
+    assert manifest["input"]["shape"] == [1, 3, 32, 32] and not (run / "export").exists()
+    with ResultStore(run / "results.sqlite") as store:
+        results = store.results()
+    assert sorted(r.runtime for r in results) == ["onnx", "tflite"]
+    assert {r.model_sha256 for r in results} == {f["sha256"] for f in manifest["files"].values()}
+    assert (run / "site" / "index.html").is_file()
+    again = _run(*args, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("up to date") == 4
 
 
 def compress_sha(path: Path) -> str:
