@@ -95,8 +95,11 @@ def _kept_count(survivors: torch.Tensor, alive: torch.Tensor, min_keep: int, rou
     return torch.minimum(torch.div(needed + round_to - 1, round_to, rounding_mode="floor") * round_to, alive)
 
 
+Shrink = float | torch.Tensor  # one amount for every entry, or one per entry
+
+
 def soft_threshold(
-    z: torch.Tensor, shrink: float, min_keep: int = 1, threshold: float = 0.0, round_to: int = 1
+    z: torch.Tensor, shrink: Shrink, min_keep: int = 1, threshold: float = 0.0, round_to: int = 1
 ) -> torch.Tensor:
     """sign(z) * max(|z| - shrink, 0), except that the number of entries left above `threshold`
     is rounded up to a multiple of `round_to` and never falls below `min_keep`: the entries with
@@ -113,17 +116,19 @@ def soft_threshold(
 def shrunk_widths(
     latents: Mapping[str, torch.Tensor],
     groups: list[str],
-    shrink: float,
+    shrink: Shrink | Mapping[str, Shrink],
     min_keep: int,
     threshold: float,
     round_to: int = 1,
 ) -> dict[str, int]:
-    """The widths that `soft_threshold(..., shrink)` would leave, without changing anything."""
+    """The widths that `soft_threshold(..., shrink)` would leave, without changing anything;
+    `shrink` is one amount for all groups or a mapping group -> amount."""
     counts = []
     for g in groups:
         mags = latents[g].detach().abs()
+        amount = shrink[g] if isinstance(shrink, Mapping) else shrink
         # The same expression as soft_threshold, so both agree to the last float bit.
-        survivors = (torch.clamp(mags - shrink, min=0) > threshold).sum()
+        survivors = (torch.clamp(mags - amount, min=0) > threshold).sum()
         counts.append(_kept_count(survivors, (mags > threshold).sum(), min_keep, round_to))
     return dict(zip(groups, torch.stack(counts).tolist(), strict=True))  # one sync for all groups
 
@@ -136,25 +141,32 @@ def proximal_step(hyper: HyperGenerator, lam: float, lr: float, min_channels: in
 
 
 @torch.no_grad()
-def apply_shrink(hyper: HyperGenerator, shrink: float, min_channels: int = 1, round_to: int = 1) -> None:
+def apply_shrink(
+    hyper: HyperGenerator, shrink: Shrink | Mapping[str, Shrink], min_channels: int = 1, round_to: int = 1
+) -> None:
     for g in hyper.prunable_groups:
         z = hyper.latents[g]
-        z.copy_(soft_threshold(z, shrink, min_channels, hyper.threshold, round_to))
+        amount = shrink[g] if isinstance(shrink, Mapping) else shrink
+        z.copy_(soft_threshold(z, amount, min_channels, hyper.threshold, round_to))
 
 
 @torch.no_grad()
-def init_from_dense(hyper: HyperGenerator, dense: nn.Module) -> None:
+def init_from_dense(hyper: HyperGenerator, dense: nn.Module, latents: Mapping[str, torch.Tensor] | None = None) -> None:
     """Start the hyper generator from a trained dense generator of the same plan.
 
-    The regression of the generated weights onto the dense weights has a closed-form solution:
-    each generated entry is (embedding . W2) + b2, so setting b2 to the dense weight minus the
-    rest reproduces it exactly for the current latents. Biases and norm parameters are copied.
+    `latents` (e.g. `compress.saliency.latents_from_saliency`) replace the prunable groups'
+    latent vectors first. The regression of the generated weights onto the dense weights has a
+    closed-form solution: each generated entry is (embedding . W2) + b2, so setting b2 to the
+    dense weight minus the rest reproduces it exactly for the current latents. Biases and norm
+    parameters are copied.
     """
     from compress.layers import HyperConv
 
     plan = getattr(dense, "plan", None)
     if plan is None or plan.widths != hyper.plan.widths:
         raise PlanError("the dense generator's plan differs from the hyper generator's; build both from one plan")
+    for group, values in (latents or {}).items():
+        hyper.latents[group].copy_(values)
     generated = hyper.generate_weights()
     targets = dict(dense.named_modules())
     for name, module in hyper.net.named_modules():

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from compress.errors import ConfigError, SearchMissError, TrainingDivergedError
-from compress.hyper import HyperGenerator, apply_shrink, shrunk_widths
+from compress.hyper import HyperGenerator, Shrink, apply_shrink, shrunk_widths
 from compress.macs import MacCount, PlanCost
 from compress.plan import ChannelPlan
 
@@ -35,7 +35,14 @@ class SearchConfig:
     round_to: int = 1  # every pruned width a multiple of this (8 suits phone CPU kernels)
     embedding_dim: int = 8
     allow_miss: bool = False
-    init_from: str = ""  # a trained dense generator checkpoint to start the hypernetwork from
+    init_from: str = ""  # a trained dense generator (any format import_generator reads) to start from
+    # Starting from init_from: the latents take the channels' saliency (compress/saliency.py:
+    # "in", "out", "inout") or stay N(0, 1) ("none"); the hypernetwork reproduces the weights either way.
+    saliency: str = "in"
+    # "all": the plain proximal step shrinks every latent; "below_cut": only the latents of the
+    # channels that the target would prune now (|z| under the cut where the MACs ratio reaches
+    # the target) shrink, so the kept channels are not dragged away from their (trained) values.
+    shrink: str = "all"
     checkpoint_every: int = 100  # steps between resumable search states
     # torch.compile the weight generation: ~3x faster generation on full-size generators for a
     # one-off compile of ~15-25 s (CPU, measured); the same weights within float rounding
@@ -49,6 +56,10 @@ class SearchConfig:
         for name in ("lam", "lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.saliency not in ("in", "out", "inout", "none"):
+            raise ConfigError(f"search.saliency must be in, out, inout or none, got {self.saliency!r}")
+        if self.shrink not in ("all", "below_cut"):
+            raise ConfigError(f"search.shrink must be all or below_cut, got {self.shrink!r}")
         for name in ("max_steps", "check_every", "min_channels", "round_to", "embedding_dim", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -89,22 +100,49 @@ class ControlledPruner:
         self.floor = config.target_macs - config.tolerance
         self.clamped_steps = 0
 
-    def _widths(self, shrink: float) -> dict[str, int]:
+    def _widths(self, shrink: float, cut: float = math.inf) -> dict[str, int]:
         h = self.hyper
         widths = dict(h.plan.widths)
         c = self.config
-        widths.update(shrunk_widths(h.latents, h.prunable_groups, shrink, c.min_channels, h.threshold, c.round_to))
+        amounts = self._amounts(shrink, cut)
+        widths.update(shrunk_widths(h.latents, h.prunable_groups, amounts, c.min_channels, h.threshold, c.round_to))
         return widths
+
+    def _amounts(self, shrink: float, cut: float) -> dict[str, Shrink]:
+        """Per group, how far each latent shrinks: `shrink` for those at or under the cut."""
+        h = self.hyper
+        if math.isinf(cut):
+            return {g: shrink for g in h.prunable_groups}
+        return {g: ((h.latents[g].detach().abs() - h.threshold) <= cut).to(h.latents[g].dtype) * shrink
+                for g in h.prunable_groups}  # fmt: skip
+
+    def _cut(self) -> float:
+        """The least plain shrink after which the MACs ratio is at most the target: the channels
+        within it of the threshold are the ones the target prunes now (inf when none suffices)."""
+        h = self.hyper
+        deaths = torch.cat([(h.latents[g].detach().abs() - h.threshold) for g in h.prunable_groups])
+        breakpoints = torch.unique(deaths[deaths > 0]).tolist()
+        lo, hi, best = 0, len(breakpoints) - 1, math.inf
+        while lo <= hi:  # the ratio only falls as the shrink grows
+            mid = (lo + hi) // 2
+            if self.cost.ratio(self._widths(breakpoints[mid])) <= self.config.target_macs:
+                best, hi = breakpoints[mid], mid - 1
+            else:
+                lo = mid + 1
+        return best
 
     @torch.no_grad()
     def step(self, lr: float) -> float:
         """Apply the proximal step after an optimizer step; returns the new MACs ratio."""
         shrink = self.config.lam * lr
-        if self.cost.ratio(self._widths(shrink)) >= self.floor:
-            apply_shrink(self.hyper, shrink, self.config.min_channels, self.config.round_to)
+        cut = self._cut() if self.config.shrink == "below_cut" else math.inf
+        c = self.config
+        if self.cost.ratio(self._widths(shrink, cut)) >= self.floor:
+            apply_shrink(self.hyper, self._amounts(shrink, cut), c.min_channels, c.round_to)
             return self.ratio()
         self.clamped_steps += 1
-        apply_shrink(self.hyper, self._largest_safe_shrink(shrink), self.config.min_channels, self.config.round_to)
+        safe = self._largest_safe_shrink(shrink, cut)
+        apply_shrink(self.hyper, self._amounts(safe, cut), c.min_channels, c.round_to)
         if self.ratio() > self.config.target_macs:
             self._land_in_window()
         return self.ratio()
@@ -131,14 +169,14 @@ class ControlledPruner:
                 if self.cost.ratio(widths) <= self.config.target_macs:
                     return
 
-    def _largest_safe_shrink(self, shrink: float) -> float:
+    def _largest_safe_shrink(self, shrink: float, cut: float = math.inf) -> float:
         h = self.hyper
         deaths = torch.cat([(h.latents[g].detach().abs() - h.threshold) for g in h.prunable_groups])
-        breakpoints = sorted({float(d) for d in deaths if 0 < d < shrink})
+        breakpoints = sorted({float(d) for d in deaths if 0 < d < shrink and d <= cut})
         lo, hi, best = 0, len(breakpoints) - 1, 0.0
         while lo <= hi:  # the ratio only falls as the shrink grows
             mid = (lo + hi) // 2
-            if self.cost.ratio(self._widths(breakpoints[mid])) >= self.floor:
+            if self.cost.ratio(self._widths(breakpoints[mid], cut)) >= self.floor:
                 best, lo = breakpoints[mid], mid + 1
             else:
                 hi = mid - 1

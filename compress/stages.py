@@ -45,6 +45,7 @@ from compress.metrics import fid_kid, paired_metrics
 from compress.models import build_generator, example_input_shape, full_plan
 from compress.plan import ChannelPlan
 from compress.runstate import sha256_file
+from compress.saliency import channel_saliency, latents_from_saliency
 from compress.search import SearchResult, run_search
 from compress.slim import slim_generator
 from compress.train import GanTrainer, converge
@@ -235,7 +236,10 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     batches = _batches(dataset, config, rank=dist_info.rank)
     hyper = HyperGenerator(config.model.arch, plan, config.search.embedding_dim)
     if config.search.init_from:
-        init_from_dense(hyper, import_dense(config.search.init_from, plan).model)
+        dense = import_dense(config.search.init_from, plan).model
+        measure = config.search.saliency
+        latents = None if measure == "none" else latents_from_saliency(channel_saliency(dense, measure))
+        init_from_dense(hyper, dense, latents)
     hyper.to(device)
     if config.search.compile:
         hyper.hypernet.use_compiled()
