@@ -83,5 +83,5 @@ def test_search_from_an_official_file_with_saliency_and_below_cut(tmp_path):
     assert config.model.arch == "resnet" and config.model.sizes["ngf"] == 8 and config.model.read_from == str(path)
     result = search_stage(config, tmp_path / "run", progress=False)
     assert result.reached and 0.38 <= result.ratio <= 0.4
-    with pytest.raises(compress.ConfigError, match="search.shrink must be all or below_cut"):
+    with pytest.raises(compress.ConfigError, match=r"search\.shrink must be all or below_cut"):
         SearchConfig(shrink="some")
