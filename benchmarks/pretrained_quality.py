@@ -6,9 +6,11 @@ truth (FID/KID need the Inception weights file, absent here). Per seed a dense g
 trained for `--dense-steps` (the pretrained start, shared by every method); then every method
 gets `--steps` GAN steps from there:
 
-- coronet_pre[S,M]: CoroNet from the pretrained generator: latents from saliency S (`none`:
-  N(0, 1)), the hypernetwork fitted to reproduce it, proximal step M (`all` / `below_cut`), search
-  until the MACs target, then the slim generator converges for the remaining steps;
+- coronet_pre[S:M:F]: CoroNet from the pretrained generator: latents from saliency S (`in`,
+  `out`, `inout`; `none`: N(0, 1), or 1 with the scale fit), the hypernetwork fitted to
+  reproduce it (F: `scale` or `offset`, see `compress.hyper.init_from_dense`), proximal step M
+  (`all` / `below_cut`), search until the MACs target, then the slim generator converges for
+  the remaining steps;
 - l1_prune: L1-norm pruning of the pretrained generator at the same MACs + fine-tuning;
 - distill: the uniformly scaled plan at the same MACs trained from scratch with an L1
   distillation loss (weight 10) to the pretrained teacher;
@@ -86,13 +88,13 @@ def _quality(model, held_out) -> dict[str, float]:
     return q
 
 
-def _coronet(full, cost, target, steps, seed, data, held_out, start=None, saliency="in", shrink="all"):
+def _coronet(full, cost, target, steps, seed, data, held_out, start=None, saliency="in", shrink="all", fit="scale"):
     torch.manual_seed(seed)
     hyper = compress.HyperGenerator("resnet", full, embedding_dim=8)
     fit_error = None
     if start is not None:
         latents = None if saliency == "none" else latents_from_saliency(channel_saliency(start, saliency))
-        init_from_dense(hyper, start, latents)
+        init_from_dense(hyper, start, latents, fit=fit)
         x = held_out[0][:4]
         with torch.no_grad():
             fit_error = float((hyper.eval()(x) - start.eval()(x)).abs().max())
@@ -141,10 +143,10 @@ def run(args) -> list[dict]:
         dense.eval()
         for target in args.targets:
             for variant in args.variants:
-                saliency, shrink = variant.split(":")
+                saliency, shrink, fit = variant.split(":")
                 slim, after, extra = _coronet(full, cost, target, args.steps, seed, data, held_out,
-                                              start=dense, saliency=saliency, shrink=shrink)  # fmt: skip
-                record(f"coronet_pre[{saliency},{shrink}]", seed, slim, extra, target, after)
+                                              start=dense, saliency=saliency, shrink=shrink, fit=fit)  # fmt: skip
+                record(f"coronet_pre[{variant}]", seed, slim, extra, target, after)
             if "l1_prune" in args.baselines:
                 pruned = l1_prune(dense, cost, target).to(DEVICE)
                 after = _quality(pruned, held_out)
@@ -183,8 +185,8 @@ def main() -> int:
     p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.1])
     p.add_argument("--steps", type=int, default=800, help="GAN steps every method gets after the pretrained start")
     p.add_argument("--dense-steps", type=int, default=1600, help="GAN steps of the pretrained dense generator")
-    p.add_argument("--variants", nargs="+", default=["in:below_cut"],
-                   help="CoroNet-from-pretrained rows: SALIENCY:SHRINK, e.g. in:below_cut or none:all")  # fmt: skip
+    p.add_argument("--variants", nargs="+", default=["in:below_cut:scale"],
+                   help="CoroNet-from-pretrained rows: SALIENCY:SHRINK:FIT, e.g. in:below_cut:scale")  # fmt: skip
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")

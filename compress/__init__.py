@@ -14,6 +14,7 @@ from compress.errors import (
     TrainingDivergedError,
     UnknownArchError,
 )
+from compress.formats import ImportedGenerator, import_generator
 from compress.hyper import HyperGenerator, proximal_step, soft_threshold
 from compress.macs import MacCount, PlanCost, count_macs
 from compress.models import build_discriminator, build_generator, example_input_shape, full_plan, validate_plan
@@ -29,6 +30,7 @@ __all__ = [
     "CoronetError",
     "DataError",
     "HyperGenerator",
+    "ImportedGenerator",
     "MacCount",
     "PlanCost",
     "PlanError",
@@ -40,6 +42,7 @@ __all__ = [
     "count_macs",
     "example_input_shape",
     "full_plan",
+    "import_generator",
     "load_checkpoint",
     "proximal_step",
     "save_checkpoint",

@@ -150,32 +150,63 @@ def apply_shrink(
         z.copy_(soft_threshold(z, amount, min_channels, hyper.threshold, round_to))
 
 
+FITS = ("scale", "offset")
+
+
 @torch.no_grad()
-def init_from_dense(hyper: HyperGenerator, dense: nn.Module, latents: Mapping[str, torch.Tensor] | None = None) -> None:
-    """Start the hyper generator from a trained dense generator of the same plan.
+def init_from_dense(
+    hyper: HyperGenerator,
+    dense: nn.Module,
+    latents: Mapping[str, torch.Tensor] | None = None,
+    fit: str = "offset",
+) -> None:
+    """Start the hyper generator from a trained dense generator of the same plan: afterwards it
+    computes what `dense` computes (float rounding aside). Biases and norm parameters are copied.
 
     `latents` (e.g. `compress.saliency.latents_from_saliency`) replace the prunable groups'
-    latent vectors first. The regression of the generated weights onto the dense weights has a
-    closed-form solution: each generated entry is (embedding . W2) + b2, so setting b2 to the
-    dense weight minus the rest reproduces it exactly for the current latents. Biases and norm
-    parameters are copied.
+    latent vectors first. Each generated entry is ((z_out z_in + B0) w1 + b1) . W2 + b2; `fit`
+    chooses which closed-form solution reproduces the dense weight W:
+    - "offset": b2 = W - the rest, for the current latents. A latent that shrinks then moves
+      its channels' weights by an amount unrelated to W, and a channel at z = 0 still has W.
+    - "scale": B0 = b1 = b2 = 0 and W2 corrected (least change along w1) so that w1 . W2 =
+      W / (z_out z_in): every weight is then proportional to its two latents, so shrinking a
+      latent fades its channel out (its readers' weights go to zero with it) and leaves every
+      other weight as it was. Latents must be positive: fixed groups (RGB) are set to 1, and
+      so are prunable ones when no `latents` are given.
     """
     from compress.layers import HyperConv
 
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
     plan = getattr(dense, "plan", None)
     if plan is None or plan.widths != hyper.plan.widths:
         raise PlanError("the dense generator's plan differs from the hyper generator's; build both from one plan")
+    if fit == "scale":
+        for group in hyper.plan.widths:
+            hyper.latents[group].fill_(1.0)
     for group, values in (latents or {}).items():
         hyper.latents[group].copy_(values)
+    if fit == "scale" and any((z <= 0).any() for z in hyper.latents.values()):
+        raise ValueError("the scale fit needs positive latents (saliency-derived ones are)")
     generated = hyper.generate_weights()
     targets = dict(dense.named_modules())
     for name, module in hyper.net.named_modules():
         source = targets[name]
         if isinstance(module, HyperConv):
             weight = source.weight.transpose(0, 1) if module.spec.transposed else source.weight
-            b2 = hyper.hypernet.convs[module.index]["b2"]
+            p = hyper.hypernet.convs[module.index]
             k2 = module.spec.kernel**2
-            b2.add_(weight.reshape(-1, k2) - generated[module.index].reshape(-1, k2))
+            if fit == "offset":
+                p["b2"].add_(weight.reshape(-1, k2) - generated[module.index].reshape(-1, k2))
+            else:
+                slot = hyper.hypernet.slots[module.index]
+                zz = hyper.hypernet._outer(slot, hyper._latent_of).detach()
+                wanted = weight.reshape(-1, k2) / zz.unsqueeze(-1)
+                w1, W2 = p["w1"], p["W2"]
+                have = (w1.unsqueeze(-1) * W2).sum(1)
+                W2.add_(w1.unsqueeze(-1) * ((wanted - have) / (w1 * w1).sum(1, keepdim=True)).unsqueeze(1))
+                for key in ("B0", "b1", "b2"):
+                    p[key].zero_()
             if module.bias is not None:
                 module.bias.copy_(source.bias)
         else:

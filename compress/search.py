@@ -43,6 +43,10 @@ class SearchConfig:
     # channels that the target would prune now (|z| under the cut where the MACs ratio reaches
     # the target) shrink, so the kept channels are not dragged away from their (trained) values.
     shrink: str = "all"
+    # How the hypernetwork reproduces init_from's weights (compress.hyper.init_from_dense):
+    # "scale": every weight proportional to its latents, so a shrinking channel fades out;
+    # "offset": a per-entry offset b2.
+    fit: str = "scale"
     checkpoint_every: int = 100  # steps between resumable search states
     # torch.compile the weight generation: ~3x faster generation on full-size generators for a
     # one-off compile of ~15-25 s (CPU, measured); the same weights within float rounding
@@ -58,6 +62,8 @@ class SearchConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.saliency not in ("in", "out", "inout", "none"):
             raise ConfigError(f"search.saliency must be in, out, inout or none, got {self.saliency!r}")
+        if self.fit not in ("scale", "offset"):
+            raise ConfigError(f"search.fit must be scale or offset, got {self.fit!r}")
         if self.shrink not in ("all", "below_cut"):
             raise ConfigError(f"search.shrink must be all or below_cut, got {self.shrink!r}")
         for name in ("max_steps", "check_every", "min_channels", "round_to", "embedding_dim", "checkpoint_every"):

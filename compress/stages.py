@@ -239,7 +239,7 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
         dense = import_dense(config.search.init_from, plan).model
         measure = config.search.saliency
         latents = None if measure == "none" else latents_from_saliency(channel_saliency(dense, measure))
-        init_from_dense(hyper, dense, latents)
+        init_from_dense(hyper, dense, latents, fit=config.search.fit)
     hyper.to(device)
     if config.search.compile:
         hyper.hypernet.use_compiled()

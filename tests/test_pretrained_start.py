@@ -16,8 +16,8 @@ from tests.conftest import randomize_norms
 from tests.official_layouts import OfficialResnet, randomize
 
 
-@pytest.mark.parametrize("measure", ["in", "out", "inout"])
-def test_step_zero_reproduces_the_pretrained_generator(tiny, measure):
+@pytest.mark.parametrize(("measure", "fit"), [("in", "scale"), ("out", "offset"), ("inout", "scale")])
+def test_step_zero_reproduces_the_pretrained_generator(tiny, measure, fit):
     arch, plan, shape = tiny
     torch.manual_seed(0)
     dense = compress.build_generator(arch, plan)
@@ -25,7 +25,7 @@ def test_step_zero_reproduces_the_pretrained_generator(tiny, measure):
     dense.eval()
     hyper = compress.HyperGenerator(arch, plan).eval()
     latents = latents_from_saliency(channel_saliency(dense, measure))
-    init_from_dense(hyper, dense, latents)
+    init_from_dense(hyper, dense, latents, fit=fit)
     for group, values in latents.items():
         assert torch.equal(hyper.latents[group].detach(), values)
         assert values.mean().item() == pytest.approx(1.0, rel=1e-5)
@@ -85,3 +85,24 @@ def test_search_from_an_official_file_with_saliency_and_below_cut(tmp_path):
     assert result.reached and 0.38 <= result.ratio <= 0.4
     with pytest.raises(compress.ConfigError, match=r"search\.shrink must be all or below_cut"):
         SearchConfig(shrink="some")
+
+
+def test_the_scale_fit_fades_a_shrinking_channel_and_keeps_the_others():
+    torch.manual_seed(0)
+    plan = compress.full_plan("resnet", ngf=8, n_blocks=1)
+    dense = compress.build_generator("resnet", plan).eval()
+    hyper = compress.HyperGenerator("resnet", plan).eval()
+    init_from_dense(hyper, dense, latents_from_saliency(channel_saliency(dense, "in")), fit="scale")
+    before = [w.clone() for w in hyper.generate_weights()]
+    with torch.no_grad():
+        hyper.latents["block0"][2] *= 0.5
+    after = hyper.generate_weights()
+    index = {m.spec: m.index for m in hyper.net.modules() if hasattr(m, "generate_weight")}
+    writer = next(i for spec, i in index.items() if spec.out_group == "block0")
+    reader = next(i for spec, i in index.items() if spec.in_groups == ("block0",))
+    torch.testing.assert_close(after[writer][2], before[writer][2] * 0.5)  # its weights halve
+    torch.testing.assert_close(after[reader][:, 2], before[reader][:, 2] * 0.5)
+    assert torch.equal(after[writer][:2], before[writer][:2])
+    assert torch.equal(after[reader][:, 3:], before[reader][:, 3:])
+    untouched = [i for i in range(len(before)) if i not in (writer, reader)]
+    assert all(torch.equal(after[i], before[i]) for i in untouched)
