@@ -268,6 +268,8 @@ def report_data(config, run_dir: Path):
             quality[name] = json.loads((run_dir / file).read_text()).get("quality")
     bundles = [run_dir / d for d in (EXPORT_DIR, DENSE_EXPORT_DIR) if (run_dir / d / "manifest.json").is_file()]
     title = f"CoroNet report: {config.model.arch} at {config.search.target_macs:.0%} of the dense MACs"
+    if not (run_dir / EXPORT_DIR / "manifest.json").is_file():  # --from export on a generator as it is
+        title = f"CoroNet report: the {config.model.arch} generator as it is (no compressed model yet)"
     return build_report(run_dir / STORE, bundles, quality, run_dir / "search_log.jsonl", config.search.target_macs,
                         title=title)  # fmt: skip
 

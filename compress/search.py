@@ -41,8 +41,10 @@ class SearchConfig:
     saliency: str = "in"
     # "all": the plain proximal step shrinks every latent; "below_cut": only the latents of the
     # channels that the target would prune now (|z| under the cut where the MACs ratio reaches
-    # the target) shrink, so the kept channels are not dragged away from their (trained) values.
-    shrink: str = "all"
+    # the target) shrink, so the kept channels are not dragged away from their (trained) values;
+    # "auto": below_cut when starting from init_from (measured: benchmarks/pretrained_quality.py),
+    # all from scratch.
+    shrink: str = "auto"
     # How the hypernetwork reproduces init_from's weights (compress.hyper.init_from_dense):
     # "scale": every weight proportional to its latents, so a shrinking channel fades out;
     # "offset": a per-entry offset b2.
@@ -64,8 +66,8 @@ class SearchConfig:
             raise ConfigError(f"search.saliency must be in, out, inout or none, got {self.saliency!r}")
         if self.fit not in ("scale", "offset"):
             raise ConfigError(f"search.fit must be scale or offset, got {self.fit!r}")
-        if self.shrink not in ("all", "below_cut"):
-            raise ConfigError(f"search.shrink must be all or below_cut, got {self.shrink!r}")
+        if self.shrink not in ("auto", "all", "below_cut"):
+            raise ConfigError(f"search.shrink must be auto, all or below_cut, got {self.shrink!r}")
         for name in ("max_steps", "check_every", "min_channels", "round_to", "embedding_dim", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -105,6 +107,7 @@ class ControlledPruner:
         self.hyper, self.cost, self.config = hyper, cost, config
         self.floor = config.target_macs - config.tolerance
         self.clamped_steps = 0
+        self.shrinks_below_cut = config.shrink == "below_cut" or (config.shrink == "auto" and bool(config.init_from))
 
     def _widths(self, shrink: float, cut: float = math.inf) -> dict[str, int]:
         h = self.hyper
@@ -141,7 +144,7 @@ class ControlledPruner:
     def step(self, lr: float) -> float:
         """Apply the proximal step after an optimizer step; returns the new MACs ratio."""
         shrink = self.config.lam * lr
-        cut = self._cut() if self.config.shrink == "below_cut" else math.inf
+        cut = self._cut() if self.shrinks_below_cut else math.inf
         c = self.config
         if self.cost.ratio(self._widths(shrink, cut)) >= self.floor:
             apply_shrink(self.hyper, self._amounts(shrink, cut), c.min_channels, c.round_to)

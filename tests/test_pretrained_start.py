@@ -83,7 +83,11 @@ def test_search_from_an_official_file_with_saliency_and_below_cut(tmp_path):
     assert config.model.arch == "resnet" and config.model.sizes["ngf"] == 8 and config.model.read_from == str(path)
     result = search_stage(config, tmp_path / "run", progress=False)
     assert result.reached and 0.38 <= result.ratio <= 0.4
-    with pytest.raises(compress.ConfigError, match=r"search\.shrink must be all or below_cut"):
+    plan = compress.full_plan("resnet", ngf=8, n_blocks=1)
+    hyper, cost = compress.HyperGenerator("resnet", plan), compress.PlanCost(plan, (1, 3, 32, 32))
+    assert ControlledPruner(hyper, cost, SearchConfig(init_from=str(path))).shrinks_below_cut  # auto, pretrained
+    assert not ControlledPruner(hyper, cost, SearchConfig()).shrinks_below_cut  # auto, from scratch
+    with pytest.raises(compress.ConfigError, match=r"search\.shrink must be auto, all or below_cut"):
         SearchConfig(shrink="some")
 
 
