@@ -57,18 +57,20 @@ class OfficialResnet(nn.Module):
 
 class _UnetLevel(nn.Module):
     def __init__(self, outer: int, inner: int, sub: nn.Module | None, dropout: bool = False,
-                 input_nc: int | None = None, outermost: bool = False) -> None:  # fmt: skip
+                 input_nc: int | None = None, outermost: bool = False,
+                 instance_norm: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.outermost = outermost
-        down = nn.Conv2d(input_nc or outer, inner, 4, 2, 1, bias=False)
+        norm = nn.InstanceNorm2d if instance_norm else nn.BatchNorm2d
+        down = nn.Conv2d(input_nc or outer, inner, 4, 2, 1, bias=instance_norm)
         if outermost:
             layers = [down, sub, nn.ReLU(True), nn.ConvTranspose2d(2 * inner, outer, 4, 2, 1), nn.Tanh()]
         elif sub is None:  # innermost
             layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True),
-                      nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer)]  # fmt: skip
+                      nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=instance_norm), norm(outer)]  # fmt: skip
         else:
-            layers = [nn.LeakyReLU(0.2, True), down, nn.BatchNorm2d(inner), sub, nn.ReLU(True),
-                      nn.ConvTranspose2d(2 * inner, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer)]  # fmt: skip
+            layers = [nn.LeakyReLU(0.2, True), down, norm(inner), sub, nn.ReLU(True),
+                      nn.ConvTranspose2d(2 * inner, outer, 4, 2, 1, bias=instance_norm), norm(outer)]  # fmt: skip
             layers += [nn.Dropout(0.5)] if dropout else []
         self.model = nn.Sequential(*layers)
 
@@ -77,14 +79,16 @@ class _UnetLevel(nn.Module):
 
 
 class OfficialUnet(nn.Module):
-    def __init__(self, ngf: int, num_downs: int, dropout: bool = True, input_nc: int = 3, output_nc: int = 3) -> None:
+    def __init__(self, ngf: int, num_downs: int, dropout: bool = True, input_nc: int = 3, output_nc: int = 3,
+                 instance_norm: bool = False) -> None:  # fmt: skip
         super().__init__()
-        level = _UnetLevel(8 * ngf, 8 * ngf, None)
+        norm = {"instance_norm": instance_norm}
+        level = _UnetLevel(8 * ngf, 8 * ngf, None, **norm)
         for _ in range(num_downs - 5):
-            level = _UnetLevel(8 * ngf, 8 * ngf, level, dropout)
+            level = _UnetLevel(8 * ngf, 8 * ngf, level, dropout, **norm)
         for mult in (4, 2, 1):
-            level = _UnetLevel(mult * ngf, 2 * mult * ngf, level)
-        self.model = _UnetLevel(output_nc, ngf, level, input_nc=input_nc, outermost=True)
+            level = _UnetLevel(mult * ngf, 2 * mult * ngf, level, **norm)
+        self.model = _UnetLevel(output_nc, ngf, level, input_nc=input_nc, outermost=True, **norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -107,6 +107,8 @@ def test_files_that_are_no_generator_are_refused_in_one_line(tmp_path):
     assert "neither a ResNet" in _refusal(_save(tmp_path, other, "classifier.pth"))
     batch_norm = randomize(OfficialResnet(8, 6, batch_norm=True))
     assert "norm=instance" in _refusal(_save(tmp_path, batch_norm.state_dict(), "bn_resnet.pth"))
+    instance_unet = randomize(OfficialUnet(4, 7, instance_norm=True))
+    assert "read with BatchNorm (norm=batch)" in _refusal(_save(tmp_path, instance_unet.state_dict(), "in_unet.pth"))
     whole = tmp_path / "whole_model.pth"
     torch.save(OfficialResnet(4, 6), whole)
     assert "pickled" in _refusal(whole)

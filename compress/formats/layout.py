@@ -78,6 +78,9 @@ def mismatch(
     if norm_weights:
         return (f"its norm layer {norm_weights[0].rsplit('.', 1)[0]!r} has weights (a BatchNorm or affine norm); "
                 "ResNet generators are read with InstanceNorm without affine parameters (norm=instance)")  # fmt: skip
+    if missing and all(k.rsplit(".", 1)[0] in layout.norms for k in missing):
+        return (f"its norm layers hold no weights ({missing[0]!r} is missing: InstanceNorm, norm=instance); "
+                f"{layout.arch} generators are read with BatchNorm (norm=batch)")  # fmt: skip
     if missing:
         return f"key {missing[0]!r} is missing" + (f" ({len(missing)} keys missing)" if len(missing) > 1 else "")
     if extra:
