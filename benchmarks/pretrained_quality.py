@@ -21,8 +21,8 @@ generator right after the search; l1_prune: right after slicing). The search's g
 0.3 x the training lr (as the shipped configs); lam is set so that the latents shrink by 1.5
 within 40 % of the budget.
 
-    python benchmarks/pretrained_quality.py [--seeds 0 1 2 3] [--targets 0.25 0.1] [--steps 800]
-        [--dense-steps 1600] [--variants in:below_cut none:all ...] [--out FILE]
+    python benchmarks/pretrained_quality.py [--seeds 0 1 2 3] [--targets 0.25 0.1] [--steps 400]
+        [--dense-steps 1600] [--variants in:below_cut:scale none:all:offset ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -116,12 +116,21 @@ def _coronet(full, cost, target, steps, seed, data, held_out, start=None, salien
     return slim, after, {**times, "step0_max_abs": fit_error}
 
 
+def _write(path: Path, args, rows: list[dict], started: float, done: bool) -> None:
+    """The JSON record, rewritten after every row: an interrupted run keeps what it measured."""
+    meta = {"args": vars(args), "machine": platform.processor() or platform.machine(), "threads": args.threads,
+            "torch": torch.__version__, "total_s": time.perf_counter() - started, "complete": done}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**meta, "summary": summarize(rows), "runs": rows}, indent=2))
+
+
 def run(args) -> list[dict]:
     full = compress.full_plan("resnet", **SIZES)
     cost = compress.PlanCost(full, (1, 3, IMAGE, IMAGE))
     data = builtin_paired(64, IMAGE, seed=0)
     held_out = builtin_paired(32, IMAGE, seed=1)
     rows: list[dict] = []
+    started = time.perf_counter()
 
     def record(method, seed, model, extra, target=1.0, after=None):
         count = cost.count(model.plan.widths)
@@ -135,6 +144,7 @@ def run(args) -> list[dict]:
         tail = f"  after search L1 {after['l1']:.4f}" if after else ""
         print(f"  {method:<26} {target:<5} seed {seed}: ratio {row['ratio']:.3f}  L1 {row['l1']:.4f}  "
               f"PSNR {row['psnr']:5.2f}  {wall:6.1f} s{tail}", flush=True)  # fmt: skip
+        _write(Path(args.out), args, rows, started, done=False)
 
     for seed in args.seeds:
         torch.manual_seed(seed)
@@ -183,9 +193,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.1])
-    p.add_argument("--steps", type=int, default=800, help="GAN steps every method gets after the pretrained start")
+    p.add_argument("--steps", type=int, default=400, help="GAN steps every method gets after the pretrained start")
     p.add_argument("--dense-steps", type=int, default=1600, help="GAN steps of the pretrained dense generator")
-    p.add_argument("--variants", nargs="+", default=["in:below_cut:scale"],
+    p.add_argument("--variants", nargs="+", default=["in:below_cut:scale", "none:all:offset"],
                    help="CoroNet-from-pretrained rows: SALIENCY:SHRINK:FIT, e.g. in:below_cut:scale")  # fmt: skip
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES)
     p.add_argument("--threads", type=int, default=2)
@@ -205,12 +215,8 @@ def main() -> int:
         spread = f"[{e['l1_min']:.4f}, {e['l1_max']:.4f}]"
         print(f"{e['method']:<28}{e['target']:>7}{e['ratio_mean']:>7.3f}{e['l1_mean']:>10.4f} {spread}"
               f"{e['psnr_mean']:>8.2f}{after:>14}{e['wall_s_mean']:>8.1f}")  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"args": vars(args), "machine": platform.processor() or platform.machine(), "threads": args.threads,
-            "torch": torch.__version__, "total_s": time.perf_counter() - t0}  # fmt: skip
-    out.write_text(json.dumps({**meta, "summary": summary, "runs": rows}, indent=2))
-    print(f"wrote {out}")
+    _write(Path(args.out), args, rows, t0, done=True)
+    print(f"wrote {args.out}")
     return 0
 
 
