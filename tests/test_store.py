@@ -88,8 +88,9 @@ def test_a_released_job_is_leased_again_without_counting_an_attempt(tmp_path):
         assert store.lease("b", ["host"], 60, now=1001.0)["attempts"] == 1
 
 
-def _lease_all(path, agent, out):
+def _lease_all(path, agent, out, start):
     with ResultStore(path) as store:
+        start.wait(timeout=120)  # all agents start together, however slowly their processes spawned
         leased = []
         while (job := store.lease(agent, ["host"], lease_s=600)) is not None:
             leased.append(job["id"])
@@ -102,8 +103,8 @@ def test_agents_in_separate_processes_never_lease_the_same_job(tmp_path):
     with ResultStore(path) as store:
         ids = [store.enqueue({"n": n}, "host") for n in range(60)]
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    workers = [ctx.Process(target=_lease_all, args=(path, f"agent-{i}", out)) for i in range(3)]
+    out, start = ctx.Queue(), ctx.Barrier(3)
+    workers = [ctx.Process(target=_lease_all, args=(path, f"agent-{i}", out, start)) for i in range(3)]
     for w in workers:
         w.start()
     leased = [out.get(timeout=60) for _ in workers]
