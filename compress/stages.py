@@ -165,10 +165,13 @@ def evaluate_generator(model: torch.nn.Module, config: PipelineConfig) -> dict[s
 
 
 def dense_inputs(config: PipelineConfig) -> dict[str, Any]:
-    """The config values the dense stage reads (the source files are fingerprinted apart)."""
+    """The config values the dense stage reads (the source files are fingerprinted apart): a
+    new converge budget or distillation weight does not train the dense reference again."""
     c = config.to_dict()
-    return {k: c[k] for k in ("model", "data", "train", "eval", "seed", "device")} | {
-        "init_from": c["search"]["init_from"]
+    train = {k: v for k, v in c["train"].items() if k not in ("converge_steps", "distill_weight")}
+    return {k: c[k] for k in ("model", "data", "eval", "seed", "device")} | {
+        "train": train,
+        "init_from": c["search"]["init_from"],
     }
 
 
