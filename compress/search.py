@@ -128,8 +128,7 @@ class ControlledPruner:
     def _cut(self) -> float:
         """The least plain shrink after which the MACs ratio is at most the target: the channels
         within it of the threshold are the ones the target prunes now (inf when none suffices)."""
-        h = self.hyper
-        deaths = torch.cat([(h.latents[g].detach().abs() - h.threshold) for g in h.prunable_groups])
+        deaths = self._deaths()
         breakpoints = torch.unique(deaths[deaths > 0]).tolist()
         lo, hi, best = 0, len(breakpoints) - 1, math.inf
         while lo <= hi:  # the ratio only falls as the shrink grows
@@ -178,10 +177,13 @@ class ControlledPruner:
                 if self.cost.ratio(widths) <= self.config.target_macs:
                     return
 
-    def _largest_safe_shrink(self, shrink: float, cut: float = math.inf) -> float:
+    def _deaths(self) -> torch.Tensor:
+        """Every prunable latent's distance above the threshold: the shrink at which it dies."""
         h = self.hyper
-        deaths = torch.cat([(h.latents[g].detach().abs() - h.threshold) for g in h.prunable_groups])
-        breakpoints = sorted({float(d) for d in deaths if 0 < d < shrink and d <= cut})
+        return torch.cat([(h.latents[g].detach().abs() - h.threshold) for g in h.prunable_groups])
+
+    def _largest_safe_shrink(self, shrink: float, cut: float = math.inf) -> float:
+        breakpoints = sorted({float(d) for d in self._deaths() if 0 < d < shrink and d <= cut})
         lo, hi, best = 0, len(breakpoints) - 1, 0.0
         while lo <= hi:  # the ratio only falls as the shrink grows
             mid = (lo + hi) // 2
