@@ -11,6 +11,7 @@ interrupted search or converge continues from its last saved state.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -157,6 +158,8 @@ def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     result = search_stage(config, run_dir, progress=progress)
     line = (f"reached MACs ratio {result.ratio:.4f} (target {config.search.target_macs}, "
             f"tolerance {config.search.tolerance}) in {result.steps} steps")  # fmt: skip
+    if result.resumed_from:
+        line += f", resumed from step {result.resumed_from}"
     outputs = [run_dir / HYPER_CHECKPOINT, run_dir / GAN_STATE, run_dir / "search.json", run_dir / "search_log.jsonl"]
     return line, outputs
 
@@ -299,11 +302,84 @@ def _with_needed_stages(selected: tuple[str, ...], config) -> tuple[str, ...]:
     return selected
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from compress.config import load_config
+def _trains(stage: str, config) -> bool:
+    """Whether `stage` trains (under torchrun every rank runs it; the others run on rank 0 only)."""
+    from compress.stages import dense_source
+
+    if stage == "dense":
+        return not dense_source(config) and config.train.dense_steps > 0
+    return stage in ("search", "converge")
+
+
+def _train_on_this_rank(stage: str, config, run_dir: Path) -> None:
+    """A training stage as the ranks other than 0 run it: the same training, no files, no output."""
+    from compress.stages import converge_stage, dense_stage, search_stage
+
+    if stage == "dense":
+        dense_stage(config, run_dir, progress=False)
+    elif stage == "search":
+        search_stage(config, run_dir, progress=False)
+    else:
+        converge_stage(run_dir, progress=False, config=config)
+
+
+def _run_stages(selected: tuple[str, ...], config, run_dir: Path, args: argparse.Namespace) -> None:
+    """Run (or skip, when up to date) each selected stage. Under torchrun rank 0 decides what is
+    up to date and alone writes stamps and prints; a stage's error on any rank stops every rank
+    with that rank's message, after the stage."""
+    from compress import distributed
     from compress.errors import CoronetError
     from compress.runstate import fingerprint, up_to_date, write_stamp
+
+    main_rank = distributed.current().is_main
+    for stage in selected:
+        todo = None
+        if main_rank:
+            inputs, files = _stage_inputs(stage, config, run_dir)
+            print_ = fingerprint(inputs, files)
+            stamp = None if args.force else up_to_date(run_dir, stage, print_)
+            if stamp is not None and (stage != "bench" or _results_kept(run_dir)):
+                print(f"[{stage}] up to date: {stamp.summary}")
+            else:
+                todo = print_
+        todo = distributed.from_main(todo)
+        if todo is None:
+            continue
+        t0, error = time.perf_counter(), None
+        try:
+            if main_rank:
+                line, outputs = RUNNERS[stage](config, run_dir, not args.quiet)
+            elif _trains(stage, config):
+                _train_on_this_rank(stage, config, run_dir)
+        except CoronetError as exc:
+            error = str(exc)
+        error = distributed.first_error(error)
+        if error:
+            raise CoronetError(error)
+        if main_rank:
+            write_stamp(run_dir, stage, todo, outputs, line)
+            print(f"[{stage}] {line} ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def _start_ranks(config) -> None:
+    """Under torchrun: join the process group (gloo on CPUs, NCCL on GPUs), and let the first
+    Ctrl-C interrupt while later signals wait for the interrupted stage to save its state."""
+    from compress import distributed
+
+    if distributed.launched():
+        from compress.stages import training_device
+
+        distributed.init_from_env(training_device(config))
+        distributed.stop_once_on_signals()
+        if not distributed.current().is_main:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 alone prints; closed at exit
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from compress import distributed
+    from compress.config import load_config
+    from compress.errors import CoronetError
 
     run_dir = Path(args.run_dir)
     selected = STAGES[STAGES.index(args.from_stage) : STAGES.index(args.to_stage) + 1]
@@ -312,22 +388,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         config = load_config(args.config, _overrides(args))
+        _start_ranks(config)
         if config.model.read_from:
             sizes = ", ".join(f"{k} {v}" for k, v in config.model.sizes.items())
             print(f"[model] {config.model.arch} ({sizes}), read from {config.model.read_from}")
         selected = _with_needed_stages(selected, config)
-        for stage in selected:
-            inputs, files = _stage_inputs(stage, config, run_dir)
-            print_ = fingerprint(inputs, files)
-            stamp = None if args.force else up_to_date(run_dir, stage, print_)
-            if stamp is not None and (stage != "bench" or _results_kept(run_dir)):
-                print(f"[{stage}] up to date: {stamp.summary}")
-                continue
-            t0 = time.perf_counter()
-            line, outputs = RUNNERS[stage](config, run_dir, not args.quiet)
-            write_stamp(run_dir, stage, print_, outputs, line)
-            print(f"[{stage}] {line} ({time.perf_counter() - t0:.1f} s)")
-        if "report" in selected:
+        _run_stages(selected, config, run_dir, args)
+        if "report" in selected and distributed.current().is_main:
             from reports import summary_table
 
             table = summary_table(report_data(config, run_dir))
@@ -335,12 +402,38 @@ def main(argv: list[str] | None = None) -> int:
             print(table.rename_axis(None).to_string(float_format=lambda v: f"{v:.4g}", na_rep="-"))
             print(f"\nreport: {(run_dir / REPORT_DIR / 'index.html').resolve()}")
     except CoronetError as exc:
-        print(f"compress-and-ship: error: {exc}", file=sys.stderr)
+        distributed.report_error(str(exc))
+        if distributed.current().is_main:  # under torchrun every rank holds the same message
+            print(f"compress-and-ship: error: {exc}", file=sys.stderr)
+        distributed.finish()
         return 1
     except KeyboardInterrupt:
-        print("compress-and-ship: interrupted; finished stages are kept in the run directory", file=sys.stderr)
+        if distributed.current().is_main:
+            print("compress-and-ship: interrupted; finished stages are kept in the run directory", file=sys.stderr)
+        distributed.finish(clean=False)
         return 130
+    except RuntimeError as exc:  # under torchrun: another rank is gone (interrupted, killed, crashed)
+        if not distributed.launched() or not _lost_peer(exc):
+            raise
+        message = (f"rank {distributed.current().rank} lost the other ranks ({_first_line(exc)}); finished stages "
+                   "are kept in the run directory; run again to resume")  # fmt: skip
+        distributed.report_error(message)
+        print(f"compress-and-ship: error: {message}", file=sys.stderr)
+        distributed.finish(clean=False)
+        return 1
+    distributed.finish()
     return 0
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    import torch.distributed as dist
+
+    text = str(exc).lower()
+    return isinstance(exc, dist.DistError) or any(w in text for w in ("connection", "gloo", "nccl", "peer"))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ class SearchResult:
     macs: MacCount
     full_macs: MacCount
     log: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int = 0  # the step a resumed search went on from (0: it started afresh)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +92,7 @@ class SearchResult:
             "plan": self.plan.to_dict(),
             "macs": self.macs.to_dict(),
             "full_macs": self.full_macs.to_dict(),
+            "resumed_from": self.resumed_from,
         }
 
 
@@ -214,13 +216,15 @@ def run_search(
     start_step: int = 0,
     save_state: Callable[[int], None] | None = None,
     writer: Any = None,
+    on_check: Callable[[], dict[str, Any]] | None = None,
 ) -> SearchResult:
     """Alternate `train_step(step)` (one optimizer step of the GAN, returning its losses) with
     the controlled proximal step until the MACs ratio lands in the target window.
 
     `start_step` > 0 resumes (the log is appended to); `save_state(step)` is called every
     `checkpoint_every` steps and when the loop ends or is interrupted; `writer` is an optional
-    TensorBoard SummaryWriter."""
+    TensorBoard SummaryWriter; `on_check()` runs at every check (on every rank under torchrun)
+    and returns more fields for that step's log record."""
     from tqdm import tqdm
 
     pruner = ControlledPruner(hyper, cost, config)
@@ -251,6 +255,7 @@ def run_search(
                     "macs_ratio": ratio,
                     "lr": lr,
                     "widths": hyper.pruned_widths(),
+                    **(on_check() if on_check is not None else {}),
                 }
                 log.append(record)
                 if log_file is not None:
@@ -279,7 +284,7 @@ def run_search(
             "(or pass --allow-miss to keep the result)"
         )
     plan = hyper.pruned_plan()
-    return SearchResult(step, ratio, reached, plan, cost.count(plan.widths), cost.full, log)
+    return SearchResult(step, ratio, reached, plan, cost.count(plan.widths), cost.full, log, start_step)
 
 
 def make_adam(params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:

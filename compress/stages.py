@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from compress.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from compress.config import PipelineConfig, config_from_dict
@@ -36,8 +36,8 @@ from compress.data import (
     builtin_paired,
     builtin_unpaired,
 )
-from compress.distributed import init_from_env, wrap
-from compress.errors import CheckpointError, ConfigError
+from compress.distributed import DistInfo, init_from_env, lr_factor, rank_device, spread, wrap
+from compress.errors import CheckpointError, ConfigError, TrainingDivergedError
 from compress.formats import ImportedGenerator, import_generator
 from compress.hyper import HyperGenerator, init_from_dense
 from compress.macs import MacCount, PlanCost, count_macs
@@ -81,10 +81,23 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
-def _device(config: PipelineConfig) -> torch.device:
+def training_device(config: PipelineConfig) -> torch.device:
+    """The device the training stages run on (under torchrun, a bare 'cuda' is this rank's GPU)."""
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {config.device!r} asked for, but CUDA is not available here; use 'cpu'")
-    return torch.device(config.device)
+    return rank_device(torch.device(config.device))
+
+
+def _reseed_rank(config: PipelineConfig, info: DistInfo) -> None:
+    """Once the models are built (the same on every rank), each rank draws its own noise and
+    dropout masks; rank 0 keeps the single-process stream."""
+    if info.rank:
+        torch.manual_seed(config.seed + 1_000_003 * info.rank)
+
+
+def _scaled_train(config: PipelineConfig) -> Any:
+    """train with its lr under the ranks' lr rule (train.lr_scaling)."""
+    return dataclasses.replace(config.train, lr=config.train.lr * lr_factor(config.train.lr_scaling))
 
 
 def _datasets(config: PipelineConfig) -> tuple[Dataset, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -108,13 +121,28 @@ def _datasets(config: PipelineConfig) -> tuple[Dataset, tuple[torch.Tensor, torc
     return ImageFolder(d.root, d.image_size), None
 
 
-def _batches(dataset: Dataset, config: PipelineConfig, rank: int = 0) -> Iterator[Any]:
-    generator = torch.Generator().manual_seed(config.seed + 7919 * rank)  # each rank its own order
-    loader = DataLoader(dataset, batch_size=config.data.batch_size, shuffle=True, drop_last=True, generator=generator)
+def training_batches(dataset: Dataset, config: PipelineConfig, info: DistInfo | None = None) -> Iterator[Any]:
+    """Shuffled batches of data.batch_size, forever; under torchrun each rank reads its own shard
+    (a new split every epoch, the same on every rank)."""
+    size, info = config.data.batch_size, info or DistInfo()
+    if info.world_size == 1:
+        generator = torch.Generator().manual_seed(config.seed)
+        loader = DataLoader(dataset, batch_size=size, shuffle=True, drop_last=True, generator=generator)
+        sampler = None
+    else:
+        sampler = DistributedSampler(dataset, info.world_size, info.rank, seed=config.seed, drop_last=True)
+        loader = DataLoader(dataset, batch_size=size, sampler=sampler, drop_last=True)
+    if len(loader) == 0 and info.world_size > 1:
+        raise ConfigError(f"data.batch_size {size} is larger than a rank's shard of the data ({len(dataset)} images "
+                          f"on {info.world_size} ranks); lower data.batch_size or use fewer ranks")  # fmt: skip
     if len(loader) == 0:
-        raise ConfigError(f"data.batch_size {config.data.batch_size} is larger than the dataset ({len(dataset)})")
+        raise ConfigError(f"data.batch_size {size} is larger than the dataset ({len(dataset)})")
+    epoch = 0
     while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         yield from loader
+        epoch += 1
 
 
 def held_out_images(config: PipelineConfig) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
@@ -180,12 +208,13 @@ def dense_source(config: PipelineConfig) -> str:
     return config.search.init_from or config.train.teacher
 
 
-def dense_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+def dense_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -> dict[str, Any] | None:
     """The dense generator the compressed one is compared with, made once per run directory:
     imported from the pretrained generator of the config (search.init_from, else train.teacher;
     any format `import_generator` reads); else trained here for train.dense_steps with the same
     GAN losses; else the dense architecture at its initial weights, which is right for MACs and
-    latency but says nothing about quality. Writes dense.pt and dense.json."""
+    latency but says nothing about quality. Writes dense.pt and dense.json. Under torchrun
+    every rank trains; rank 0 writes and returns the record, the others return None."""
     plan = full_plan(config.model.arch, **config.model.sizes)
     source = dense_source(config)
     trained = True
@@ -193,15 +222,21 @@ def dense_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) ->
         imported = import_dense(source, plan)
         model, source = imported.model, f"{source}: {imported.describe()}"
     elif config.train.dense_steps > 0:
-        device = _device(config)
+        device = training_device(config)
+        info = init_from_env(device)
         torch.manual_seed(config.seed)
         model = build_generator(config.model.arch, plan).to(device).train()
         budget = dataclasses.replace(
-            config.train, converge_steps=config.train.dense_steps,
+            _scaled_train(config), converge_steps=config.train.dense_steps,
             decay_steps=min(config.train.decay_steps, config.train.dense_steps), distill_weight=0.0,
         )  # fmt: skip
         dataset, _ = _datasets(config)
-        converge(GanTrainer(model, plan, budget, device), _batches(dataset, config), budget, progress, desc="dense")
+        ddp = partial(wrap, info=info, device=device)
+        trainer = GanTrainer(ddp(model), plan, budget, device, wrap=ddp)
+        _reseed_rank(config, info)
+        converge(trainer, training_batches(dataset, config, info), budget, progress and info.is_main, desc="dense")
+        if not info.is_main:
+            return None
         source = f"trained here for {config.train.dense_steps} steps"
     else:
         torch.manual_seed(config.seed)
@@ -231,12 +266,12 @@ def import_dense(path: str, plan: ChannelPlan) -> ImportedGenerator:
 
 def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -> SearchResult:
     """Train the GAN with the hyper generator until the MACs target is reached."""
-    device = _device(config)
+    device = training_device(config)
     torch.manual_seed(config.seed)
     plan = full_plan(config.model.arch, **config.model.sizes)
     dist_info = init_from_env(device)
     dataset, _ = _datasets(config)
-    batches = _batches(dataset, config, rank=dist_info.rank)
+    batches = training_batches(dataset, config, dist_info)
     hyper = HyperGenerator(config.model.arch, plan, config.search.embedding_dim)
     if config.search.init_from:
         dense = import_dense(config.search.init_from, plan).model
@@ -247,11 +282,11 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     if config.search.compile:
         hyper.hypernet.use_compiled()
     ddp = partial(wrap, info=dist_info, device=device)
-    trainer = GanTrainer(ddp(hyper), plan, config.train, device, wrap=ddp)
+    trainer = GanTrainer(ddp(hyper), plan, _scaled_train(config), device, wrap=ddp)
     # The generators learn at search.lr while searching (the proximal step shrinks by lam times
     # it); the discriminators at train.lr, as in the converge stage.
     for group in trainer.opt_g.param_groups:
-        group["lr"] = config.search.lr
+        group["lr"] = config.search.lr * lr_factor(config.train.lr_scaling)
     cost = PlanCost(plan, example_input_shape(plan, config.data.image_size))
     state_path = run_dir / SEARCH_STATE
     # A search resumes when everything it reads but its step budget is unchanged.
@@ -265,6 +300,16 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
         trainer.opt_g.load_state_dict(state["opt_g"])
         trainer.opt_d.load_state_dict(state["opt_d"])
         start = int(state["step"])
+    _reseed_rank(config, dist_info)
+
+    def check_ranks() -> dict[str, Any]:
+        """Under torchrun: the ranks' latents (so their plans) must be the same at every check."""
+        gap = spread(list(hyper.latents.values()))
+        if gap > 0:
+            raise TrainingDivergedError(
+                f"the ranks' latents differ by {gap:.3g} (DDP did not keep them equal); run the search in one process"
+            )
+        return {"ranks": dist_info.world_size, "latent_spread": gap}
 
     def save_state(step: int) -> None:
         state = {
@@ -290,6 +335,7 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
             start_step=start,
             save_state=save_state if dist_info.is_main else None,
             writer=writer,
+            on_check=check_ranks if dist_info.world_size > 1 else None,
         )
     finally:
         if writer is not None:
@@ -384,16 +430,20 @@ class ConvergeResult:
         }
 
 
-def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig | None = None) -> ConvergeResult:
+def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig | None = None) -> ConvergeResult | None:
     """Fine-tune the slim generator (fresh generator optimizer, the search's discriminators).
-    `config` (default: the one the search ran with) sets the training and evaluation."""
+    `config` (default: the one the search ran with) sets the training and evaluation. Under
+    torchrun every rank trains; rank 0 writes and returns the result, the others return None."""
     loaded = load_checkpoint(run_dir / SLIM_CHECKPOINT)
     config = config or config_from_dict(loaded.config)
-    device = _device(config)
+    device = training_device(config)
+    info = init_from_env(device)
     torch.manual_seed(config.seed + 1)
     slim = loaded.model.to(device).train()
     trainer_plan = full_plan(loaded.arch, **loaded.plan.sizes)
-    trainer = GanTrainer(slim, trainer_plan, config.train, device)
+    ddp = partial(wrap, info=info, device=device)
+    train_config = _scaled_train(config)
+    trainer = GanTrainer(ddp(slim), trainer_plan, train_config, device, wrap=ddp)
     if (run_dir / GAN_STATE).is_file():
         trainer.load_state_dict(torch.load(run_dir / GAN_STATE, map_location=device, weights_only=True))
     if config.train.distill_weight > 0:
@@ -408,6 +458,7 @@ def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig 
         trainer.load_state_dict(state["trainer"])
         trainer.opt_d.load_state_dict(state["opt_d"])
         start, opt_g_state, earlier = int(state["step"]), state["opt_g"], state["log"]
+    _reseed_rank(config, info)
 
     def save_state(step: int, log: list[dict[str, float]]) -> None:
         state = {"key": key, "step": step, "generator": slim.state_dict(), "trainer": trainer.state_dict(),
@@ -415,9 +466,11 @@ def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig 
                  "log": earlier + log}  # fmt: skip
         atomic_write_bytes(state_path, lambda f: torch.save(state, f))
 
-    log = converge(trainer, _batches(dataset, config), config.train, progress=progress, start_step=start,
-                   opt_g_state=opt_g_state, save_state=save_state,
+    log = converge(trainer, training_batches(dataset, config, info), train_config, progress=progress and info.is_main,
+                   start_step=start, opt_g_state=opt_g_state, save_state=save_state if info.is_main else None,
                    checkpoint_every=config.search.checkpoint_every)  # fmt: skip
+    if not info.is_main:
+        return None
     log = earlier + log
     with open(run_dir / "converge_log.jsonl", "w") as f:
         f.writelines(json.dumps(record) + "\n" for record in log)

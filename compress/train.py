@@ -9,7 +9,6 @@ hyper generator while searching, the slim one while converging).
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.distributed import all_finite
 from compress.errors import ConfigError, TrainingDivergedError
 from compress.models import build_discriminator, build_generator, full_plan
 from compress.plan import ChannelPlan
@@ -44,6 +44,10 @@ class TrainConfig:
     teacher: str = ""  # optional dense generator checkpoint to distill from while converging
     distill_weight: float = 0.0  # weight of the L1 to the teacher's output (off by default)
     dense_steps: int = 0  # train a dense reference for the report when none is given (0: don't)
+    # Under torchrun with N ranks (compress/distributed.py): every rank takes data.batch_size
+    # images, so the effective batch is N x data.batch_size; "none" keeps train.lr and search.lr
+    # as configured (the pix2pix/CycleGAN practice), "linear" multiplies both by N.
+    lr_scaling: str = "none"
 
     def __post_init__(self) -> None:
         if self.direction not in ("AtoB", "BtoA"):
@@ -52,6 +56,8 @@ class TrainConfig:
             raise ConfigError(f"train.setup must be one of {', '.join(SETUPS)}, got {self.setup!r}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.lr_scaling not in ("none", "linear"):
+            raise ConfigError(f"train.lr_scaling must be none or linear, got {self.lr_scaling!r}")
         if self.distill_weight < 0 or (self.distill_weight > 0 and not self.teacher):
             raise ConfigError("train.distill_weight > 0 needs train.teacher, a dense generator checkpoint")
         if self.converge_steps < 0 or not 0 <= self.decay_steps <= max(self.converge_steps, 0):
@@ -260,7 +266,7 @@ def converge(
                          total=config.converge_steps):  # fmt: skip
             trainer.set_lr(linear_decay(step, config.converge_steps, config.decay_steps, config.lr))
             losses = trainer.step(next(batches))
-            if not all(math.isfinite(v) for v in losses.values()):
+            if not all_finite(list(losses.values()), trainer.device):  # on every rank, under torchrun
                 diverged = True  # the weights are spoilt: keep the last saved state instead
                 raise TrainingDivergedError(f"a converge loss is not finite at step {step}: {losses}; lower train.lr")
             log.append({"step": step, **losses})
