@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from compress.errors import CheckpointError
 from compress.hyper import HyperGenerator
 from compress.models import build_generator, validate_plan
 from compress.plan import ChannelPlan
+from coronet.files import atomic_write_bytes
 
 FORMAT = "coronetgan.checkpoint"
 VERSION = 1
@@ -29,27 +28,6 @@ class Checkpoint:
     plan: ChannelPlan
     model: nn.Module
     config: dict[str, Any] = field(default_factory=dict)
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call `write(file)` on a temp file beside `path`, fsync, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any] | None = None) -> Path:

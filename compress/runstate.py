@@ -17,17 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compress.checkpoint import atomic_write_bytes
+from coronet.files import atomic_write_bytes, sha256_file
 
 STAMPS = Path("stages")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fingerprint(inputs: dict[str, Any], files: dict[str, Path]) -> str:

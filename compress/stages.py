@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
-from compress.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.config import PipelineConfig, config_from_dict
 from compress.data import (
     AlignedFolder,
@@ -44,11 +44,11 @@ from compress.macs import MacCount, PlanCost, count_macs
 from compress.metrics import fid_kid, paired_metrics
 from compress.models import build_generator, example_input_shape, full_plan
 from compress.plan import ChannelPlan
-from compress.runstate import sha256_file
 from compress.saliency import channel_saliency, latents_from_saliency
 from compress.search import SearchResult, run_search
 from compress.slim import slim_generator
 from compress.train import GanTrainer, converge
+from coronet.files import atomic_write_bytes, sha256_file
 
 HYPER_CHECKPOINT = Path("checkpoints/hyper.pt")
 GAN_STATE = Path("checkpoints/gan.pt")

@@ -10,13 +10,15 @@ import hashlib
 import importlib
 import os
 import shlex
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from compress.errors import CoronetError
+from coronet.errors import CoronetError
 
 T = TypeVar("T")
 RC_MARKER = "__CORONET_RC__="
@@ -43,15 +45,23 @@ def default_key_path() -> Path:
 
 
 def load_or_create_key(path: Path | None = None):
-    """The RSA key in the standard adb location, created (mode 0600) when missing."""
+    """The RSA key in the standard adb location, created when missing: made in a private (0700)
+    folder beside it, set to 0600 and moved into place, so it is never readable by others, not
+    even for a moment, and never half-written."""
     from adb_shell.auth.keygen import keygen
     from adb_shell.auth.sign_pythonrsa import PythonRSASigner
 
     path = path or default_key_path()
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        keygen(str(path))
-        os.chmod(path, 0o600)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private = Path(tempfile.mkdtemp(prefix=".adbkey.", dir=path.parent))
+        try:
+            keygen(str(private / "adbkey"))
+            os.chmod(private / "adbkey", 0o600)
+            os.replace(private / "adbkey.pub", f"{path}.pub")
+            os.replace(private / "adbkey", path)  # last: a key without its .pub is never left
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
     return PythonRSASigner(Path(f"{path}.pub").read_text(), path.read_text())
 
 
@@ -113,23 +123,35 @@ class AdbTransport:
         self._device = None
 
     # --- connection ------------------------------------------------------------------------
+    # A connection that failed is closed and forgotten (`_device` None); the next call opens a
+    # new one. So a phone that drops and comes back is used again, however often it dropped.
     def connect(self) -> None:
+        self._retry("connect", self._open)
+
+    def _open(self) -> None:
         from adb_shell.adb_device import AdbDeviceTcp
 
         signer = load_or_create_key(self.key_path)
-
-        def attempt() -> None:
-            self.close()
-            device = (
-                self._usb_device()
-                if self.usb
-                else AdbDeviceTcp(self.host, self.port, default_transport_timeout_s=self.timeouts.transport_s)
-            )
+        self.close()
+        device = (
+            self._usb_device()
+            if self.usb
+            else AdbDeviceTcp(self.host, self.port, default_transport_timeout_s=self.timeouts.transport_s)
+        )
+        try:
             device.connect(rsa_keys=[signer], auth_timeout_s=self.timeouts.connect_s,
                            read_timeout_s=self.timeouts.read_s)  # fmt: skip
-            self._device = device
+        except BaseException:
+            with contextlib.suppress(Exception):
+                device.close()
+            raise
+        self._device = device
 
-        self._retry("connect", attempt, reconnect=False)
+    def _live(self):
+        """The open connection, opened first when there is none (one attempt)."""
+        if self._device is None:
+            self._open()
+        return self._device
 
     def _usb_device(self):
         from adb_shell.adb_device import AdbDeviceUsb
@@ -159,22 +181,20 @@ class AdbTransport:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _retry(self, step: str, action: Callable[[], T], reconnect: bool = True) -> T:
+    def _retry(self, step: str, action: Callable[[], T]) -> T:
+        """`action()` with up to `retries` tries; after a transient error the connection is
+        dropped, so the next try (and, if all fail, the next call) connects afresh."""
         transient = _transient_errors()
         delay = self.backoff_s
         for attempt in range(1, self.retries + 1):
             try:
                 return action()
             except transient as exc:
+                self.close()
                 if attempt == self.retries:
                     raise DeviceError(self.serial, step, f"{type(exc).__name__}: {exc}") from None
                 time.sleep(delay)
                 delay *= 2
-                if reconnect:
-                    try:
-                        self.connect()
-                    except DeviceError:
-                        continue
         raise AssertionError("unreachable")
 
     # --- commands --------------------------------------------------------------------------
@@ -187,7 +207,7 @@ class AdbTransport:
         def run() -> str:
             # A benchmark may print nothing for a long time (cool-down, long runs): every read
             # may wait as long as the whole command is allowed to take.
-            return self._device.shell(wrapped, transport_timeout_s=timeout, read_timeout_s=timeout, timeout_s=timeout)
+            return self._live().shell(wrapped, transport_timeout_s=timeout, read_timeout_s=timeout, timeout_s=timeout)
 
         output = self._retry("shell", run)
         body, marker, rc = output.rpartition(RC_MARKER)
@@ -234,15 +254,15 @@ class AdbTransport:
         self.check(f"mkdir -p {shlex.quote(str(Path(remote).parent))}", "push")
 
         def send() -> None:
-            self._device.push(str(local), remote, transport_timeout_s=self.timeouts.transport_s,
+            self._live().push(str(local), remote, transport_timeout_s=self.timeouts.transport_s,
                               read_timeout_s=self.timeouts.read_s)  # fmt: skip
 
         self._retry("push", send)
         size = Path(local).stat().st_size
-        _, remote_size, _ = self._retry("push", lambda: self._device.stat(remote))
+        _, remote_size, _ = self._retry("push", lambda: self._live().stat(remote))
         if remote_size != size % (1 << 32) or self.remote_sha256(remote) != data_hash:
             raise DeviceError(self.serial, "push", f"{remote} on the device does not match {local} (size or SHA-256)")
         return True
 
     def pull(self, remote: str, local: Path) -> None:
-        self._retry("pull", lambda: self._device.pull(remote, str(local), read_timeout_s=self.timeouts.read_s))
+        self._retry("pull", lambda: self._live().pull(remote, str(local), read_timeout_s=self.timeouts.read_s))

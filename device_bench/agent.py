@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from compress.errors import CoronetError
+from coronet.bundle import Bundle
+from coronet.errors import CoronetError
 from device_bench.records import BenchResult
 from device_bench.store import LeaseLost, ResultStore
 from device_bench.suite import default_delegate
-from export.bundle import Bundle
 
 
 class JobQueue(Protocol):
@@ -169,7 +169,7 @@ class Agent:
 
             return run_host_benchmark(bundle, runtime, int(spec.get("threads", 1)), int(spec.get("runs", 20)),
                                       float(spec.get("warmup_s", 1.0)))  # fmt: skip
-        from device_bench.adb import AdbTransport, DeviceError
+        from device_bench.adb import AdbTransport
         from device_bench.run import BenchJob, run_job
 
         delegate = spec.get("delegate") or default_delegate(runtime)
@@ -182,6 +182,6 @@ class Agent:
             self._transports[device] = transport
         try:
             return run_job(job, transport, self.binaries)
-        except DeviceError:
-            self._transports.pop(device).close()  # reconnect for the next job
+        except BaseException:
+            self._transports.pop(device).close()  # whatever broke, the next job starts on a new connection
             raise

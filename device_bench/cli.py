@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(args) -> int:
-    from compress.errors import ConfigError
+    from coronet.errors import ConfigError
     from reports import build_report, render_site
 
     if not Path(args.store).is_file():
@@ -128,8 +128,8 @@ def _devices(args) -> int:
 
 
 def _run(args) -> int:
+    from coronet.bundle import Bundle
     from device_bench.store import ResultStore
-    from export.bundle import Bundle
 
     delegate = args.delegate or ("xnnpack" if args.runtime == "tflite" else "cpu")
     args.bundle = str(Path(args.bundle).resolve())  # the store outlives this working directory
@@ -163,7 +163,7 @@ def _run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from compress.errors import CoronetError
+    from coronet.errors import CoronetError
 
     try:
         from device_bench import lab

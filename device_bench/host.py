@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from coronet.bundle import Bundle, tool_versions
 from device_bench.records import BenchResult, LatencyStats
-from export.bundle import Bundle, tool_versions
 
 
 def _cpu_model() -> str:

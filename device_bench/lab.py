@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from compress.errors import ConfigError
+from coronet.errors import ConfigError
 from device_bench.suite import default_delegate
 
 TOKEN_ENV = "DEVICE_BENCH_TOKEN"
@@ -58,7 +58,7 @@ class Submitter:
         self._refs: dict[Path, str] = {}
 
     def bundle_ref(self, path: str | Path) -> str:
-        from export.bundle import Bundle
+        from coronet.bundle import Bundle
 
         folder = Path(path).expanduser().resolve()
         if folder not in self._refs:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from coronet.bundle import Bundle, tool_versions
 from device_bench.adb import AdbTransport, DeviceError
 from device_bench.parsers import parse_benchmark_model, parse_perf_test
 from device_bench.profiles import DeviceProfile, clusters_from_policies, identify_soc, parse_getprop
 from device_bench.records import BenchResult, LatencyStats
-from export.bundle import Bundle, tool_versions
 
 RUNNER = Path(__file__).resolve().parents[1] / "android_runner" / "runner.sh"
 TOOLS = {"tflite": "benchmark_model", "onnx": "onnxruntime_perf_test"}

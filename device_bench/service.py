@@ -34,12 +34,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from compress.errors import CoronetError
-from compress.runstate import sha256_file
+from coronet.bundle import MANIFEST, SCHEMA_VERSION, Bundle
+from coronet.errors import CoronetError, IncompleteBundleError
+from coronet.files import sha256_file
 from device_bench.records import BenchResult
 from device_bench.store import LeaseLost, ResultStore
-from export.bundle import MANIFEST, SCHEMA_VERSION, Bundle
-from export.errors import IncompleteBundleError
 
 BUNDLE_ID = re.compile(r"^[0-9a-f]{32}$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}$")

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from compress.errors import CoronetError
+from coronet.errors import CoronetError
 from device_bench.records import BenchResult
 
 SCHEMA = """

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from coronet.bundle import Bundle
 from device_bench.records import BenchResult
 from device_bench.store import ResultStore
-from export.bundle import Bundle
 
 
 @dataclass(frozen=True)

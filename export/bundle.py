@@ -1,103 +1,32 @@
-"""A bundle: the exported files of one generator and `manifest.json`, written last.
-
-A folder without a manifest, or whose files do not match it, is incomplete: an interrupted export
-never looks finished. Exporting again into a folder first removes its manifest.
+"""Writing a bundle: the exported files of one generator and `manifest.json`, written last
+(reading one: `coronet.bundle.Bundle`, re-exported here). Exporting again into a folder first
+removes its manifest, so an interrupted export never looks finished.
 """
 
 from __future__ import annotations
 
 import json
-import platform
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from compress.checkpoint import atomic_write_bytes
 from compress.formats import import_generator
 from compress.hyper import HyperGenerator
 from compress.macs import count_macs
 from compress.models import example_input_shape
 from compress.plan import ChannelPlan
-from compress.runstate import sha256_file
 from compress.slim import slim_generator
-from export.errors import ExportError, IncompleteBundleError
+from coronet.bundle import FILENAMES, MANIFEST, SCHEMA_VERSION, Bundle, tool_versions
+from coronet.files import atomic_write_bytes, sha256_file
+from export.errors import ExportError
 from export.onnx_export import to_onnx
 from export.parity import check_parity, random_inputs
 from export.runtimes import make_runner
 from export.structure import check_structure
 from export.tflite_export import PRECISIONS, to_tflite, xnnpack_partitions
-
-MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
-FILENAMES = {"onnx": "model.onnx", "tflite": "model.tflite"}
-TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
-
-
-def tool_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in TOOLS:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-@dataclass
-class Bundle:
-    path: Path
-    manifest: dict[str, Any]
-
-    @classmethod
-    def open(cls, path: str | Path, verify: bool = True) -> Bundle:
-        """Read a finished bundle; with `verify`, check every file's size and SHA-256."""
-        path = Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            raise IncompleteBundleError(f"{path} has no {MANIFEST}: the export did not finish; export it again")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise IncompleteBundleError(f"{manifest_path} is not valid JSON ({exc}); export again") from None
-        if manifest.get("schema_version") != SCHEMA_VERSION:
-            raise IncompleteBundleError(f"{manifest_path} has schema {manifest.get('schema_version')}, expected 1")
-        if verify:
-            for runtime, entry in manifest["files"].items():
-                file = path / entry["path"]
-                if not file.is_file() or file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
-                    raise IncompleteBundleError(f"{file} does not match {MANIFEST} ({runtime}); export again")
-        return cls(path, manifest)
-
-    @property
-    def plan(self) -> ChannelPlan:
-        return ChannelPlan.from_dict(self.manifest["model"]["plan"])
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.manifest["input"]["shape"])
-
-    @property
-    def runtimes(self) -> list[str]:
-        return list(self.manifest["files"])
-
-    def file(self, runtime: str) -> Path:
-        if runtime not in self.manifest["files"]:
-            raise ExportError(f"the bundle {self.path} has no {runtime} file; it has {', '.join(self.runtimes)}")
-        return self.path / self.manifest["files"][runtime]["path"]
-
-    def runner(self, runtime: str, threads: int = 1):
-        layout = self.manifest["files"][runtime].get("layout", "NCHW")
-        return make_runner(runtime, self.file(runtime), threads, layout)
-
-    def run(self, x: np.ndarray, runtime: str) -> np.ndarray:
-        """One inference: NCHW float32 in, NCHW out, whatever the file's own layout."""
-        return self.runner(runtime)(x)
 
 
 def _load_source(source: str | Path | nn.Module) -> tuple[nn.Module, dict[str, Any], dict[str, Any] | None]:
@@ -201,3 +130,6 @@ def export_bundle(
     }
     atomic_write_bytes(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))
     return Bundle(out, manifest)
+
+
+__all__ = ["FILENAMES", "MANIFEST", "SCHEMA_VERSION", "Bundle", "export_bundle", "tool_versions"]

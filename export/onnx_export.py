@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.checkpoint import atomic_write_bytes
+from coronet.files import atomic_write_bytes
 from export.errors import ExportError
 from export.passes import ONNX_PASSES, apply_passes
 

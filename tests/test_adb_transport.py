@@ -3,6 +3,7 @@
 import os
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,39 @@ def test_usb_without_the_usb_extra_says_what_to_install(monkeypatch, tmp_path):
         AdbTransport("R5CT1234567", key_path=tmp_path / "adbkey").connect()
     with pytest.raises(DeviceError, match=r"^usb: discover failed: USB unavailable"):
         list_usb_devices()
+
+
+def test_a_phone_that_drops_and_comes_back_is_used_again(phone):
+    """A failed reconnect used to leave no connection at all: every later command failed with
+    "'NoneType' object has no attribute 'shell'" although the phone was back."""
+    device, faults, key = phone
+    with AdbTransport(device.serial, key_path=key, timeouts=FAST, backoff_s=0.05) as t:
+        assert t.shell("echo before") == (0, "before\n")
+        device.unplug()
+        for _ in range(2):  # each call fails cleanly, however often
+            with pytest.raises(DeviceError, match=r"127\.0\.0\.1:\d+: shell failed: "):
+                t.shell("echo gone")
+        faults.offline = False  # plugged back in
+        assert t.shell("echo back") == (0, "back\n")
+        assert t.push(Path(__file__), "/data/local/tmp/coronet/again.py") is True
+
+
+def test_a_new_key_is_never_readable_by_others(tmp_path, monkeypatch):
+    """keygen writes with the process umask; the key is made where only its owner can reach it."""
+    import adb_shell.auth.keygen as keygen_module
+
+    from device_bench.adb import load_or_create_key
+
+    folder_modes = []
+    real_keygen = keygen_module.keygen
+
+    def watched_keygen(filepath):
+        real_keygen(filepath)
+        folder_modes.append(stat.S_IMODE(Path(filepath).parent.stat().st_mode))
+
+    monkeypatch.setattr(keygen_module, "keygen", watched_keygen)
+    key = tmp_path / "home" / ".android" / "adbkey"
+    load_or_create_key(key)
+    assert folder_modes and folder_modes[0] & 0o077 == 0
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert sorted(p.name for p in key.parent.iterdir()) == ["adbkey", "adbkey.pub"]

@@ -41,6 +41,7 @@ class Faults:
     drop_after_sync_bytes: int | None = None  # close the connection once a push got this far
     stall_s: float = 0.0  # sleep before running any shell command
     corrupt_checksum: bool = False  # send shell output with a wrong data_check
+    offline: bool = False  # the phone is gone: new connections are closed at once (see `unplug`)
 
 
 class _Stream:
@@ -314,9 +315,21 @@ class LoopbackDevice:
                 sock, _ = self.server.accept()
             except OSError:
                 return
+            if self.faults.offline:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                continue
             connection = _Connection(self, sock)
             self.connections.append(connection)
             threading.Thread(target=connection.serve, daemon=True).start()
+
+    def unplug(self) -> None:
+        """The phone goes away: open connections die and new ones are refused until
+        `faults.offline` is False again (plugged back in)."""
+        self.faults.offline = True
+        for connection in self.connections:
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> LoopbackDevice:
         self._thread.start()

@@ -1,0 +1,131 @@
+"""A bundle as its readers see it (the bench, the agent, the service, the report): the exported
+files of one generator and `manifest.json`, written last by `export.export_bundle`.
+
+A folder without a manifest, or whose files do not match it, is incomplete: an interrupted export
+never looks finished. A manifest names files inside its bundle only (relative paths, no `..`, no
+link that leads out): a crafted manifest cannot make a reader push, serve or overwrite any other
+file of the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from coronet.errors import ExportError, IncompleteBundleError
+from coronet.files import sha256_file
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+FILENAMES = {"onnx": "model.onnx", "tflite": "model.tflite"}
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+
+
+def tool_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def member_path(name: Any, where: str = MANIFEST) -> PurePosixPath:
+    """A manifest's file name as a path inside the bundle; anything else is refused with one line."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        raise IncompleteBundleError(f"{where} names a file {name!r}: expected a plain relative path")
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or (path.parts[0] == "." and len(path.parts) == 1):
+        raise IncompleteBundleError(f"{where} names {name!r}, outside its bundle: only files inside the bundle")
+    return path
+
+
+def inside(folder: Path, name: Any, where: str = MANIFEST) -> Path:
+    """`folder / name` after checking that the name stays inside `folder`, links included."""
+    target = folder / member_path(name, where)
+    root = folder.resolve()
+    if not target.resolve().is_relative_to(root):
+        raise IncompleteBundleError(f"{where} names {name!r}, a link that leads outside its bundle")
+    return target
+
+
+def check_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
+    """The manifest's shape: a schema we read, `files` with a path, size and digest each."""
+    if not isinstance(manifest, dict):
+        raise IncompleteBundleError(f"{where} is not a JSON object; export again")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise IncompleteBundleError(f"{where} has schema {manifest.get('schema_version')}, expected {SCHEMA_VERSION}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise IncompleteBundleError(f"{where} lists no files; export again")
+    for runtime, entry in files.items():
+        if runtime not in FILENAMES:
+            raise IncompleteBundleError(f"{where} lists a {runtime!r} file; known: {', '.join(FILENAMES)}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or isinstance(entry["bytes"], bool):
+            raise IncompleteBundleError(f"{where}: the {runtime} entry has no byte count; export again")
+        digest = entry.get("sha256")
+        if not isinstance(digest, str) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise IncompleteBundleError(f"{where}: the {runtime} entry has no SHA-256; export again")
+        member_path(entry.get("path"), where)
+    return manifest
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> Bundle:
+        """Read a finished bundle; with `verify`, check every file's size and SHA-256."""
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise IncompleteBundleError(f"{path} has no {MANIFEST}: the export did not finish; export it again")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise IncompleteBundleError(f"{manifest_path} is not valid JSON ({exc}); export again") from None
+        check_manifest(manifest, str(manifest_path))
+        for runtime, entry in manifest["files"].items():
+            file = inside(path, entry["path"], str(manifest_path))
+            if verify and (
+                not file.is_file() or file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]
+            ):
+                raise IncompleteBundleError(f"{file} does not match {MANIFEST} ({runtime}); export again")
+        return cls(path, manifest)
+
+    @property
+    def plan(self):
+        """The generator's ChannelPlan (needs the compress package, hence torch)."""
+        from compress.plan import ChannelPlan
+
+        return ChannelPlan.from_dict(self.manifest["model"]["plan"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["input"]["shape"])
+
+    @property
+    def runtimes(self) -> list[str]:
+        return list(self.manifest["files"])
+
+    def file(self, runtime: str) -> Path:
+        if runtime not in self.manifest["files"]:
+            raise ExportError(f"the bundle {self.path} has no {runtime} file; it has {', '.join(self.runtimes)}")
+        return inside(self.path, self.manifest["files"][runtime]["path"])
+
+    def runner(self, runtime: str, threads: int = 1):
+        from export.runtimes import make_runner
+
+        layout = self.manifest["files"][runtime].get("layout", "NCHW")
+        return make_runner(runtime, self.file(runtime), threads, layout)
+
+    def run(self, x, runtime: str):
+        """One inference: NCHW float32 in, NCHW out, whatever the file's own layout."""
+        return self.runner(runtime)(x)
