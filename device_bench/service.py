@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from coronet.bundle import MANIFEST, SCHEMA_VERSION, Bundle
+from coronet.bundle import MANIFEST, SCHEMA_VERSION, Bundle, check_manifest, inside
 from coronet.errors import CoronetError, IncompleteBundleError
 from coronet.files import sha256_file
 from device_bench.records import BenchResult
@@ -363,7 +363,13 @@ class ServiceClient:
         manifest = self._call("GET", f"/v1/bundles/{ref}/{MANIFEST}")
         if bundle_id(manifest) != ref:
             raise ServiceError(f"the service sent a manifest that is not bundle {ref}")
-        for entry in json.loads(manifest)["files"].values():
-            _atomic_write(folder / entry["path"], self._call("GET", f"/v1/bundles/{ref}/{entry['path']}"))
+        try:  # checked before anything is written: a manifest names files inside its bundle only
+            files = check_manifest(json.loads(manifest), f"bundle {ref}'s {MANIFEST} from {self.url}")["files"]
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ServiceError(f"the service sent bundle {ref} with a manifest that is not JSON") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        for entry in files.values():
+            target = inside(folder, entry["path"], f"bundle {ref}'s {MANIFEST} from {self.url}")
+            _atomic_write(target, self._call("GET", f"/v1/bundles/{ref}/{entry['path']}"))
         _atomic_write(folder / MANIFEST, manifest)  # last: a cached bundle without it is incomplete
         return Bundle.open(folder, verify=True).path
