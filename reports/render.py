@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from coronet.errors import ReportError
 from reports.model import ReportData, latency_pivot, summary_table
 from reports.trends import SERIES, TrendRule, trend_table
 
@@ -167,13 +168,37 @@ def _write_csv(frame: pd.DataFrame | None, path: Path, index: bool = False) -> N
         frame.to_csv(path, index=index)
 
 
+MARKER = ".coronet-report"  # in every site folder: the folder is ours to replace
+SITE_SUFFIXES = (".html", ".png", ".csv", ".css", ".js", ".svg")
+
+
+def _is_report_folder(folder: Path) -> bool:
+    """A folder that `render_site` may replace: empty, marked as ours, or (written before the
+    marker existed) holding only the files a report holds, index.html among them."""
+    entries = list(folder.iterdir())
+    if not entries or (folder / MARKER).is_file():
+        return True
+    return (folder / "index.html").is_file() and all(
+        p.is_file() and not p.is_symlink() and p.suffix in SITE_SUFFIXES for p in entries
+    )
+
+
 def render_site(data: ReportData, out_dir: Path) -> Path:
-    """Write the site into `out_dir` (replacing it whole) and return its index.html."""
-    out_dir = Path(out_dir)
+    """Write the site into `out_dir` (replacing a previous report whole) and return its
+    index.html. A folder that holds anything else is refused, never emptied."""
+    given, out_dir = Path(out_dir), Path(out_dir).absolute()
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ReportError(f"{out_dir} is not a folder; pass --out a new folder for the report")
+    if out_dir.is_dir() and not _is_report_folder(out_dir):
+        raise ReportError(
+            f"{out_dir} holds files that are not a report (no {MARKER} in it); pass --out a new or empty folder"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         _render_into(data, tmp)
+        (tmp / MARKER).write_text("written by CoroNet's report; the next report replaces this folder whole\n")
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared report
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -185,7 +210,7 @@ def render_site(data: ReportData, out_dir: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir / "index.html"
+    return given / "index.html"
 
 
 def _render_into(data: ReportData, out: Path) -> None:

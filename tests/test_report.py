@@ -86,7 +86,8 @@ def test_report_tables_follow_the_store(pipeline_run, tmp_path):
 def test_device_bench_report_command_and_csv(pipeline_run, tmp_path):
     folder, _ = pipeline_run
     out = tmp_path / "site"
-    out.mkdir()
+    out.mkdir()  # a report written before reports carried their marker file
+    (out / "index.html").write_text("an older report")
     (out / "stale.html").write_text("from an older report")
     proc = subprocess.run(
         [sys.executable, "-m", "device_bench.cli", "report", "--store", str(folder / "run" / "results.sqlite"),
@@ -180,3 +181,32 @@ def test_trends_page_flags_an_injected_slowdown_in_chromium(pipeline_run, tmp_pa
         assert [Path(i["src"]).name for i in images] == ["trends.png"] and images[0]["ok"]
         browser.close()
     assert (tmp_path / "site" / "trends.csv").is_file()
+
+
+@pytest.mark.parametrize("where", ["someone's folder", "the working directory", "a run directory"])
+def test_report_out_never_deletes_what_it_did_not_write(pipeline_run, tmp_path, where):
+    """`--out` names a folder of other files (or `.`, or a run directory with its checkpoints):
+    one line, exit 1, every file kept."""
+    folder, _ = pipeline_run
+    store = folder / "run" / "results.sqlite"
+    target = tmp_path / "target"
+    if where == "a run directory":
+        shutil.copytree(folder / "run", target, symlinks=True)
+    else:
+        target.mkdir()
+        (target / "thesis.tex").write_text("months of work")
+        (target / "index.html").write_text("a page of theirs")
+    before = sorted(str(p.relative_to(target)) for p in target.rglob("*"))
+    out = "." if where == "the working directory" else str(target)
+    proc = subprocess.run([sys.executable, "-m", "device_bench.cli", "report", "--store", str(store), "--out", out],
+                          cwd=target, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "holds files that are not a report" in proc.stderr
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == before
+    # a folder the report wrote is its to replace: the second report goes where the first went
+    site = tmp_path / "site"
+    for _ in range(2):
+        again = subprocess.run([sys.executable, "-m", "device_bench.cli", "report", "--store", str(store),
+                                "--out", str(site)], capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert again.returncode == 0, again.stderr
+    assert (site / ".coronet-report").is_file()
