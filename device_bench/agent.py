@@ -10,6 +10,7 @@ the queue rather than failing it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -21,9 +22,8 @@ from typing import Any, Protocol
 
 from coronet.bundle import Bundle
 from coronet.errors import CoronetError
-from device_bench.records import BenchResult
+from device_bench.records import BenchJob, BenchResult, JobError
 from device_bench.store import LeaseLost, ResultStore
-from device_bench.suite import default_delegate
 
 
 class JobQueue(Protocol):
@@ -81,6 +81,8 @@ class Agent:
     poll_s: float = 5.0
     binaries: Path = Path("bench-binaries")
     log: Callable[[str], None] = print
+    # "external:NAME" delegates this host allows: NAME -> the library's path on its phones
+    external_delegates: dict[str, str] = field(default_factory=dict)
     _transports: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def run(self, once: bool = False, stop: threading.Event | None = None) -> int:
@@ -162,26 +164,26 @@ class Agent:
                 self.log(f"job {job_id}: lease not renewed: {exc}")
 
     def _execute(self, spec: dict[str, Any]) -> BenchResult:
-        bundle = Bundle.open(self.queue.bundle(spec["bundle"]))
-        device, runtime = spec["device"], spec["runtime"]
-        if device == "host":
-            from device_bench.host import run_host_benchmark
+        """The job as the queue gave it: validated into a BenchJob (a bad setting fails the job
+        with the reason), its bundle fetched, run where it says."""
+        from device_bench.run import execute
 
-            return run_host_benchmark(bundle, runtime, int(spec.get("threads", 1)), int(spec.get("runs", 20)),
-                                      float(spec.get("warmup_s", 1.0)))  # fmt: skip
+        job = BenchJob.from_dict(spec)
+        bundle = Bundle.open(self.queue.bundle(job.bundle))
+        job = dataclasses.replace(job, bundle=str(bundle.path))
+        if job.device not in self.devices:
+            raise JobError(f"bench job for {job.device}: this agent serves {', '.join(self.devices)} only")
+        if job.device == "host":
+            return execute(job)
         from device_bench.adb import AdbTransport
-        from device_bench.run import BenchJob, run_job
 
-        delegate = spec.get("delegate") or default_delegate(runtime)
-        job = BenchJob(bundle.path, device, runtime, delegate, int(spec.get("threads", 1)), spec.get("cluster", "big"),
-                       int(spec.get("warmup", 5)), int(spec.get("runs", 20)))  # fmt: skip
-        transport = self._transports.get(device)
+        transport = self._transports.get(job.device)
         if transport is None:
-            transport = AdbTransport(device)
+            transport = AdbTransport(job.device)
             transport.connect()
-            self._transports[device] = transport
+            self._transports[job.device] = transport
         try:
-            return run_job(job, transport, self.binaries)
+            return execute(job, transport, self.binaries, self.external_delegates)
         except BaseException:
-            self._transports.pop(device).close()  # whatever broke, the next job starts on a new connection
+            self._transports.pop(job.device).close()  # whatever broke, the next job starts on a new connection
             raise

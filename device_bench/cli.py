@@ -129,26 +129,24 @@ def _devices(args) -> int:
 
 def _run(args) -> int:
     from coronet.bundle import Bundle
+    from device_bench.records import BenchJob
+    from device_bench.run import execute
     from device_bench.store import ResultStore
 
-    delegate = args.delegate or ("xnnpack" if args.runtime == "tflite" else "cpu")
-    args.bundle = str(Path(args.bundle).resolve())  # the store outlives this working directory
-    Bundle.open(args.bundle)  # a clear error for an incomplete bundle, before anything is queued
+    bundle = str(Path(args.bundle).resolve())  # the store outlives this working directory
+    Bundle.open(bundle)  # a clear error for an incomplete bundle, before anything is stored
+    job = BenchJob(bundle, args.device, args.runtime, args.delegate or "", args.threads, args.cluster, args.warmup,
+                   args.runs)  # fmt: skip
     with ResultStore(args.store) as store:
-        job_id = store.add_job({**vars(args), "delegate": delegate})
+        job_id = store.add_job(job)
         try:
-            if args.device == "host":
-                from device_bench.host import run_host_benchmark
-
-                result = run_host_benchmark(Bundle.open(args.bundle), args.runtime, args.threads, args.runs)
+            if job.device == "host":
+                result = execute(job)
             else:
                 from device_bench.adb import AdbTransport
-                from device_bench.run import BenchJob, run_job
 
-                job = BenchJob(Path(args.bundle), args.device, args.runtime, delegate, args.threads, args.cluster,
-                               args.warmup, args.runs)  # fmt: skip
-                with AdbTransport(args.device) as t:
-                    result = run_job(job, t, Path(args.binaries))
+                with AdbTransport(job.device) as t:
+                    result = execute(job, t, Path(args.binaries))
         except BaseException as exc:
             store.fail(job_id, str(exc) or type(exc).__name__)
             raise

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from coronet.errors import ConfigError
-from device_bench.suite import default_delegate
+from device_bench.records import BenchJob, default_delegate
 
 TOKEN_ENV = "DEVICE_BENCH_TOKEN"
 PLAN_KEYS = {"lab": {"server", "store", "token_file", "runs", "warmup", "warmup_s", "cluster"},
@@ -68,13 +68,13 @@ class Submitter:
                 self._refs[folder] = str(Bundle.open(folder).path)  # a clear error for an incomplete bundle
         return self._refs[folder]
 
-    def submit(self, spec: dict[str, Any], device: str, tag: str) -> int:
+    def submit(self, job: BenchJob, tag: str) -> int:
         if self.server:
-            return self.client.submit({**spec, "device": device, "tag": tag})
+            return self.client.submit({**job.to_dict(), "tag": tag})
         from device_bench.store import ResultStore
 
         with ResultStore(self.store) as store:
-            return store.enqueue(spec, device, tag)
+            return store.enqueue(job, tag=tag)
 
     def jobs(self, tag: str) -> list[dict[str, Any]]:
         if self.server:
@@ -156,8 +156,9 @@ def queue_nightly(plan: NightlyPlan, submitter: Submitter, night: str) -> tuple[
         if (ref, device, runtime, delegate, threads) in seen:
             skipped += 1
             continue
-        spec = {"bundle": ref, "runtime": runtime, "delegate": delegate, "threads": threads, **plan.settings}
-        new.append(submitter.submit(spec, device, tag))
+        job = BenchJob.from_dict({"bundle": ref, "device": device, "runtime": runtime, "delegate": delegate,
+                                  "threads": threads, **plan.settings})  # fmt: skip
+        new.append(submitter.submit(job, tag))
     return new, skipped
 
 
@@ -219,8 +220,8 @@ def submit_command(args: argparse.Namespace) -> int:
     ids = []
     for device in dict.fromkeys(args.device):
         for runtime, delegate in (split_runtime(r) for r in (args.runtime or ["tflite"])):
-            spec = {"bundle": ref, "runtime": runtime, "delegate": delegate, "threads": args.threads, "runs": args.runs}
-            ids.append(submitter.submit(spec, device, args.tag))
+            job = BenchJob(ref, device, runtime, delegate, threads=args.threads, runs=args.runs)
+            ids.append(submitter.submit(job, args.tag))
     print(f"queued jobs {', '.join(map(str, ids))} (bundle {ref})")
     return 0
 

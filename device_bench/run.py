@@ -1,12 +1,12 @@
-"""One benchmark job on one phone: push the runner, the tool and the model (each only when the
-device lacks those exact bytes), run the on-device runner, parse its result block."""
+"""One benchmark job: `execute` runs a `BenchJob` on the host or on a phone. On a phone: push the
+runner, the tool and the model (each only when the device lacks those exact bytes), run the
+on-device runner, parse its result block."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import shlex
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,30 +14,31 @@ from coronet.bundle import Bundle, tool_versions
 from device_bench.adb import AdbTransport, DeviceError
 from device_bench.parsers import parse_benchmark_model, parse_perf_test
 from device_bench.profiles import DeviceProfile, clusters_from_policies, identify_soc, parse_getprop
-from device_bench.records import BenchResult, LatencyStats
+from device_bench.records import BenchJob, BenchResult, JobError, LatencyStats, default_delegate
 
 RUNNER = Path(__file__).resolve().parents[1] / "android_runner" / "runner.sh"
 TOOLS = {"tflite": "benchmark_model", "onnx": "onnxruntime_perf_test"}
 BLOCK = re.compile(r"=== CORONET-RESULT v1 BEGIN ===\n(.*?)\n=== CORONET-RESULT v1 END ===", re.S)
 
 
-@dataclass(frozen=True)
-class BenchJob:
-    bundle: Path
-    device: str  # HOST:PORT
-    runtime: str = "tflite"
-    delegate: str = "xnnpack"  # tflite: cpu|xnnpack|gpu|nnapi|external:PATH; onnx: cpu|nnapi|qnn
-    threads: int = 1
-    cluster: str = "big"
-    warmup: int = 5
-    runs: int = 20
-    max_temp_c: int = 45
-    max_wait_s: int = 300
-    poll_s: float = 2.0  # how often the finished job is polled for
+def execute(
+    job: BenchJob,
+    transport: AdbTransport | None = None,
+    binaries: Path = Path("bench-binaries"),
+    external_delegates: dict[str, str] | None = None,
+) -> BenchResult:
+    """Run `job` (its bundle a local folder) where it says: this host, or the phone `transport`
+    is connected to. The one executor of the suite, the agent and the `run` command."""
+    if job.device == "host":
+        if job.delegate != default_delegate(job.runtime):
+            raise JobError(f"bench job: the host runs {job.runtime} with {default_delegate(job.runtime)}; "
+                           f"{job.delegate} needs a phone")  # fmt: skip
+        from device_bench.host import run_host_benchmark
 
-    def __post_init__(self) -> None:
-        if self.runtime not in TOOLS:
-            raise ValueError(f"runtime must be tflite or onnx, got {self.runtime!r}")
+        return run_host_benchmark(Bundle.open(job.bundle), job.runtime, job.threads, job.runs, job.warmup_s)
+    if transport is None:
+        raise JobError(f"bench job for {job.device}: connect to the phone first")
+    return run_job(job, transport, binaries, external_delegates=external_delegates)
 
 
 def detect_profile(t: AdbTransport) -> DeviceProfile:
@@ -85,9 +86,24 @@ def _state(lines: list[str]) -> dict:
     return state
 
 
-def run_job(job: BenchJob, t: AdbTransport, binaries: Path, bench_dir: str = "/data/local/tmp/coronet") -> BenchResult:
-    """Run `job` on the connected device `t`; raises DeviceError (with the step) on failure."""
+def run_job(
+    job: BenchJob,
+    t: AdbTransport,
+    binaries: Path,
+    bench_dir: str = "/data/local/tmp/coronet",
+    external_delegates: dict[str, str] | None = None,
+) -> BenchResult:
+    """Run `job` (its bundle a local folder) on the connected device `t`; raises DeviceError
+    (with the step) on failure. An "external:NAME" delegate is the library this host's
+    `external_delegates` allowlist names NAME (a path on the phone); any other is refused."""
     bundle = Bundle.open(job.bundle)
+    delegate = job.delegate
+    if job.external_delegate is not None:
+        library = (external_delegates or {}).get(job.external_delegate)
+        if library is None:
+            raise DeviceError(t.serial, "prepare", f"external delegate {job.external_delegate!r} is not in this "
+                              "agent's allowlist (--external-delegate NAME=PATH_ON_PHONE)")  # fmt: skip
+        delegate = f"external:{library}"
     tool = TOOLS[job.runtime]
     local_tool = Path(binaries) / tool
     if not local_tool.is_file():
@@ -110,11 +126,11 @@ def run_job(job: BenchJob, t: AdbTransport, binaries: Path, bench_dir: str = "/d
         for part in (
             "sh", remote["runner"], "--tool", tool, "--bin", f"{bench_dir}/bin", "--model", remote["model"],
             "--threads", str(job.threads), "--cpus", cluster.mask, "--warmup", str(job.warmup),
-            "--runs", str(job.runs), "--delegate", job.delegate, "--max-temp-c", str(job.max_temp_c),
+            "--runs", str(job.runs), "--delegate", delegate, "--max-temp-c", str(job.max_temp_c),
             "--max-wait-s", str(job.max_wait_s), "--work", bench_dir,
         )
     )  # fmt: skip
-    rc, output = t.run_detached(command, f"{bench_dir}/jobs", timeout_s=job.max_wait_s + 600, poll_s=job.poll_s)
+    rc, output = t.run_detached(command, f"{bench_dir}/jobs", timeout_s=job.budget_s, poll_s=job.poll_s)
     if rc != 0:
         raise DeviceError(t.serial, "run", f"the runner exited {rc}: {output.strip()[-300:]}")
     try:

@@ -18,6 +18,7 @@ A result or failure from an agent that lost its lease is answered 409.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -37,12 +38,11 @@ from typing import Any
 from coronet.bundle import MANIFEST, SCHEMA_VERSION, Bundle, check_manifest, inside
 from coronet.errors import CoronetError, IncompleteBundleError
 from coronet.files import sha256_file
-from device_bench.records import BenchResult
+from device_bench.records import BenchJob, BenchResult
 from device_bench.store import LeaseLost, ResultStore
 
 BUNDLE_ID = re.compile(r"^[0-9a-f]{32}$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}$")
-JOB_FIELDS = ("runtime", "delegate", "threads", "runs", "warmup", "warmup_s", "cluster")
 
 
 class ServiceError(CoronetError):
@@ -236,15 +236,19 @@ class _Handler(BaseHTTPRequestHandler):
         return {"bundle": path.parent.name, "file": path.name, "stored": True}
 
     def _submit(self, p: dict[str, Any]) -> int:
-        bid, device, runtime = str(p["bundle"]), str(p["device"]), str(p["runtime"])
-        if not BUNDLE_ID.match(bid) or not (self.server.config.bundle_dir(bid) / MANIFEST).is_file():
-            raise _Refused(HTTPStatus.BAD_REQUEST, f"no complete bundle {bid}: upload it first")
-        bundle = Bundle.open(self.server.config.bundle_dir(bid), verify=False)
-        if runtime not in bundle.runtimes:
-            raise _Refused(HTTPStatus.BAD_REQUEST, f"bundle {bid} has no {runtime} file; it has {bundle.runtimes}")
-        spec = {k: p[k] for k in JOB_FIELDS if k in p} | {"bundle": bid, "model": bundle.manifest["model"].get("name")}
+        tag = p.pop("tag", "")
+        job = BenchJob.from_dict(p)  # every setting checked; a bad one is a 400 with the reason
+        if not isinstance(tag, str) or len(tag) > 200:
+            raise _Refused(HTTPStatus.BAD_REQUEST, "tag must be a string of at most 200 characters")
+        if not BUNDLE_ID.match(job.bundle) or not (self.server.config.bundle_dir(job.bundle) / MANIFEST).is_file():
+            raise _Refused(HTTPStatus.BAD_REQUEST, f"no complete bundle {job.bundle}: upload it first")
+        bundle = Bundle.open(self.server.config.bundle_dir(job.bundle), verify=False)
+        if job.runtime not in bundle.runtimes:
+            raise _Refused(HTTPStatus.BAD_REQUEST, f"bundle {job.bundle} has no {job.runtime} file; "
+                           f"it has {bundle.runtimes}")  # fmt: skip
+        job = dataclasses.replace(job, model=str(bundle.manifest.get("model", {}).get("name", "")))
         with ResultStore(self.server.config.store) as store:
-            return store.enqueue(spec, device, tag=str(p.get("tag", "")))
+            return store.enqueue(job, tag=tag)
 
     def _job_action(self, job_id: int, action: str, p: dict[str, Any]) -> None:
         agent = str(p["agent"])

@@ -17,13 +17,12 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from coronet.errors import CoronetError
-from device_bench.records import BenchResult
+from device_bench.records import BenchJob, BenchResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -110,21 +109,26 @@ class ResultStore:
             raise
         self.db.commit()
 
-    def add_job(self, spec: Any) -> int:
-        data = asdict(spec) if hasattr(spec, "__dataclass_fields__") else dict(spec)
+    def add_job(self, job: BenchJob | dict[str, Any]) -> int:
+        """Record a job that this process runs now (status running); a dict is validated first."""
+        job = job if isinstance(job, BenchJob) else BenchJob.from_dict(job)
         with self.db:
             cur = self.db.execute(
-                "INSERT INTO jobs (created, spec, status) VALUES (?, ?, 'running')",
-                (_now(), json.dumps(data, default=str)),
+                "INSERT INTO jobs (created, spec, status, device) VALUES (?, ?, 'running', ?)",
+                (_now(), json.dumps(job.to_dict()), job.device),
             )
         return int(cur.lastrowid)
 
-    def enqueue(self, spec: dict[str, Any], device: str, tag: str = "") -> int:
-        """Queue a job for `device`; an agent that owns the device will lease it."""
+    def enqueue(self, job: BenchJob | dict[str, Any], device: str | None = None, tag: str = "") -> int:
+        """Queue a job (for `device`, when given: it overrides the job's); an agent that owns the
+        device will lease it. A dict is validated into a BenchJob first: a bad setting is refused
+        here, with one line, and never reaches an agent."""
+        data = job.to_dict() if isinstance(job, BenchJob) else dict(job)
+        job = BenchJob.from_dict({**data, "device": device} if device is not None else data)
         with self.db:
             cur = self.db.execute(
                 "INSERT INTO jobs (created, spec, status, device, tag) VALUES (?, ?, 'queued', ?, ?)",
-                (_now(), json.dumps({**spec, "device": device}, default=str), device, tag),
+                (_now(), json.dumps(job.to_dict()), job.device, tag),
             )
         return int(cur.lastrowid)
 

@@ -8,11 +8,12 @@ per device; the host device runs in this process.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from coronet.bundle import Bundle
-from device_bench.records import BenchResult
+from device_bench.records import BenchJob, BenchResult, default_delegate
+from device_bench.run import execute
 from device_bench.store import ResultStore
 
 
@@ -24,10 +25,6 @@ class SuiteSettings:
     warmup: int = 5  # phones
     cluster: str = "big"
     binaries: Path = Path("bench-binaries")
-
-
-def default_delegate(runtime: str) -> str:
-    return "xnnpack" if runtime == "tflite" else "cpu"
 
 
 def bench_bundles(
@@ -50,19 +47,15 @@ def bench_bundles(
             try:
                 for bundle in opened:
                     for runtime in runtimes:
-                        spec = {"bundle": str(bundle.path), "device": device, "runtime": runtime,
-                                "delegate": default_delegate(runtime), **asdict(settings)}  # fmt: skip
-                        job_id = store.add_job(spec)
+                        name = bundle.manifest["model"].get("name", "")
+                        job = BenchJob(str(bundle.path), device, runtime, threads=settings.threads,
+                                       cluster=settings.cluster, warmup=settings.warmup, runs=settings.runs,
+                                       warmup_s=settings.warmup_s, model=name)  # fmt: skip
+                        job_id = store.add_job(job)
                         try:
-                            if device == "host":
-                                from device_bench.host import run_host_benchmark
-
-                                result = run_host_benchmark(
-                                    bundle, runtime, settings.threads, settings.runs, settings.warmup_s
-                                )
-                            else:
+                            if device != "host":
                                 transport = transport or _connect(device)
-                                result = _phone_job(bundle, device, runtime, settings, transport)
+                            result = execute(job, transport, settings.binaries)
                         except BaseException as exc:
                             store.fail(job_id, str(exc) or type(exc).__name__)
                             raise
@@ -85,9 +78,4 @@ def _connect(device: str):
     return transport
 
 
-def _phone_job(bundle: Bundle, device: str, runtime: str, settings: SuiteSettings, transport) -> BenchResult:
-    from device_bench.run import BenchJob, run_job
-
-    job = BenchJob(bundle.path, device, runtime, default_delegate(runtime), settings.threads, settings.cluster,
-                   settings.warmup, settings.runs)  # fmt: skip
-    return run_job(job, transport, settings.binaries)
+__all__ = ["SuiteSettings", "bench_bundles", "default_delegate"]

@@ -3,6 +3,7 @@ host and for a loopback phone, the nightly plan, and the commands end to end."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def test_bundle_uploads_are_checked_and_complete_bundles_immutable(service, bund
     with pytest.raises(ServiceError, match=r"refused \(409\): bundle .* is complete"):
         client._call("PUT", f"/v1/bundles/{bid}/model.onnx", raw=b"other bytes")
     assert client.upload_bundle(export) == bid  # uploading it again is harmless
-    with pytest.raises(ServiceError, match="has no gpu file"):
+    with pytest.raises(ServiceError, match="runtime must be tflite or onnx, got 'gpu'"):
         client.submit({"bundle": bid, "device": "host", "runtime": "gpu"})
     assert not list(config.bundle_dir(bid).glob(".*"))  # no temp files left behind
 
@@ -152,13 +153,18 @@ def test_a_failing_job_is_stored_with_its_reason_and_the_agent_goes_on(bundles, 
     store_path = tmp_path / "one-machine.db"
     with ResultStore(store_path) as store:
         bad = store.enqueue({"bundle": str(tmp_path / "gone"), "runtime": "onnx"}, "host")
-        broken = store.enqueue({"bundle": str(bundles[0])}, "host")  # no runtime: not even a user error
+        # a job queued by an older version, or written into the store by hand: the agent checks it too
+        spec = json.dumps({"bundle": str(bundles[0]), "device": "host", "warmup_s": 1e9})
+        with store.db:
+            broken = store.db.execute("INSERT INTO jobs (created, spec, status, device) VALUES ('now', ?, 'queued', "
+                                      "'host')", (spec,)).lastrowid  # fmt: skip
         good = store.enqueue({"bundle": str(bundles[0]), "runtime": "onnx", "runs": 2}, "host")
     agent, lines = _quiet_agent(StoreQueue(store_path), ["host"])
     assert agent.run(once=True) == 1
     with ResultStore(store_path) as store:
         assert store.job(bad)["status"] == "failed" and "has no manifest.json" in store.job(bad)["reason"]
-        assert store.job(broken)["status"] == "failed" and store.job(broken)["reason"] == "KeyError: 'runtime'"
+        assert store.job(broken)["status"] == "failed"
+        assert store.job(broken)["reason"] == "bench job: warmup_s must be in [0, 600], got 1000000000.0"
         assert store.job(good)["status"] == "done" and store.result_of(good).stats.n == 2
     assert lines[0].startswith(f"job {bad} failed: ")
 
@@ -294,3 +300,42 @@ def test_the_example_lab_plan_reads():
     assert plan.server and plan.token_file and plan.settings["runs"] == 50
     assert len(plan.jobs()) == 2 * (4 * 2 + 3 * 2 + 2 * 1)  # models x (runtimes x threads per device)
     assert ("runs/demo/export", "192.168.1.20:5555", "tflite", "gpu", 4) in plan.jobs()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("warmup_s", 1e9, "warmup_s must be in [0, 600], got 1000000000.0"),
+        ("runs", "many", "runs must be an integer in [1, 100000], got 'many'"),
+        ("threads", True, "threads must be an integer in [1, 64], got True"),
+        ("delegate", "external:/data/local/tmp/evil.so", "tflite delegate 'external:/data/local/tmp/evil.so' is not"),
+        ("cluster", "all", "cluster must be little, big or prime"),
+        ("device", "host; rm -rf /", "device 'host; rm -rf /' is not 'host', HOST:PORT or a serial"),
+        ("priority", 9, "unknown setting 'priority'"),
+    ],
+)
+def test_a_job_with_a_bad_setting_is_refused_when_it_is_queued(service, bundles, tmp_path, field, value, reason):
+    url, _ = service
+    client = _client(url, tmp_path)
+    bid = client.upload_bundle(bundles[0])
+    with pytest.raises(ServiceError, match=r"refused \(400\): bench job: " + re.escape(reason)):
+        client.submit({"bundle": bid, "device": "host", "runtime": "tflite", field: value})
+    assert client.jobs() == []  # nothing queued
+
+
+def test_a_result_that_is_not_numbers_is_refused_and_the_report_still_renders(service, bundles, tmp_path):
+    """An agent (or anyone with the token) finishing a job with `median_ms: "fast"` used to be
+    stored, and then every report crashed."""
+    url, config = service
+    client = _client(url, tmp_path)
+    job_id = client.submit({"bundle": client.upload_bundle(bundles[0]), "device": "host", "runtime": "onnx"})
+    assert client.lease("agent-1", ["host"], lease_s=60)["id"] == job_id
+    stats = {"n": 3, "median_ms": "fast", "p90_ms": None, "p95_ms": None, "min_ms": 1.0, "mean_ms": 1.0}
+    forged = {"device": "host", "runtime": "onnx", "delegate": "cpu", "threads": 1, "bundle": "x",
+              "model_sha256": "0" * 64, "samples_ms": [], "stats": stats, "init_ms": 0.0, "warmup_runs": 0}  # fmt: skip
+    for bad in (forged, {**forged, "stats": {**stats, "median_ms": float("nan")}}, {**forged, "threads": "1"}):
+        with pytest.raises(ServiceError, match=r"refused \(400\): bench result: "):
+            client._call("POST", f"/v1/jobs/{job_id}/finish", {"agent": "agent-1", "result": bad})
+    with ResultStore(config.store) as store:
+        assert store.result_of(job_id) is None and store.job(job_id)["status"] == "running"
+    build_report(config.store)

@@ -59,12 +59,12 @@ def test_report_tables_follow_the_store(pipeline_run, tmp_path):
     run = folder / "run"
     store_path = tmp_path / "results.sqlite"
     with ResultStore(run / "results.sqlite") as src, ResultStore(store_path) as dst:
-        for job_id, result in enumerate(src.results()):
-            dst.finish(dst.add_job({"n": job_id}), result)
+        for result in src.results():
+            dst.finish(dst.add_job({"bundle": result.bundle, "device": result.device}), result)
         # a result of a model file that is no longer exported, and a failed job
         stale = src.results()[0]
         stale.model_sha256 = "0" * 64
-        dst.finish(dst.add_job({"stale": True}), stale)
+        dst.finish(dst.add_job({"bundle": stale.bundle, "device": stale.device}), stale)
         dst.fail(dst.add_job({"device": "10.0.0.9:5555", "runtime": "tflite", "bundle": "/x/export"}), "unplugged")
     bundles = [run / "export", run / "export_dense"]
     data = build_report(store_path, bundles)
@@ -157,7 +157,7 @@ def test_trends_page_flags_an_injected_slowdown_in_chromium(pipeline_run, tmp_pa
                 samples = [s * factor for s in r.samples_ms]
                 nightly = replace(r, samples_ms=samples, stats=LatencyStats.from_samples(samples),
                                   created=f"2026-11-{20 + night}T02:00:00+00:00")  # fmt: skip
-                dst.finish(dst.add_job({"night": night}), nightly)
+                dst.finish(dst.add_job({"bundle": r.bundle, "device": r.device, "runtime": r.runtime}), nightly)
     data = build_report(store_path, [run / "export", run / "export_dense"])
     trends = trend_table(data.latency)
     assert len(trends) == 4 and set(trends["runs"]) == {6}

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from device_bench.records import BenchResult, LatencyStats
+from device_bench.records import BenchJob, BenchResult, LatencyStats
 from device_bench.store import LeaseLost, ResultStore
 
 
@@ -29,7 +29,7 @@ def test_results_round_trip_and_failures_keep_their_reason(tmp_path):
 
 def test_a_failed_insert_leaves_no_partial_result(tmp_path):
     with ResultStore(tmp_path / "store.db") as store:
-        job = store.add_job({"bundle": "/b"})
+        job = store.add_job({"bundle": "/b", "device": "host"})
         store.finish(job, _result())
         with pytest.raises(sqlite3.IntegrityError):
             store.finish(job, _result(99.0))  # a second result for one job: rolled back as a whole
@@ -44,7 +44,7 @@ def test_a_job_goes_to_an_agent_that_owns_its_device_and_to_one_agent_only(tmp_p
         host = store.enqueue({"bundle": "b1"}, "host")
         job = store.lease("agent-a", ["host"], lease_s=60, now=1000.0)
         assert job["id"] == host and job["agent"] == "agent-a" and job["attempts"] == 1
-        assert job["spec"] == {"bundle": "b1", "device": "host"}
+        assert BenchJob.from_dict(job["spec"]) == BenchJob("b1", "host")
         assert store.lease("agent-b", ["host"], lease_s=60, now=1001.0) is None  # held by a
         assert store.lease("agent-b", ["10.0.0.5:5555", "host"], 60, now=1001.0)["id"] == phone
         store.finish(host, _result(), agent="agent-a")
@@ -101,7 +101,7 @@ def _lease_all(path, agent, out, start):
 def test_agents_in_separate_processes_never_lease_the_same_job(tmp_path):
     path = tmp_path / "store.db"
     with ResultStore(path) as store:
-        ids = [store.enqueue({"n": n}, "host") for n in range(60)]
+        ids = [store.enqueue({"bundle": f"b{n}"}, "host") for n in range(60)]
     ctx = multiprocessing.get_context("spawn")
     out, start = ctx.Queue(), ctx.Barrier(3)
     workers = [ctx.Process(target=_lease_all, args=(path, f"agent-{i}", out, start)) for i in range(3)]
