@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--binaries", default="bench-binaries", help="folder with the arm64-v8a tools to push")
     a.add_argument("--cache", default=None, help="where downloaded bundles are kept (default ~/.cache/coronet/bundles)")
     a.add_argument("--once", action="store_true", help="exit when no job is queued for these devices")
+    a.add_argument("--external-delegate", action="append", default=[], metavar="NAME=PATH",
+                   help="allow jobs to ask for delegate external:NAME, the library at PATH on this host's phones "
+                   "(repeatable; jobs name delegates, never paths)")  # fmt: skip
     su = sub.add_parser("submit", help="queue one bundle on devices × runtimes")
     queue_args(su)
     su.add_argument("--bundle", required=True, help="an export bundle folder (uploaded to the service)")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from coronet.errors import ConfigError
-from device_bench.records import BenchJob, default_delegate
+from device_bench.records import EXTERNAL, BenchJob, default_delegate
 
 TOKEN_ENV = "DEVICE_BENCH_TOKEN"
 PLAN_KEYS = {"lab": {"server", "store", "token_file", "runs", "warmup", "warmup_s", "cluster"},
@@ -202,8 +202,14 @@ def agent_command(args: argparse.Namespace) -> int:
     else:
         queue = StoreQueue(args.store)
     devices = list(dict.fromkeys(args.device))
+    allowed = {}
+    for item in args.external_delegate:
+        name, _, path = item.partition("=")
+        if not EXTERNAL.match(f"external:{name}") or not path.startswith("/"):
+            raise ConfigError(f"--external-delegate {item!r}: expected NAME=/absolute/path/on/the/phone.so")
+        allowed[name] = path
     agent = Agent(queue, devices, args.name or default_agent_name(), args.lease_s, args.poll_s, Path(args.binaries),
-                  log=lambda line: print(line, flush=True))  # fmt: skip
+                  log=lambda line: print(line, flush=True), external_delegates=allowed)  # fmt: skip
     print(f"agent {agent.name}: serving {', '.join(devices)} from {args.server or args.store}", flush=True)
     try:
         finished = agent.run(once=args.once, stop=threading.Event())

@@ -184,6 +184,7 @@ def run_job(
             "before": before,
             "after": after,
             "pushed": pushed,
+            "runner_delegate": block["fields"].get("delegate", delegate),  # an external one as its library path
         },
         tool_versions={"host": tool_versions()},
         flags=flags,

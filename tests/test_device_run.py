@@ -102,3 +102,16 @@ def test_hostile_bundle_names_run_safely(tmp_path, binaries):
     outside = [p for p in phone.root.rglob("*") if p.is_file() and "data/local/tmp" not in str(p)]
     persona_files = ("/sys/", "/system/", "taskset.log")  # the sandbox's own files and the taskset record
     assert all(any(mark in str(p) for mark in persona_files) for p in outside)
+
+
+def test_an_external_delegate_comes_from_the_agents_allowlist_only(tmp_path, bundle, binaries):
+    """A job names an external delegate; only a name this host allows reaches the phone, as the
+    path the host configured (a job that named a path could make phones load any library)."""
+    with _phone(tmp_path, "sm8450") as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST) as t:
+        job = BenchJob(bundle.path, phone.serial, "tflite", "external:hexagon", warmup=1, runs=3, poll_s=0.2)
+        with pytest.raises(DeviceError, match="external delegate 'hexagon' is not in this agent's allowlist"):
+            run_job(job, t, binaries)
+        allowed = {"hexagon": "/vendor/lib64/libhexagon_delegate.so"}
+        result = run_job(job, t, binaries, external_delegates=allowed)  # the stand-in ignores the library
+    assert result.delegate == "external:hexagon"
+    assert result.device_state["runner_delegate"] == "external:/vendor/lib64/libhexagon_delegate.so"
