@@ -41,6 +41,7 @@ from coronet.files import sha256_file
 from device_bench.records import BenchJob, BenchResult
 from device_bench.store import LeaseLost, ResultStore
 
+UNAUTHENTICATED_BODY_BYTES = 64 * 1024  # the most a request without the token gets read
 BUNDLE_ID = re.compile(r"^[0-9a-f]{32}$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}$")
 
@@ -64,6 +65,7 @@ class ServiceConfig:
     data_dir: Path  # uploaded bundles live in data_dir/bundles/ID/
     token: str
     max_upload_bytes: int = 1 << 30
+    idle_timeout_s: float = 30.0  # a connection that sends nothing this long (idle, a stalled client) is closed
 
     def bundle_dir(self, bid: str) -> Path:
         return self.data_dir / "bundles" / bid
@@ -109,6 +111,10 @@ class _Refused(Exception):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        self.timeout = self.server.config.idle_timeout_s  # a connection silent this long is closed
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
@@ -171,8 +177,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, {"error": message})
 
     def _body_discard(self) -> None:
+        """A refused request's body: a small one is read (so that the client reads the answer),
+        anything larger is never read, not even into memory: the connection ends instead."""
         length = self.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) <= self.server.config.max_upload_bytes:
+        if length and length.isdigit() and int(length) <= UNAUTHENTICATED_BODY_BYTES:
             self.rfile.read(int(length))
         else:
             self.close_connection = True

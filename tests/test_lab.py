@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -339,3 +340,42 @@ def test_a_result_that_is_not_numbers_is_refused_and_the_report_still_renders(se
     with ResultStore(config.store) as store:
         assert store.result_of(job_id) is None and store.job(job_id)["status"] == "running"
     build_report(config.store)
+
+
+def _raw(url: str, request: bytes, wait_s: float) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait_s) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return b"".join(chunks) + b"<still open>"
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def test_a_huge_body_without_the_token_is_never_read(service):
+    """A request declaring 1 GiB without the token gets its 401 at once; the body is not awaited."""
+    url, _ = service
+    head = b"PUT /v1/bundles/" + b"0" * 32 + b"/model.onnx HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n"
+    started = time.monotonic()
+    answer = _raw(url, head, wait_s=5)
+    assert answer.startswith(b"HTTP/1.1 401") and answer.endswith(b"}\n")  # and then the connection ends
+    assert time.monotonic() - started < 3
+
+
+def test_an_idle_connection_is_closed(tmp_path):
+    config = ServiceConfig(tmp_path / "lab.db", tmp_path / "lab-data", TOKEN, idle_timeout_s=0.5)
+    server = make_server(config, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert _raw(url, b"", wait_s=5) == b""  # closed by the service, not by our 5 s
+        assert _raw(url, b"GET /v1/jo", wait_s=5) == b""  # a request that stalls half-way: the same
+        assert _client(url, tmp_path).jobs() == []  # and the service serves on
+    finally:
+        server.shutdown()
+        server.server_close()
