@@ -386,8 +386,14 @@ def main(argv: list[str] | None = None) -> int:
     if not selected:
         print("compress-and-ship: error: --from comes after --to; pick a stage range in order", file=sys.stderr)
         return 2
+    if run_dir.exists() and not run_dir.is_dir():
+        print(f"compress-and-ship: error: --run-dir {run_dir} is a file; pass a folder", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config, _overrides(args))
+        from compress.stages import preflight
+
+        preflight(config)
         _start_ranks(config)
         if config.model.read_from:
             sizes = ", ".join(f"{k} {v}" for k, v in config.model.sizes.items())
@@ -406,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.current().is_main:  # under torchrun every rank holds the same message
             print(f"compress-and-ship: error: {exc}", file=sys.stderr)
         distributed.finish()
+        return 1
+    except OSError as exc:  # the disk or the file system: full, read-only, a folder that is a file
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"compress-and-ship: error: {exc.strerror or exc}{where}; finished stages are kept", file=sys.stderr)
+        distributed.finish(clean=False)
         return 1
     except KeyboardInterrupt:
         if distributed.current().is_main:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,10 +132,14 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
+        if not ok:
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -(2**62) <= value < 2**62:
+            raise ConfigError(f"{where} = {value} is out of range; use a number below 2**62")
     elif isinstance(default, list):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     else:
@@ -185,6 +190,8 @@ def parse_config(data: dict[str, Any]) -> PipelineConfig:
         if key not in sections and key not in top:
             raise ConfigError(f"unknown key {key!r} in the config; allowed: {', '.join(sorted(sections | set(top)))}")
     kwargs: dict[str, Any] = {k: _check_type(k, data[k], top[k]) for k in top if k in data}
+    if not 0 <= kwargs.get("seed", 0) < 2**62:
+        raise ConfigError(f"seed must be in [0, 2**62), got {kwargs['seed']}")
     if kwargs.get("device", "cpu") not in ("cpu", "cuda") and not str(kwargs["device"]).startswith("cuda:"):
         raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {kwargs['device']!r}")
     init_from = data.get("search", {}).get("init_from") if isinstance(data.get("search"), dict) else None
@@ -212,9 +219,13 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config {path}: {exc.strerror}") from None
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
     return parse_config(data)

@@ -42,7 +42,7 @@ from compress.formats import ImportedGenerator, import_generator
 from compress.hyper import HyperGenerator, init_from_dense
 from compress.macs import MacCount, PlanCost, count_macs
 from compress.metrics import fid_kid, paired_metrics
-from compress.models import build_generator, example_input_shape, full_plan
+from compress.models import build_discriminator, build_generator, example_input_shape, full_plan
 from compress.plan import ChannelPlan
 from compress.saliency import channel_saliency, latents_from_saliency
 from compress.search import SearchResult, run_search
@@ -143,6 +143,48 @@ def training_batches(dataset: Dataset, config: PipelineConfig, info: DistInfo | 
             sampler.set_epoch(epoch)
         yield from loader
         epoch += 1
+
+
+def preflight(config: PipelineConfig) -> None:
+    """What can be checked before anything trains, so that a bad setting costs a second, not a
+    training run: the image size against the generator and the discriminator (shapes only, on
+    the meta device), a rounding no group can take, a FID weights file that is not there."""
+    plan = full_plan(config.model.arch, **config.model.sizes)
+    size, arch, t = config.data.image_size, plan.arch, config.train
+    nc = plan.sizes.get("output_nc", 3)
+    factor = {"resnet": 4, "unet": 2 ** plan.sizes.get("num_downs", 0)}.get(arch)
+    hint = f"use a multiple of {factor}" if factor else f"the dcgan model makes {plan.sizes.get('image_size')}² images"
+    with torch.device("meta"), torch.no_grad():
+        x = torch.zeros(example_input_shape(plan, size, batch=2))
+        try:
+            fake = build_generator(arch, plan)(x)
+        except (RuntimeError, ValueError) as exc:
+            raise ConfigError(f"data.image_size {size} does not fit the {arch} generator "
+                              f"({str(exc).splitlines()[0][:100]}); {hint}") from None  # fmt: skip
+        if arch != "dcgan" and fake.shape[-2:] != x.shape[-2:]:
+            raise ConfigError(f"the {arch} generator maps {size}² images to {fake.shape[-1]}²: data.image_size: {hint}")
+        if arch == "dcgan" and size != fake.shape[-1]:
+            raise ConfigError(f"data.image_size {size}: {hint}; set data.image_size = {fake.shape[-1]}")
+        if t.setup == "pix2pix":
+            d = build_discriminator(arch, input_nc=x.shape[1] + nc, ndf=t.ndf, n_layers=t.n_layers_d)
+            seen = torch.cat([x, fake], 1)
+        elif t.setup == "cyclegan":
+            d, seen = build_discriminator(arch, input_nc=nc, ndf=t.ndf, n_layers=t.n_layers_d), fake
+        else:
+            d, seen = build_discriminator("dcgan", input_nc=nc, ndf=t.ndf, image_size=plan.sizes["image_size"]), fake
+        try:
+            d(seen)
+        except (RuntimeError, ValueError):
+            raise ConfigError(f"data.image_size {size} is too small for the discriminator (train.n_layers_d "
+                              f"{t.n_layers_d}); use larger images or fewer layers") from None  # fmt: skip
+    widest = max((plan.widths[g] for g in plan.prunable), default=0)
+    if config.search.round_to >= widest:
+        raise ConfigError(f"search.round_to {config.search.round_to} leaves nothing to prune: the widest prunable "
+                          f"channel group has {widest} channels; use a smaller round_to")  # fmt: skip
+    weights = config.eval.fid_weights
+    if weights and not Path(weights).expanduser().is_file():
+        raise ConfigError(f"eval.fid_weights {weights} does not exist; give pytorch-fid's "
+                          "pt_inception-2015-12-05-6726825d.pth or leave it empty")  # fmt: skip
 
 
 def held_out_images(config: PipelineConfig) -> tuple[torch.Tensor, torch.Tensor, bool] | None:

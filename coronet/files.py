@@ -4,6 +4,7 @@ folder) and SHA-256 digests."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Callable
@@ -12,16 +13,24 @@ from typing import IO, Any
 
 
 def atomic_write_bytes(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Call `write(file)` on a temp file beside `path`, fsync, then rename it over `path`."""
+    """Call `write(buffer)`, then put the bytes in a temp file beside `path`, fsync, and rename it
+    over `path`. The bytes are gathered in memory first, so a full disk is the plain OSError
+    "No space left on device" from this write, not a writer's own confusion (torch.save's
+    "unexpected pos"), and no half-written file is ever left under `path`."""
     path = Path(path)
+    buffer = io.BytesIO()
+    write(buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # name the file the user knows, not the temp file
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

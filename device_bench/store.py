@@ -55,6 +55,10 @@ QUEUE_COLUMNS = {"device": "TEXT", "tag": "TEXT", "agent": "TEXT", "lease_expire
 JOB_FIELDS = "id, created, spec, status, reason, device, tag, agent, lease_expires, attempts"
 
 
+class StoreError(CoronetError):
+    """A file that is not a results store."""
+
+
 class LeaseLost(CoronetError):
     """The agent reports on a job it no longer holds (its lease expired and it was re-queued)."""
 
@@ -79,14 +83,22 @@ class ResultStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        with self.db:
-            self.db.executescript(SCHEMA)
-            present = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
-            for column, kind in QUEUE_COLUMNS.items():
-                if column not in present:
-                    self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        try:
+            for table, needed in (("jobs", {"id", "created", "spec", "status"}), ("results", {"job_id", "record"})):
+                present = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                if present and not needed <= present:  # someone else's database: not changed in any way
+                    raise sqlite3.DatabaseError(f"its {table} table is not ours")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            with self.db:
+                self.db.executescript(SCHEMA)
+                present = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+                for column, kind in QUEUE_COLUMNS.items():
+                    if column not in present:
+                        self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        except sqlite3.DatabaseError as exc:  # not SQLite, or SQLite with other tables
+            self.db.close()
+            raise StoreError(f"{self.path} is not a results store ({exc}); pass a store device-bench wrote") from None
 
     def close(self) -> None:
         self.db.close()
