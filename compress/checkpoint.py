@@ -16,6 +16,7 @@ from compress.plan import ChannelPlan
 from coronet.files import atomic_write_bytes
 
 FORMAT = "coronetgan.checkpoint"
+MAX_PARAMS = 2_000_000_000  # the largest model a checkpoint may describe (8 GB of float32)
 VERSION = 1
 
 
@@ -72,11 +73,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         plan = validate_plan(ChannelPlan.from_dict(payload["plan"]), arch)
         if kind == "hyper":
             meta = payload["hyper"]
-            model: nn.Module = HyperGenerator(arch, plan, int(meta["embedding_dim"]), float(meta["threshold"]))
+            build = lambda: HyperGenerator(arch, plan, int(meta["embedding_dim"]), float(meta["threshold"]))  # noqa: E731
         elif kind == "generator":
-            model = build_generator(arch, plan)
+            build = lambda: build_generator(arch, plan)  # noqa: E731
         else:
             raise CheckpointError(f"{path} holds an unknown model kind {kind!r}")
+        with torch.device("meta"):  # its size first, allocating nothing: a crafted plan could ask for 96 GB
+            n_params = sum(p.numel() for p in build().parameters())
+        if n_params > MAX_PARAMS:
+            raise CheckpointError(f"{path} describes a {kind} of {n_params / 1e9:.1f} G parameters, past the "
+                                  f"{MAX_PARAMS / 1e9:.0f} G this tool builds: a damaged or crafted file")  # fmt: skip
+        model: nn.Module = build()
         state = payload["state_dict"]
     except KeyError as exc:
         raise CheckpointError(f"{path} lacks the field {exc.args[0]!r}; re-create it") from None

@@ -118,10 +118,27 @@ def list_images(folder: Path, what: str) -> list[Path]:
     return files
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def load_rgb(path: Path) -> Image.Image:
+    """An image as 8-bit RGB. 16-bit images (PIL's "I;16" and "I" modes) are scaled to 8 bits,
+    not clipped (PIL's own convert would turn nearly every pixel white); float images and
+    images past PIL's decompression-bomb limit are refused with the reason."""
     try:
         with Image.open(path) as image:
+            image.load()
+            if image.mode in SIXTEEN_BIT_MODES:
+                pixels = np.asarray(image).astype(np.int64)
+                if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+                    raise DataError(f"{path} has 32-bit integer pixels; save it as an 8- or 16-bit image")
+                gray = np.round(pixels / 257.0).astype(np.uint8)
+                return Image.fromarray(gray).convert("RGB")
+            if image.mode == "F":
+                raise DataError(f"{path} has floating-point pixels (mode F); save it as an 8- or 16-bit image")
             return image.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path} is too large to decode safely ({exc}); resize it first") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {path} ({exc}); remove or replace it") from None
 

@@ -487,7 +487,12 @@ def converge_stage(run_dir: Path, progress: bool = True, config: PipelineConfig 
     train_config = _scaled_train(config)
     trainer = GanTrainer(ddp(slim), trainer_plan, train_config, device, wrap=ddp)
     if (run_dir / GAN_STATE).is_file():
-        trainer.load_state_dict(torch.load(run_dir / GAN_STATE, map_location=device, weights_only=True))
+        try:
+            trainer.load_state_dict(torch.load(run_dir / GAN_STATE, map_location=device, weights_only=True))
+        except Exception as exc:  # truncated, corrupt, or of other discriminators
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise CheckpointError(f"{run_dir / GAN_STATE} is damaged or does not fit this config ({reason}); "
+                                  "delete it, or run the search again (--from search)") from None  # fmt: skip
     if config.train.distill_weight > 0:
         trainer.teacher = import_dense(config.train.teacher, trainer_plan).model.to(device).eval()
     dataset, _ = _datasets(config)

@@ -97,3 +97,29 @@ def test_weights_that_do_not_fit_the_plan(saved):
     _edit(saved, plan=lambda p: {**p["plan"], "widths": {**p["plan"]["widths"], "trunk": 8}})
     with pytest.raises(compress.CheckpointError, match="weights do not fit its plan"):
         compress.load_checkpoint(saved)
+
+
+def test_a_checkpoint_that_asks_for_a_huge_model_is_refused_before_allocating(tmp_path):
+    """A small crafted file whose plan describes a ResNet of ngf 40000 (~100 GB of weights)."""
+    plan = compress.full_plan("resnet", ngf=40000, n_blocks=9)
+    payload = {"format": "coronetgan.checkpoint", "version": 1, "arch": "resnet", "kind": "generator",
+               "plan": plan.to_dict(), "state_dict": {}, "config": {}}  # fmt: skip
+    torch.save(payload, tmp_path / "crafted.pt")
+    assert (tmp_path / "crafted.pt").stat().st_size < 10_000
+    with pytest.raises(compress.CheckpointError, match=r"describes a generator of \d+\.\d G parameters"):
+        compress.load_checkpoint(tmp_path / "crafted.pt")
+
+
+def test_a_damaged_discriminator_state_is_one_line(tmp_path):
+    from compress.config import parse_config
+    from compress.stages import converge_stage
+
+    data = {"image_size": 32, "n_train": 4, "batch_size": 2}
+    train = {"converge_steps": 1, "decay_steps": 0}
+    config = parse_config({"model": {"arch": "resnet", "ngf": 4, "n_blocks": 1}, "data": data, "train": train})
+    plan = compress.full_plan("resnet", ngf=4, n_blocks=1)
+    compress.save_checkpoint(tmp_path / "slim.pt", compress.build_generator("resnet", plan), config.to_dict())
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "gan.pt").write_bytes(b"PK\x03\x04 half a zip file")
+    with pytest.raises(compress.CheckpointError, match=r"gan\.pt is damaged or does not fit this config"):
+        converge_stage(tmp_path, progress=False, config=config)

@@ -11,6 +11,7 @@ from compress.data import (
     UnalignedFolders,
     builtin_paired,
     builtin_unpaired,
+    load_rgb,
 )
 from compress.errors import DataError
 
@@ -110,3 +111,22 @@ def test_image_folder(tmp_path):
     _write(tmp_path / "sub" / "x.png", _gradient(20, 30, 0))
     data = ImageFolder(tmp_path, image_size=16)
     assert len(data) == 1 and data[0].shape == (3, 16, 16)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    """PIL's convert("RGB") clips 16-bit pixels to 255: a 16-bit scan would train as white."""
+    ramp = (np.arange(256, dtype=np.uint32).reshape(16, 16) * 257).astype(np.uint16)  # 0 .. 65535
+    Image.fromarray(ramp).save(tmp_path / "scan16.png")
+    assert Image.open(tmp_path / "scan16.png").mode.startswith("I")
+    rgb = np.asarray(load_rgb(tmp_path / "scan16.png"))
+    assert rgb.shape == (16, 16, 3) and (rgb[..., 0] == np.arange(256).reshape(16, 16)).all()
+
+
+def test_float_images_and_decompression_bombs_are_refused(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(tmp_path / "depth.tiff")
+    with pytest.raises(DataError, match="floating-point pixels"):
+        load_rgb(tmp_path / "depth.tiff")
+    Image.new("RGB", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64² is past twice the limit: PIL's bomb error
+    with pytest.raises(DataError, match="too large to decode safely"):
+        load_rgb(tmp_path / "big.png")
