@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,35 @@ def _quiet_native_output():
                 os.close(fd)
 
 
+@contextlib.contextmanager
+def _interrupt_after(what: str):
+    """Ctrl-C while the converter runs is taken after it: a KeyboardInterrupt raised inside
+    litert-torch's native passes used to end the process by SIGSEGV/SIGABRT with no message (or
+    the converter swallowed it). The first Ctrl-C says so and waits; a second one exits at once.
+    Only the main thread can take signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    stderr = os.dup(2)  # the console, even while the converter's own output goes to /dev/null
+
+    def defer(signum: int, frame: object) -> None:
+        if pending:
+            os.write(stderr, f"\ninterrupted again: stopping {what} at once\n".encode())
+            os._exit(130)
+        pending.append(signum)
+        os.write(stderr, f"\ninterrupted: finishing {what} first (Ctrl-C again to stop at once)\n".encode())
+
+    previous = signal.signal(signal.SIGINT, defer)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        os.close(stderr)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def to_tflite(
     model: nn.Module,
     out_dir: str | Path,
@@ -58,7 +89,7 @@ def to_tflite(
     if layout not in LAYOUTS:
         raise ExportError(f"unknown layout {layout!r}; choose NCHW or NHWC")
     try:
-        with _quiet_native_output():  # torchao and torch print load warnings on import
+        with _interrupt_after("loading litert-torch"), _quiet_native_output():  # torchao and torch warn on import
             import litert_torch
     except ImportError:
         raise ExportError("TFLite export needs litert-torch: pip install 'coronetgan[tflite]'") from None
@@ -72,7 +103,7 @@ def to_tflite(
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / "fp32.tflite"
         try:
-            with _quiet_native_output():
+            with _interrupt_after("the TFLite conversion"), _quiet_native_output():
                 litert_torch.convert(model, (sample,)).export(str(raw))
                 quantize = {"fp32": lambda path: path.read_bytes(), "fp16": _weight_only_fp16, "int8": _dynamic_int8}
                 data = quantize[precision](raw)
