@@ -181,26 +181,27 @@ class AdbTransport:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _retry(self, step: str, action: Callable[[], T]) -> T:
+    def _retry(self, step: str, action: Callable[[], T], retries: int | None = None) -> T:
         """`action()` with up to `retries` tries; after a transient error the connection is
         dropped, so the next try (and, if all fail, the next call) connects afresh."""
         transient = _transient_errors()
-        delay = self.backoff_s
-        for attempt in range(1, self.retries + 1):
+        delay, tries = self.backoff_s, retries or self.retries
+        for attempt in range(1, tries + 1):
             try:
                 return action()
             except transient as exc:
                 self.close()
-                if attempt == self.retries:
+                if attempt == tries:
                     raise DeviceError(self.serial, step, f"{type(exc).__name__}: {exc}") from None
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 
     # --- commands --------------------------------------------------------------------------
-    def shell(self, command: str, timeout_s: float | None = None) -> tuple[int, str]:
+    def shell(self, command: str, timeout_s: float | None = None, retries: int | None = None) -> tuple[int, str]:
         """Run `command` with sh; (exit status, output). v1 shells merge stderr and lose the
-        status, so the status is printed after a marker and parsed back."""
+        status, so the status is printed after a marker and parsed back. `retries` (default the
+        transport's) bounds the tries, so that a caller can bound the time a dead phone costs."""
         wrapped = f"{command}; echo {RC_MARKER}$?"
         timeout = timeout_s or self.timeouts.command_s
 
@@ -209,7 +210,7 @@ class AdbTransport:
             # may wait as long as the whole command is allowed to take.
             return self._live().shell(wrapped, transport_timeout_s=timeout, read_timeout_s=timeout, timeout_s=timeout)
 
-        output = self._retry("shell", run)
+        output = self._retry("shell", run, retries)
         body, marker, rc = output.rpartition(RC_MARKER)
         if not marker:
             raise DeviceError(self.serial, "shell", f"no exit status in the output of {command!r}")
@@ -221,25 +222,48 @@ class AdbTransport:
             raise DeviceError(self.serial, step, f"exit status {rc}: {output.strip()[-300:]}")
         return output
 
-    def run_detached(self, command: str, work_dir: str, timeout_s: float, poll_s: float = 2.0) -> tuple[int, str]:
+    def run_detached(
+        self, command: str, work_dir: str, timeout_s: float, poll_s: float = 2.0, unreachable_s: float = 30.0
+    ) -> tuple[int, str]:
         """Run a long command in the background on the device and poll for its end, so that no
-        single ADB read has to outlast a silent benchmark. Survives a reconnect in between."""
+        single ADB read has to outlast a silent benchmark. The phone may drop and come back in
+        between (the finished result is collected then); it fails the job when it stays
+        unreachable for `unreachable_s`, when the command's process is gone without a result
+        (the phone restarted), or after `timeout_s`. Earlier jobs' leftovers in `work_dir`, which
+        a phone that died mid-run kept, are removed first."""
         tag = f"job_{os.getpid()}_{time.monotonic_ns()}"
-        out, rc_file = f"{work_dir}/{tag}.out", f"{work_dir}/{tag}.rc"
+        out, rc_file, pid_file = (f"{work_dir}/{tag}.{ext}" for ext in ("out", "rc", "pid"))
         q = shlex.quote
         inner = f"{command} > {q(out)} 2>&1; echo $? > {q(rc_file)}.tmp; mv {q(rc_file)}.tmp {q(rc_file)}"
-        self.check(f"mkdir -p {q(work_dir)} && (nohup sh -c {q(inner)} > /dev/null 2>&1 &)", "start")
-        deadline = time.monotonic() + timeout_s
+        launch = f"nohup sh -c {q(inner)} > /dev/null 2>&1 & echo $! > {q(pid_file)}"
+        self.check(f"mkdir -p {q(work_dir)} && rm -f {q(work_dir)}/job_* && ({launch})", "start")
+        # one line per poll: the exit status once written, else whether the job's process still runs
+        done = f"then echo rc=$(cat {q(rc_file)})"
+        probe = (f"if [ -f {q(rc_file)} ]; {done}; elif kill -0 $(cat {q(pid_file)}) 2>/dev/null; then echo running; "
+                 f"elif [ -f {q(rc_file)} ]; {done}; else echo gone; fi")  # fmt: skip
+        deadline, lost_since = time.monotonic() + timeout_s, None
         while True:
-            rc, text = self.shell(f"cat {q(rc_file)} 2>/dev/null")
-            if rc == 0 and text.strip().isdigit():
+            try:
+                _, text = self.shell(probe, timeout_s=min(self.timeouts.command_s, 10.0), retries=1)
+                lost_since = None
+            except DeviceError as exc:  # away (unplugged, rebooting, a dropped link): it may come back
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since >= unreachable_s:
+                    raise DeviceError(self.serial, "run", f"unreachable for {unreachable_s:.0f} s while the job ran "
+                                      f"({exc.reason})") from None  # fmt: skip
+                time.sleep(poll_s)
+                continue
+            state = text.strip()
+            if state.startswith("rc=") and state[3:].strip().lstrip("-").isdigit():
                 break
+            if state == "gone":
+                raise DeviceError(self.serial, "run", "the job ended without a result (did the phone restart?)")
             if time.monotonic() > deadline:
                 raise DeviceError(self.serial, "run", f"no result after {timeout_s:.0f} s (the job keeps {out})")
             time.sleep(poll_s)
         output = self.check(f"cat {q(out)}", "collect")
-        self.shell(f"rm -f {q(out)} {q(rc_file)}")
-        return int(text.strip()), output
+        self.shell(f"rm -f {q(out)} {q(rc_file)} {q(pid_file)}")
+        return int(state[3:].strip()), output
 
     def remote_sha256(self, path: str) -> str | None:
         rc, output = self.shell(f"sha256sum {shlex.quote(path)} 2>/dev/null")

@@ -68,6 +68,7 @@ class BenchJob:
     max_temp_c: int = 45  # phones: wait for the SoC to cool below this
     max_wait_s: int = 300  # ... for at most this long
     poll_s: float = 2.0  # how often a phone is asked whether the job has finished
+    unreachable_s: float = 30.0  # a phone unreachable this long while its job runs fails the job
     model: str = ""  # the bundle's model name, for listings
 
     def __post_init__(self) -> None:
@@ -98,6 +99,7 @@ class BenchJob:
         _int("max_wait_s", self.max_wait_s, 0, 7200)
         set_(self, "warmup_s", _number("warmup_s", self.warmup_s, 0, 600))
         set_(self, "poll_s", _number("poll_s", self.poll_s, 0.05, 60))
+        set_(self, "unreachable_s", _number("unreachable_s", self.unreachable_s, 1, 3600))
 
     @property
     def external_delegate(self) -> str | None:

@@ -130,7 +130,8 @@ def run_job(
             "--max-wait-s", str(job.max_wait_s), "--work", bench_dir,
         )
     )  # fmt: skip
-    rc, output = t.run_detached(command, f"{bench_dir}/jobs", timeout_s=job.budget_s, poll_s=job.poll_s)
+    rc, output = t.run_detached(command, f"{bench_dir}/jobs", timeout_s=job.budget_s, poll_s=job.poll_s,
+                                unreachable_s=job.unreachable_s)  # fmt: skip
     if rc != 0:
         raise DeviceError(t.serial, "run", f"the runner exited {rc}: {output.strip()[-300:]}")
     try:

@@ -1,5 +1,9 @@
 """End to end on the loopback phones: bundle → push → real runner → stand-in tool → parse."""
 
+import subprocess
+import threading
+import time
+
 import pytest
 import torch
 
@@ -115,3 +119,78 @@ def test_an_external_delegate_comes_from_the_agents_allowlist_only(tmp_path, bun
         result = run_job(job, t, binaries, external_delegates=allowed)  # the stand-in ignores the library
     assert result.delegate == "external:hexagon"
     assert result.device_state["runner_delegate"] == "external:/vendor/lib64/libhexagon_delegate.so"
+
+
+def _run_in_thread(job, t, binaries):
+    """run_job in a thread: (thread, outcome dict with "result" or "error")."""
+    outcome = {}
+
+    def work():
+        try:
+            outcome["result"] = run_job(job, t, binaries)
+        except DeviceError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _hot_phone(tmp_path):
+    return _phone(tmp_path, "mt6893", thermal_status=3, cpu_temp_c=58.0)  # its job waits 3 s for cool-down
+
+
+def _wait_until_running(phone) -> None:
+    """Until the job is started on the phone (its pid file is there), then a little more."""
+    jobs, deadline = phone.root / "data/local/tmp/coronet/jobs", time.monotonic() + 30
+    while not (jobs.is_dir() and list(jobs.glob("*.pid"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+
+
+def test_a_phone_that_drops_mid_run_and_returns_gives_its_result(tmp_path, bundle, binaries):
+    with _hot_phone(tmp_path) as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST, backoff_s=0.05) as t:
+        job = BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=3, max_wait_s=3, poll_s=0.3,
+                       unreachable_s=15)  # fmt: skip
+        thread, outcome = _run_in_thread(job, t, binaries)
+        _wait_until_running(phone)
+        phone.unplug()  # the job goes on on the phone; the host cannot see it
+        time.sleep(2.0)
+        phone.faults.offline = False
+        thread.join(timeout=60)
+    assert not thread.is_alive() and "error" not in outcome, outcome
+    assert "thermal-wait" in outcome["result"].flags and outcome["result"].stats.n == 3
+    assert not list((phone.root / "data/local/tmp/coronet/jobs").iterdir())
+
+
+def test_a_phone_that_stays_away_fails_its_job_in_bounded_time(tmp_path, bundle, binaries):
+    with _hot_phone(tmp_path) as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST, backoff_s=0.05) as t:
+        job = BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=3, max_wait_s=3, poll_s=0.3,
+                       unreachable_s=3)  # fmt: skip
+        thread, outcome = _run_in_thread(job, t, binaries)
+        _wait_until_running(phone)
+        started = time.monotonic()
+        phone.unplug()
+        thread.join(timeout=60)
+    assert not thread.is_alive() and time.monotonic() - started < 15
+    assert "unreachable for 3 s while the job ran" in str(outcome["error"])
+
+
+def test_a_job_killed_on_the_phone_fails_at_once_and_leaves_nothing_behind(tmp_path, bundle, binaries):
+    """The phone restarts mid-run: its processes are gone and no result will ever come. This used
+    to wait out the whole job budget (max_wait_s + 600 s), and the job's files stayed on the phone."""
+    with _hot_phone(tmp_path) as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST) as t:
+        job = BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=3, max_wait_s=3, poll_s=0.3)
+        thread, outcome = _run_in_thread(job, t, binaries)
+        jobs = phone.root / "data/local/tmp/coronet/jobs"
+        _wait_until_running(phone)
+        started = time.monotonic()
+        subprocess.run(["pkill", "-9", "-f", str(phone.root / "data/local/tmp/coronet")], check=False)
+        thread.join(timeout=60)
+        assert not thread.is_alive() and time.monotonic() - started < 15
+        assert isinstance(outcome.get("error"), DeviceError), outcome
+        leftovers = sorted(p.name for p in jobs.iterdir())
+        again = run_job(BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=2, max_wait_s=3, poll_s=0.3), t,
+                        binaries)  # fmt: skip
+    assert leftovers and again.stats.n == 2
+    assert not list(jobs.iterdir())  # the next job cleared what the killed one left
