@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for a lab)")
     sv.add_argument("--port", type=int, default=8750, help="port (default 8750; 0 picks a free one)")
     sv.add_argument("--token-file", help="file with the token (default: $DEVICE_BENCH_TOKEN, else a new one in DATA)")
+    sv.add_argument(
+        "--agents",
+        help="TOML of agent accounts (name, token, devices): each agent is who its token "
+        "says and leases only its own devices' jobs (see device_bench/lab.py load_agents)",
+    )
     sv.add_argument("--verbose", action="store_true", help="log every request")
     a = sub.add_parser("agent", help="lease queued jobs for this host's devices and run them")
     queue_args(a)

@@ -15,6 +15,7 @@ from typing import Any
 
 from coronet.errors import ConfigError
 from device_bench.records import EXTERNAL, BenchJob, default_delegate
+from device_bench.service import AgentAccount
 
 TOKEN_ENV = "DEVICE_BENCH_TOKEN"
 PLAN_KEYS = {"lab": {"server", "store", "token_file", "runs", "warmup", "warmup_s", "cluster"},
@@ -83,6 +84,40 @@ class Submitter:
 
         with ResultStore(self.store) as store:
             return store.jobs(tag=tag)
+
+
+def load_agents(path: str | Path, lab_token: str) -> tuple[AgentAccount, ...]:
+    """The agent accounts of `device-bench serve --agents FILE`: TOML tables
+
+    [[agent]]
+    name = "bench-host-1"
+    token = "a long random string"      # that agent's --token-file holds it
+    devices = ["host", "10.0.0.5:5555"]
+    """
+    path = Path(path)
+    try:
+        entries = tomllib.loads(path.read_text()).get("agent", [])
+    except FileNotFoundError:
+        raise ConfigError(f"agents file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"agents file {path} is not valid TOML: {exc}") from None
+    accounts = []
+    for i, entry in enumerate(entries if isinstance(entries, list) else [None]):
+        where = f"{path}: [[agent]] #{i + 1}"
+        if not isinstance(entry, dict) or set(entry) != {"name", "token", "devices"}:
+            raise ConfigError(f"{where} needs exactly name, token and devices")
+        name, token, devices = entry["name"], entry["token"], entry["devices"]
+        if not isinstance(name, str) or not name or not isinstance(token, str) or len(token) < 16:
+            raise ConfigError(f"{where}: name must be a string and token at least 16 characters")
+        if not isinstance(devices, list) or not devices or not all(isinstance(d, str) and d for d in devices):
+            raise ConfigError(f"{where}: devices must be a non-empty list of device names")
+        accounts.append(AgentAccount(name, token, tuple(devices)))
+    tokens = [a.token for a in accounts] + [lab_token]
+    if len({a.name for a in accounts}) != len(accounts) or len(set(tokens)) != len(tokens):
+        raise ConfigError(f"{path}: every agent needs its own name and its own token (not the lab's)")
+    if not accounts:
+        raise ConfigError(f"{path} defines no [[agent]]")
+    return tuple(accounts)
 
 
 # --- the nightly plan ------------------------------------------------------------------------
@@ -179,7 +214,8 @@ def serve_command(args: argparse.Namespace) -> int:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32) + "\n")
         token, where = token_path.read_text().strip(), str(token_path)
-    server = make_server(ServiceConfig(store, data, token), args.host, args.port, args.verbose)
+    agents = load_agents(args.agents, token) if args.agents else ()
+    server = make_server(ServiceConfig(store, data, token, agents=agents), args.host, args.port, args.verbose)
     host, port = server.server_address[:2]
     print(f"serving http://{host}:{port} (store {store}, bundles in {data / 'bundles'}; token in {where})", flush=True)
     try:

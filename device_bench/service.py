@@ -13,7 +13,10 @@ complete and an id always names the same bytes. Routes (JSON in and out unless a
     POST /v1/lease                     {"agent", "devices", "lease_s"} -> {"job": JOB or null}
     POST /v1/jobs/N/renew|release|fail|finish   {"agent", "lease_s" | "reason" | "result"}
 
-A result or failure from an agent that lost its lease is answered 409.
+A result or failure from an agent that lost its lease is answered 409. With agent accounts
+(`device-bench serve --agents agents.toml`), an agent's own token says who it is: it may only
+download bundles, lease jobs of its own devices and act on the leases it holds (403 otherwise),
+and the lab token may no longer act for agents.
 """
 
 from __future__ import annotations
@@ -60,12 +63,26 @@ def bundle_id(manifest_bytes: bytes) -> str:
 
 
 @dataclass(frozen=True)
+class AgentAccount:
+    """An agent the service knows: its own token, and the devices it may lease jobs for."""
+
+    name: str
+    token: str
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     store: Path
     data_dir: Path  # uploaded bundles live in data_dir/bundles/ID/
-    token: str
+    token: str  # the lab's token: bundles, jobs, and (without agent accounts) the agents too
     max_upload_bytes: int = 1 << 30
     idle_timeout_s: float = 30.0  # a connection that sends nothing this long (idle, a stalled client) is closed
+    # With accounts, an agent is who its token says: it leases only its own devices' jobs, and
+    # only the holder of a lease renews, finishes, fails or releases it. Without them (one
+    # trusted machine), the lab token acts for agents that name themselves.
+    agents: tuple[AgentAccount, ...] = ()
+    max_lease_s: float = 3600.0
 
     def bundle_dir(self, bid: str) -> Path:
         return self.data_dir / "bundles" / bid
@@ -111,6 +128,7 @@ class _Refused(Exception):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    caller: AgentAccount | None = None  # who sent the request being handled (None: the lab token)
 
     def setup(self) -> None:
         self.timeout = self.server.config.idle_timeout_s  # a connection silent this long is closed
@@ -149,13 +167,39 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refused(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
         return data
 
+    def _who(self) -> AgentAccount | None:
+        """The caller: None for the lab token, the agent's account for an agent token."""
+        given = (self.headers.get("Authorization") or "").encode()
+        config = self.server.config
+        if hmac.compare_digest(given, f"Bearer {config.token}".encode()):
+            return None
+        for account in config.agents:
+            if hmac.compare_digest(given, f"Bearer {account.token}".encode()):
+                return account
+        self._body_discard()
+        raise _Refused(HTTPStatus.UNAUTHORIZED, "missing or wrong token (Authorization: Bearer TOKEN)")
+
+    def _agent(self, p: dict[str, Any]) -> str:
+        """The agent a queue request acts for: its account's name (a name in the body must be
+        the same), or, with no accounts configured, the name the body gives."""
+        named = p.get("agent")
+        if self.caller is None:
+            if self.server.config.agents:
+                raise _Refused(HTTPStatus.FORBIDDEN, "agents use their own token (device-bench serve --agents)")
+            if not isinstance(named, str) or not named:
+                raise _Refused(HTTPStatus.BAD_REQUEST, "agent must be a non-empty name")
+            return named
+        if named is not None and named != self.caller.name:
+            raise _Refused(HTTPStatus.FORBIDDEN, f"this token is agent {self.caller.name!r}, not {named!r}")
+        return self.caller.name
+
+    def _lab_only(self) -> None:
+        if self.caller is not None:
+            raise _Refused(HTTPStatus.FORBIDDEN, f"agent {self.caller.name!r} may lease and report jobs only")
+
     def _handle(self, method: str) -> None:
         try:
-            expected = f"Bearer {self.server.config.token}".encode()
-            given = (self.headers.get("Authorization") or "").encode()
-            if not hmac.compare_digest(given, expected):
-                self._body_discard()
-                raise _Refused(HTTPStatus.UNAUTHORIZED, "missing or wrong token (Authorization: Bearer TOKEN)")
+            self.caller = self._who()
             url = urllib.parse.urlsplit(self.path)
             parts = [p for p in url.path.split("/") if p]
             self._route(method, parts, urllib.parse.parse_qs(url.query))
@@ -199,6 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         config = self.server.config
         match method, parts:
             case "PUT", ["v1", "bundles", bid, name]:
+                self._lab_only()
                 self._json(HTTPStatus.CREATED, self._put_bundle_file(self._bundle_path(bid, name), self._body()))
             case "GET", ["v1", "bundles", bid, name]:
                 path = self._bundle_path(bid, name)
@@ -206,18 +251,23 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _Refused(HTTPStatus.NOT_FOUND, f"no complete bundle {bid} with {name}")
                 self._send(HTTPStatus.OK, path.read_bytes(), "application/octet-stream")
             case "POST", ["v1", "jobs"]:
+                self._lab_only()
                 self._json(HTTPStatus.CREATED, {"id": self._submit(self._payload())})
             case "GET", ["v1", "jobs"]:
+                self._lab_only()
                 status, tag = (query.get(k, [None])[0] for k in ("status", "tag"))
                 with ResultStore(config.store) as store:
                     self._json(HTTPStatus.OK, {"jobs": store.jobs(status, tag)})
             case "POST", ["v1", "lease"]:
                 p = self._payload()
-                devices = p["devices"]
+                agent, devices = self._agent(p), p.get("devices")
                 if not isinstance(devices, list) or not devices or not all(isinstance(d, str) for d in devices):
                     raise _Refused(HTTPStatus.BAD_REQUEST, "devices must be a non-empty list of device names")
+                if self.caller is not None and not set(devices) <= set(self.caller.devices):
+                    others = sorted(set(devices) - set(self.caller.devices))
+                    raise _Refused(HTTPStatus.FORBIDDEN, f"agent {agent!r} does not own {', '.join(others)}")
                 with ResultStore(config.store) as store:
-                    job = store.lease(str(p["agent"]), devices, _lease_s(p))
+                    job = store.lease(agent, devices, _lease_s(p, config.max_lease_s))
                 self._json(HTTPStatus.OK, {"job": job})
             case "POST", ["v1", "jobs", job_id, action] if action in ("renew", "release", "fail", "finish"):
                 self._job_action(int(job_id), action, self._payload())
@@ -259,10 +309,10 @@ class _Handler(BaseHTTPRequestHandler):
             return store.enqueue(job, tag=tag)
 
     def _job_action(self, job_id: int, action: str, p: dict[str, Any]) -> None:
-        agent = str(p["agent"])
+        agent = self._agent(p)  # only the lease's holder gets past the store's lease check
         with ResultStore(self.server.config.store) as store:
             if action == "renew":
-                store.renew(job_id, agent, _lease_s(p))
+                store.renew(job_id, agent, _lease_s(p, self.server.config.max_lease_s))
             elif action == "release":
                 store.release(job_id, agent)
             elif action == "fail":
@@ -276,11 +326,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.OK, {"id": job_id, "action": action})
 
 
-def _lease_s(p: dict[str, Any]) -> float:
-    lease_s = float(p.get("lease_s", 120))
-    if not 0 < lease_s <= 86400:
-        raise _Refused(HTTPStatus.BAD_REQUEST, f"lease_s must be in (0, 86400], got {lease_s}")
-    return lease_s
+def _lease_s(p: dict[str, Any], most: float) -> float:
+    lease_s = p.get("lease_s", 120)
+    if isinstance(lease_s, bool) or not isinstance(lease_s, int | float) or not 0 < lease_s <= most:
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"lease_s must be a number in (0, {most:g}], got {lease_s!r}")
+    return float(lease_s)
 
 
 class _Server(ThreadingHTTPServer):

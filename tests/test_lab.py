@@ -379,3 +379,48 @@ def test_an_idle_connection_is_closed(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789ab"
+
+
+def test_agents_are_who_their_token_says(bundles, tmp_path):
+    """With the lab token anyone could finish another agent's job with invented numbers or lease
+    another host's phone for a day; with accounts, each agent acts for itself only."""
+    from device_bench.lab import load_agents
+
+    (tmp_path / "agents.toml").write_text(
+        f'[[agent]]\nname = "alice"\ntoken = "{ALICE}"\ndevices = ["host"]\n'
+        f'[[agent]]\nname = "bob"\ntoken = "{BOB}"\ndevices = ["10.0.0.5:5555"]\n'
+    )
+    agents = load_agents(tmp_path / "agents.toml", TOKEN)
+    config = ServiceConfig(tmp_path / "lab.db", tmp_path / "lab-data", TOKEN, agents=agents, max_lease_s=600)
+    server = make_server(config, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        lab, alice, bob = (_client(url, tmp_path, token) for token in (TOKEN, ALICE, BOB))
+        bid = lab.upload_bundle(bundles[0])
+        job_id = lab.submit({"bundle": bid, "device": "host", "runtime": "onnx", "runs": 2})
+        with pytest.raises(ServiceError, match=r"\(403\): agent 'bob' does not own host"):
+            bob.lease("bob", ["host"], lease_s=60)
+        with pytest.raises(ServiceError, match=r"\(403\): this token is agent 'bob', not 'alice'"):
+            bob.lease("alice", ["host"], lease_s=60)
+        with pytest.raises(ServiceError, match=r"\(403\): agents use their own token"):
+            lab.lease("alice", ["host"], lease_s=60)
+        with pytest.raises(ServiceError, match=r"\(400\): lease_s must be a number in \(0, 600\]"):
+            alice.lease("alice", ["host"], lease_s=86400)
+        with pytest.raises(ServiceError, match=r"\(403\): agent 'alice' may lease and report jobs only"):
+            alice.submit({"bundle": bid, "device": "host", "runtime": "onnx"})
+        assert alice.lease("alice", ["host"], lease_s=60)["id"] == job_id
+        with pytest.raises(LeaseLost):  # bob cannot finish (or renew, fail, release) alice's lease
+            bob._call("POST", f"/v1/jobs/{job_id}/fail", {"agent": "bob", "reason": "invented"})
+        agent, _ = _quiet_agent(alice, ["host"], name="alice")
+        with ResultStore(config.store) as store:
+            store.release(job_id, "alice")  # back to the queue: the agent below takes it for real
+        assert agent.run(once=True) == 1
+        with ResultStore(config.store) as store:
+            assert store.job(job_id)["status"] == "done" and store.job(job_id)["agent"] == "alice"
+    finally:
+        server.shutdown()
+        server.server_close()
