@@ -377,6 +377,12 @@ def _start_ranks(config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("compress-and-ship: error: compressing needs torch: pip install 'coronetgan[compress]' "
+              "(a lab host that only benchmarks needs device-bench alone)", file=sys.stderr)  # fmt: skip
+        return 1
     from compress import distributed
     from compress.config import load_config
     from compress.errors import CoronetError

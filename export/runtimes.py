@@ -28,7 +28,7 @@ class OnnxRunner:
 
 class TfliteRunner:
     def __init__(self, path: str | Path, threads: int = 1, layout: str = "NCHW", xnnpack: bool = True) -> None:
-        from export.tflite_export import interpreter
+        from export.litert import interpreter
 
         self.interpreter = interpreter(path, num_threads=threads, xnnpack=xnnpack)
         self.input_index = self.interpreter.get_input_details()[0]["index"]

@@ -61,7 +61,7 @@ def onnx_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
 
 def tflite_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
     """The same for CONV_2D / TRANSPOSE_CONV of a TFLite file (weights are O x kh x kw x I)."""
-    from export.tflite_export import interpreter
+    from export.litert import interpreter
 
     it = interpreter(path, xnnpack=False)
     ops = it._get_ops_details()

@@ -7,7 +7,6 @@ import os
 import signal
 import tempfile
 import threading
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from torch import nn
 
 from coronet.files import atomic_write_bytes
 from export.errors import ExportError
+from export.litert import interpreter, op_counts, quiet_native_output, xnnpack_partitions
 from export.passes import TFLITE_PASSES, apply_passes
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -27,22 +27,6 @@ class TfliteFile:
     path: Path
     precision: str
     layout: str
-
-
-@contextlib.contextmanager
-def _quiet_native_output():
-    """The converter's C++ code prints progress straight to fds 1 and 2; keep it off the console."""
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "wb") as devnull:
-        try:
-            os.dup2(devnull.fileno(), 1)
-            os.dup2(devnull.fileno(), 2)
-            yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 @contextlib.contextmanager
@@ -89,7 +73,7 @@ def to_tflite(
     if layout not in LAYOUTS:
         raise ExportError(f"unknown layout {layout!r}; choose NCHW or NHWC")
     try:
-        with _interrupt_after("loading litert-torch"), _quiet_native_output():  # torchao and torch warn on import
+        with _interrupt_after("loading litert-torch"), quiet_native_output():  # torchao and torch warn on import
             import litert_torch
     except ImportError:
         raise ExportError("TFLite export needs litert-torch: pip install 'coronetgan[tflite]'") from None
@@ -103,7 +87,7 @@ def to_tflite(
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / "fp32.tflite"
         try:
-            with _interrupt_after("the TFLite conversion"), _quiet_native_output():
+            with _interrupt_after("the TFLite conversion"), quiet_native_output():
                 litert_torch.convert(model, (sample,)).export(str(raw))
                 quantize = {"fp32": lambda path: path.read_bytes(), "fp16": _weight_only_fp16, "int8": _dynamic_int8}
                 data = quantize[precision](raw)
@@ -142,23 +126,4 @@ def _weight_only_fp16(float_model: Path) -> bytes:
     return bytes(q.quantize().quantized_model)
 
 
-def interpreter(path: str | Path, num_threads: int = 1, xnnpack: bool = True):
-    """A LiteRT interpreter (XNNPACK applied by default), tensors allocated."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kind = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    with _quiet_native_output():
-        it = Interpreter(model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=kind)
-        it.allocate_tensors()
-    return it
-
-
-def op_counts(path: str | Path) -> Counter:
-    """Builtin op names of the file's main graph and how often each occurs."""
-    return Counter(op["op_name"] for op in interpreter(path, xnnpack=False)._get_ops_details())
-
-
-def xnnpack_partitions(path: str | Path, num_threads: int = 1) -> int:
-    """How many delegate nodes XNNPACK made of the graph (1 = the whole graph in one partition)."""
-    ops = interpreter(path, num_threads=num_threads)._get_ops_details()
-    return sum(op["op_name"] == "DELEGATE" for op in ops)
+__all__ = ["PRECISIONS", "TfliteFile", "interpreter", "op_counts", "to_tflite", "xnnpack_partitions"]
