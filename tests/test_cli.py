@@ -214,7 +214,7 @@ def test_missing_data_folder_is_one_line_and_keeps_finished_stages(pipeline_run,
     ("[search]\ntarget_mac = 0.5\n", "unknown key 'target_mac' in [search]; allowed: target_macs"),
     ("[model]\narch = 'vgg'\n", "unknown generator architecture 'vgg'"),
     ("[model]\narch = 'resnet'\nblocks = 3\n", "unknown key 'blocks' in [model] for arch 'resnet'"),
-    ("[search]\nlam = 'big'\n", "search.lam must be a float"),
+    ("[search]\nlam = 'big'\n", "search.lam must be a finite number, got 'big'"),
     ("[search\n", "is not valid TOML"),
 ])  # fmt: skip
 def test_bad_config_is_one_line_and_exit_1(tmp_path, config, message):
