@@ -1,6 +1,7 @@
 """The pipeline command as the tests run it: a tiny config and a subprocess helper."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,10 @@ def run_pipeline(*args: str, cwd: Path, home: Path | None = None) -> subprocess.
         [sys.executable, str(ROOT / "compress_and_ship.py"), *args],
         cwd=cwd, capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
+
+
+def interruptible() -> None:
+    """preexec_fn for a child the test will Ctrl-C: a launcher that ran the tests in the
+    background (bash `&`) leaves SIGINT ignored, and children inherit that; Python then never
+    raises KeyboardInterrupt. The default disposition makes the child take SIGINT as a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

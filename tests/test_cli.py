@@ -18,7 +18,7 @@ from reports.render import slug
 from tests.loopback_device.adb_device import LoopbackDevice
 from tests.loopback_device.personas import build_sandbox
 from tests.loopback_device.standins import write_binaries
-from tests.pipeline import ROOT, TINY_PIPELINE, run_pipeline
+from tests.pipeline import ROOT, TINY_PIPELINE, interruptible, run_pipeline
 
 STAGES = ("dense", "search", "slim", "converge", "export", "bench", "report")
 
@@ -298,7 +298,8 @@ def test_ctrl_c_leaves_the_run_resumable(tmp_path):
         "--to",
         "search",
     ]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)  # fmt: skip
     state = tmp_path / "run" / "checkpoints" / "search_state.pt"
     deadline = time.monotonic() + 120
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -22,7 +22,7 @@ from reports import build_report
 from tests.loopback_device.adb_device import LoopbackDevice
 from tests.loopback_device.personas import build_sandbox
 from tests.loopback_device.standins import write_binaries
-from tests.pipeline import ROOT
+from tests.pipeline import ROOT, interruptible
 
 TOKEN = "lab-token-for-tests"
 
@@ -232,7 +232,7 @@ def test_a_bad_plan_is_one_clear_line(bundles, tmp_path, extra, message):
 def test_serve_nightly_agent_and_report_commands(bundles, tmp_path):
     serve = subprocess.Popen([sys.executable, "-m", "device_bench.cli", "serve", "--store", "lab.db", "--port", "0"],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=interruptible)  # fmt: skip
     try:
         first = serve.stdout.readline()
         assert first.startswith("serving http://127.0.0.1:"), serve.stderr.read() if serve.poll() else first

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.pipeline import TINY_PIPELINE
+from tests.pipeline import TINY_PIPELINE, interruptible
 
 BIN = Path(sys.executable).parent
 STAGES = ("dense", "search", "slim", "converge", "export", "bench", "report")
@@ -32,7 +32,8 @@ def test_ctrl_c_under_torchrun_then_the_rest_of_the_pipeline(tmp_path):
     (tmp_path / "slow.toml").write_text(config)
     run = tmp_path / "run"
     proc = subprocess.Popen(_torchrun("slow.toml", "--run-dir", "run", "--quiet"), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)  # fmt: skip
     state = run / "checkpoints" / "search_state.pt"
     deadline = time.monotonic() + 240
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
