@@ -41,7 +41,7 @@ from compress.errors import CheckpointError, ConfigError, TrainingDivergedError
 from compress.formats import ImportedGenerator, import_generator
 from compress.hyper import HyperGenerator, init_from_dense
 from compress.macs import MacCount, PlanCost, count_macs
-from compress.metrics import fid_kid, paired_metrics
+from compress.metrics import FID_WEIGHTS, FID_WEIGHTS_SHA256_PREFIX, fid_kid, paired_metrics
 from compress.models import build_discriminator, build_generator, example_input_shape, full_plan
 from compress.plan import ChannelPlan
 from compress.saliency import channel_saliency, latents_from_saliency
@@ -184,7 +184,10 @@ def preflight(config: PipelineConfig) -> None:
     weights = config.eval.fid_weights
     if weights and not Path(weights).expanduser().is_file():
         raise ConfigError(f"eval.fid_weights {weights} does not exist; give pytorch-fid's "
-                          "pt_inception-2015-12-05-6726825d.pth or leave it empty")  # fmt: skip
+                          f"{FID_WEIGHTS} or leave it empty")  # fmt: skip
+    if weights and not (digest := sha256_file(Path(weights).expanduser())).startswith(FID_WEIGHTS_SHA256_PREFIX):
+        raise ConfigError(f"eval.fid_weights {weights} is not pytorch-fid's Inception weights (SHA-256 "
+                          f"{digest[:12]}…, expected {FID_WEIGHTS_SHA256_PREFIX}…); give {FID_WEIGHTS}")  # fmt: skip
 
 
 def held_out_images(config: PipelineConfig) -> tuple[torch.Tensor, torch.Tensor, bool] | None:

@@ -43,6 +43,15 @@ def test_a_bad_config_is_one_line_before_any_training(tmp_path, capsys, case):
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
 
 
+def test_wrong_fid_weights_are_refused_before_training_not_after(tmp_path, capsys):
+    (tmp_path / "inception.pth").write_bytes(b"some other network")
+    config = TINY_PIPELINE.replace("[bench]", f'[eval]\nfid_weights = "{tmp_path / "inception.pth"}"\n[bench]')
+    (tmp_path / "bad.toml").write_text(config)
+    code = compress_and_ship.main([str(tmp_path / "bad.toml"), "--run-dir", str(tmp_path / "run"), "--quiet"])
+    assert "is not pytorch-fid's Inception weights" in _one_line(capsys, code)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_config_that_is_not_utf8_and_a_run_dir_that_is_a_file(tmp_path, capsys):
     (tmp_path / "latin1.toml").write_bytes("# réglages\nseed = 1\n".encode("latin-1"))
     code = compress_and_ship.main([str(tmp_path / "latin1.toml"), "--run-dir", str(tmp_path / "run")])
