@@ -47,7 +47,7 @@ from compress.plan import ChannelPlan
 from compress.saliency import channel_saliency, latents_from_saliency
 from compress.search import SearchResult, run_search
 from compress.slim import slim_generator
-from compress.train import GanTrainer, converge
+from compress.train import GanTrainer, TrainConfig, converge
 from coronet.files import atomic_write_bytes, sha256_file
 
 HYPER_CHECKPOINT = Path("checkpoints/hyper.pt")
@@ -95,7 +95,7 @@ def _reseed_rank(config: PipelineConfig, info: DistInfo) -> None:
         torch.manual_seed(config.seed + 1_000_003 * info.rank)
 
 
-def _scaled_train(config: PipelineConfig) -> Any:
+def _scaled_train(config: PipelineConfig) -> TrainConfig:
     """train with its lr under the ranks' lr rule (train.lr_scaling)."""
     return dataclasses.replace(config.train, lr=config.train.lr * lr_factor(config.train.lr_scaling))
 

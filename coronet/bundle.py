@@ -40,7 +40,7 @@ def member_path(name: Any, where: str = MANIFEST) -> PurePosixPath:
     if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
         raise IncompleteBundleError(f"{where} names a file {name!r}: expected a plain relative path")
     path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts or (path.parts[0] == "." and len(path.parts) == 1):
+    if path.is_absolute() or ".." in path.parts or not path.parts:  # no parts: "." names the bundle itself
         raise IncompleteBundleError(f"{where} names {name!r}, outside its bundle: only files inside the bundle")
     return path
 

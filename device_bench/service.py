@@ -25,10 +25,8 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import os
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -38,9 +36,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from coronet.bundle import MANIFEST, SCHEMA_VERSION, Bundle, check_manifest, inside
+from coronet.bundle import MANIFEST, Bundle, check_manifest, inside
 from coronet.errors import CoronetError, IncompleteBundleError
-from coronet.files import sha256_file
+from coronet.files import atomic_write_bytes, sha256_file
 from device_bench.records import BenchJob, BenchResult
 from device_bench.store import LeaseLost, ResultStore
 
@@ -88,34 +86,22 @@ class ServiceConfig:
         return self.data_dir / "bundles" / bid
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _manifest_problem(folder: Path, data: bytes) -> str | None:
-    """Why this manifest cannot complete the bundle in `folder` (None: it can)."""
+    """Why this manifest cannot complete the bundle in `folder` (None: it can): the shape every
+    reader checks (`check_manifest`), flat file names (bundles are stored flat), files uploaded."""
     try:
-        manifest = json.loads(data)
-        files = manifest["files"]
-        if manifest.get("schema_version") != SCHEMA_VERSION or not isinstance(files, dict) or not files:
-            return f"not a bundle manifest of schema {SCHEMA_VERSION}"
-        for runtime, entry in files.items():
-            name = str(entry["path"])
-            if not FILE_NAME.match(name) or name == MANIFEST:
-                return f"the {runtime} file name {name!r} is not a plain file name"
-            file = folder / name
-            if not file.is_file() or file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
-                return f"{name} is missing or differs from the manifest: upload the model files first"
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        return f"not a bundle manifest: {exc!r}"
+        files = check_manifest(json.loads(data), "the manifest")["files"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return f"not a bundle manifest: {exc}"
+    except IncompleteBundleError as exc:
+        return str(exc)
+    for runtime, entry in files.items():
+        name = entry["path"]
+        if not FILE_NAME.match(name) or name == MANIFEST:
+            return f"the {runtime} file name {name!r} is not a plain file name"
+        file = folder / name
+        if not file.is_file() or file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
+            return f"{name} is missing or differs from the manifest: upload the model files first"
     return None
 
 
@@ -290,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
             problem = _manifest_problem(path.parent, data)
             if problem:
                 raise _Refused(HTTPStatus.BAD_REQUEST, problem)
-        _atomic_write(path, data)
+        atomic_write_bytes(path, lambda f: f.write(data))
         return {"bundle": path.parent.name, "file": path.name, "stored": True}
 
     def _submit(self, p: dict[str, Any]) -> int:
@@ -432,6 +418,9 @@ class ServiceClient:
         folder.mkdir(parents=True, exist_ok=True)
         for entry in files.values():
             target = inside(folder, entry["path"], f"bundle {ref}'s {MANIFEST} from {self.url}")
-            _atomic_write(target, self._call("GET", f"/v1/bundles/{ref}/{entry['path']}"))
-        _atomic_write(folder / MANIFEST, manifest)  # last: a cached bundle without it is incomplete
+            data = self._call("GET", f"/v1/bundles/{ref}/{entry['path']}")
+            atomic_write_bytes(target, lambda f, data=data: f.write(data))
+        atomic_write_bytes(
+            folder / MANIFEST, lambda f: f.write(manifest)
+        )  # last: a cached bundle without it is incomplete
         return Bundle.open(folder, verify=True).path

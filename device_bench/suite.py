@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coronet.bundle import Bundle
-from device_bench.records import BenchJob, BenchResult, default_delegate
+from device_bench.records import BenchJob, BenchResult
 from device_bench.run import execute
 from device_bench.store import ResultStore
 
@@ -76,6 +76,3 @@ def _connect(device: str):
     transport = AdbTransport(device)
     transport.connect()
     return transport
-
-
-__all__ = ["SuiteSettings", "bench_bundles", "default_delegate"]

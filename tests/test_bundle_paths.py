@@ -23,13 +23,13 @@ def _bundle(folder, path: str, data: bytes) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("kind", ["dotdot", "absolute", "nested-dotdot", "symlink"])
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "nested-dotdot", "symlink", "the bundle itself"])
 def test_a_bundle_that_names_a_file_outside_it_is_refused(tmp_path, kind):
     secret = tmp_path / "secret.bin"
     secret.write_bytes(b"someone else's file")
     folder = tmp_path / "bundle"
     name = {"dotdot": "../secret.bin", "absolute": str(secret), "nested-dotdot": "sub/../../secret.bin",
-            "symlink": "model.onnx"}[kind]  # fmt: skip
+            "symlink": "model.onnx", "the bundle itself": "."}[kind]  # fmt: skip
     _bundle(folder, name, secret.read_bytes())
     if kind == "symlink":
         (folder / "model.onnx").symlink_to(secret)

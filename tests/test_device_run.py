@@ -140,6 +140,12 @@ def _hot_phone(tmp_path):
     return _phone(tmp_path, "mt6893", thermal_status=3, cpu_temp_c=58.0)  # its job waits 3 s for cool-down
 
 
+def _slow_job(bundle, phone, **settings) -> BenchJob:
+    """A job the hot phone holds for a few seconds (cool-down), polled often."""
+    return BenchJob(bundle.path, phone.serial, "tflite", **{"warmup": 1, "runs": 3, "max_wait_s": 3, "poll_s": 0.3,
+                                                             **settings})  # fmt: skip
+
+
 def _wait_until_running(phone) -> None:
     """Until the job is started on the phone (its pid file is there), then a little more."""
     jobs, deadline = phone.root / "data/local/tmp/coronet/jobs", time.monotonic() + 30
@@ -150,8 +156,7 @@ def _wait_until_running(phone) -> None:
 
 def test_a_phone_that_drops_mid_run_and_returns_gives_its_result(tmp_path, bundle, binaries):
     with _hot_phone(tmp_path) as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST, backoff_s=0.05) as t:
-        job = BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=3, max_wait_s=3, poll_s=0.3,
-                       unreachable_s=15)  # fmt: skip
+        job = _slow_job(bundle, phone, unreachable_s=15)
         thread, outcome = _run_in_thread(job, t, binaries)
         _wait_until_running(phone)
         phone.unplug()  # the job goes on on the phone; the host cannot see it
@@ -165,8 +170,7 @@ def test_a_phone_that_drops_mid_run_and_returns_gives_its_result(tmp_path, bundl
 
 def test_a_phone_that_stays_away_fails_its_job_in_bounded_time(tmp_path, bundle, binaries):
     with _hot_phone(tmp_path) as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST, backoff_s=0.05) as t:
-        job = BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=3, max_wait_s=3, poll_s=0.3,
-                       unreachable_s=3)  # fmt: skip
+        job = _slow_job(bundle, phone, unreachable_s=3)
         thread, outcome = _run_in_thread(job, t, binaries)
         _wait_until_running(phone)
         started = time.monotonic()
@@ -180,7 +184,7 @@ def test_a_job_killed_on_the_phone_fails_at_once_and_leaves_nothing_behind(tmp_p
     """The phone restarts mid-run: its processes are gone and no result will ever come. This used
     to wait out the whole job budget (max_wait_s + 600 s), and the job's files stayed on the phone."""
     with _hot_phone(tmp_path) as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST) as t:
-        job = BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=3, max_wait_s=3, poll_s=0.3)
+        job = _slow_job(bundle, phone)
         thread, outcome = _run_in_thread(job, t, binaries)
         jobs = phone.root / "data/local/tmp/coronet/jobs"
         _wait_until_running(phone)
@@ -190,7 +194,6 @@ def test_a_job_killed_on_the_phone_fails_at_once_and_leaves_nothing_behind(tmp_p
         assert not thread.is_alive() and time.monotonic() - started < 15
         assert isinstance(outcome.get("error"), DeviceError), outcome
         leftovers = sorted(p.name for p in jobs.iterdir())
-        again = run_job(BenchJob(bundle.path, phone.serial, "tflite", warmup=1, runs=2, max_wait_s=3, poll_s=0.3), t,
-                        binaries)  # fmt: skip
+        again = run_job(_slow_job(bundle, phone, runs=2), t, binaries)
     assert leftovers and again.stats.n == 2
     assert not list(jobs.iterdir())  # the next job cleared what the killed one left
