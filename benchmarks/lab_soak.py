@@ -6,12 +6,15 @@ HTTP, and at the same time
   a phone unplugged (and plugged back), a phone "restarted" mid-job (its job's processes
   killed, unplugged, back), an agent killed with SIGKILL (and started again);
 - hostile clients: a 1 GiB declared body without the token (again and again), 1000 idle
-  connections, a client that sends one byte a second;
+  connections (topped up whenever the service closes some), a client that sends its request
+  head one byte a second, and one with the token that sends its body one byte a second;
 - an honest client listing the jobs every 0.5 s (its latency is measured).
 
 At the end every job must be done or failed with a reason: none lost, none run twice, none
-still running, and the reasons are listed so that a failure caused by an *earlier* fault (a
-transport that never healed) shows. The service's memory (VmRSS) is sampled throughout.
+still running. Every job's status is watched (4 times a second), so each failed job is laid
+beside the faults: a failure with no fault on its phone (or its agent) while it ran is one
+that an *earlier* fault caused (a transport that never healed). The longest a job ran is
+compared with its budget. The service's memory (VmRSS) and threads are sampled throughout.
 
     python benchmarks/lab_soak.py [--jobs 100] [--seed 0] [--limit-s 900]
 Writes benchmarks/results/lab_soak.json.
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import json
 import os
 import random
@@ -51,11 +53,20 @@ from tests.loopback_device.standins import write_binaries
 BIN = Path(sys.executable).parent
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def _proc_status(pid: int) -> tuple[float, int]:
+    """VmRSS in MiB and the thread count of a process."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 class Agents:
@@ -142,16 +153,20 @@ def main() -> int:
     latencies: list[float] = []
     honest_errors: list[str] = []
     rss: list[float] = []
+    service_threads: list[int] = []
+    seen: dict[int, list[tuple[float, str]]] = collections.defaultdict(list)  # job -> (t, status) changes
 
-    def log(kind: str, **fields) -> None:
-        events.append({"t": round(time.monotonic() - t0, 2), "kind": kind, **fields})
+    def log(kind: str, **fields) -> dict:
+        event = {"t": round(time.monotonic() - t0, 2), "kind": kind, **fields}
+        events.append(event)
+        return event
 
     def inject() -> None:
         while not stop.wait(rng.uniform(2.0, 5.0)):
             persona = rng.choice(list(phones))
             phone, f = phones[persona], faults[persona]
             kind = rng.choice(["drop-push", "stall", "corrupt", "unplug", "restart", "kill-agent"])
-            log(kind, phone=persona)
+            event = log(kind, phone=persona)
             if kind == "drop-push":
                 f.drop_after_sync_bytes = 4096  # the next push dies a little way in (once)
             elif kind == "stall":
@@ -175,6 +190,16 @@ def main() -> int:
                 agents.kill(serials[persona])
                 time.sleep(2.0)
                 agents.start(serials[persona])
+            if kind != "drop-push":  # that one waits for the next push: open until the phone's next fault
+                event["until"] = round(time.monotonic() - t0, 2)
+
+    def watch_jobs() -> None:
+        while not stop.wait(0.25):
+            with ResultStore(work / "lab.db") as store:
+                for job in store.jobs():
+                    changes = seen[job["id"]]
+                    if not changes or changes[-1][1] != job["status"]:
+                        changes.append((time.monotonic() - t0, job["status"]))
 
     def hostile_big_bodies() -> None:
         head = (f"PUT /v1/bundles/{'0' * 32}/model.onnx HTTP/1.1\r\nHost: x\r\n"
@@ -188,11 +213,22 @@ def main() -> int:
                 pass
 
     idle: list[socket.socket] = []
+    idle_counts = collections.Counter()
 
     def hostile_idle() -> None:
-        for _ in range(args.idle):
-            with contextlib.suppress(OSError):
-                idle.append(socket.create_connection((host, int(port)), timeout=5))
+        while not stop.is_set():  # keep args.idle connections open: the service closes idle ones
+            for s in [s for s in idle if _closed_by_peer(s)]:
+                idle.remove(s)
+                s.close()
+                idle_counts["closed_by_the_service"] += 1
+            while len(idle) < args.idle and not stop.is_set():
+                try:
+                    idle.append(socket.create_connection((host, int(port)), timeout=5))
+                    idle_counts["opened"] += 1
+                except OSError:
+                    idle_counts["refused"] += 1
+                    break
+            stop.wait(2.0)
 
     def hostile_slow() -> None:
         request = f"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
@@ -205,6 +241,18 @@ def main() -> int:
                         s.sendall(bytes([byte]))
             except OSError:
                 pass
+
+    def hostile_slow_body() -> None:
+        head = (f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Length: 100000\r\n\r\n").encode()  # fmt: skip
+        while not stop.is_set():
+            try:
+                with socket.create_connection((host, int(port)), timeout=60) as s:
+                    s.sendall(head)
+                    while not stop.wait(1.0):
+                        s.sendall(b" ")
+            except OSError:
+                idle_counts["slow_bodies_cut_off"] += 1
 
     def honest() -> None:
         while not stop.wait(0.5):
@@ -220,11 +268,13 @@ def main() -> int:
 
     def memory() -> None:
         while not stop.wait(1.0):
-            rss.append(_rss_mib(serve.pid))
+            mib, threads = _proc_status(serve.pid)
+            rss.append(mib)
+            service_threads.append(threads)
 
     t0 = time.monotonic()
-    threads = [threading.Thread(target=f, daemon=True) for f in (inject, hostile_big_bodies, hostile_idle,
-                                                                  hostile_slow, honest, memory)]  # fmt: skip
+    workers = (inject, watch_jobs, hostile_big_bodies, hostile_idle, hostile_slow, hostile_slow_body, honest, memory)
+    threads = [threading.Thread(target=f, daemon=True) for f in workers]
     for thread in threads:
         thread.start()
     while time.monotonic() - t0 < args.limit_s:
@@ -250,7 +300,18 @@ def main() -> int:
 
     statuses = collections.Counter(jobs[i]["status"] for i in ids)
     reasons = collections.Counter((jobs[i]["reason"] or "")[:120] for i in ids if jobs[i]["status"] == "failed")
-    healing = [r for r in reasons if "NoneType" in r or "has no attribute" in r]
+    persona_of = {serial: persona for persona, serial in serials.items()}
+    for n, event in enumerate(events):
+        later = [e["t"] for e in events[n + 1 :] if e["phone"] == event["phone"]]
+        event.setdefault("until", later[0] if later else elapsed)
+    failures = []
+    for i in (i for i in ids if jobs[i]["status"] == "failed"):
+        ran_from, ended = _last_run(seen[i])
+        during = [e["kind"] for e in events if e["phone"] == persona_of.get(jobs[i]["device"])
+                  and e["t"] <= ended + 0.5 and e["until"] >= ran_from - 0.5]  # fmt: skip
+        failures.append({"job": i, "ran_s": [round(ran_from, 1), round(ended, 1)], "faults_while_it_ran": during,
+                         "reason": (jobs[i]["reason"] or "")[:160]})  # fmt: skip
+    runs = [end - start for i in ids for start, end in _runs(seen[i])]
     lat = sorted(latencies)
     record = {
         "jobs": args.jobs,
@@ -260,13 +321,17 @@ def main() -> int:
         "lost": sum(1 for i in ids if jobs[i]["status"] in ("queued", "running")),
         "duplicated": sum(1 for n in results.values() if n > 1),
         "failed_reasons": dict(reasons),
-        "failed_from_an_earlier_fault": len(healing),
+        "failed_jobs": failures,
+        "failed_from_an_earlier_fault": sum(1 for f in failures if not f["faults_while_it_ran"]),
+        "longest_run_s": round(max(runs), 1) if runs else None,
+        "job_budget_s": 5 + 600,  # BenchJob.budget_s: max_wait_s + 600
         "faults": dict(collections.Counter(e["kind"] for e in events)),
         "service_rss_mib_max": round(max(rss), 1) if rss else None,
         "honest_requests": len(lat),
         "honest_latency_s": {"median": lat[len(lat) // 2], "max": lat[-1]} if lat else None,
         "honest_errors": honest_errors[:20],
-        "idle_connections_opened": len(idle),
+        "hostile_connections": dict(idle_counts),
+        "service_threads_max": max(service_threads) if service_threads else None,
         "how": "loopback only; service and agents are child processes; faults and hostile clients "
         "run concurrently with the jobs; one run",
     }
@@ -274,6 +339,23 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
     return 0
+
+
+def _runs(changes: list[tuple[float, str]]) -> list[tuple[float, float]]:
+    """The (start, end) of each time a job ran, from its watched status changes."""
+    runs, started = [], None
+    for t, status in changes:
+        if status == "running":
+            started = t
+        elif started is not None:
+            runs.append((started, t))
+            started = None
+    return runs
+
+
+def _last_run(changes: list[tuple[float, str]]) -> tuple[float, float]:
+    runs = _runs(changes)
+    return runs[-1] if runs else (changes[0][0], changes[-1][0])
 
 
 if __name__ == "__main__":

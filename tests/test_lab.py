@@ -77,8 +77,10 @@ def test_bundle_uploads_are_checked_and_complete_bundles_immutable(service, bund
         client._call("PUT", f"/v1/bundles/{bid}/manifest.json", raw=manifest)
     with pytest.raises(ServiceError, match="not the SHA-256 of this manifest"):
         client._call("PUT", f"/v1/bundles/{'0' * 32}/manifest.json", raw=manifest)
-    with pytest.raises(ServiceError, match=r"refused \(400\)"):
-        client._call("PUT", f"/v1/bundles/{bid}/..%2Fescape", raw=b"x")
+    for name in ("..%2Fescape", ".hidden", "a%00b"):  # no route (the / is a path) or not a plain name
+        with pytest.raises(ServiceError, match=r"refused \((400|404)\)"):
+            client._call("PUT", f"/v1/bundles/{bid}/{name}", raw=b"x")
+    assert not (config.bundle_dir(bid).parent / "escape").exists()
     with pytest.raises(ServiceError, match="no complete bundle"):
         client.submit({"bundle": bid, "device": "host", "runtime": "onnx"})
     assert client.upload_bundle(export) == bid  # the right bytes replace the wrong ones
