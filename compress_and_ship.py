@@ -11,6 +11,7 @@ interrupted search or converge continues from its last saved state.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -25,6 +26,15 @@ DENSE_EXPORT_DIR = Path("export_dense")  # the dense reference's bundle
 STORE = Path("results.sqlite")
 BENCH_RECORD = Path("bench.json")
 REPORT_DIR = Path("site")  # DESIGN §1: the run directory's site/index.html
+_KEPT = "finished stages are kept"
+OS_ERROR_HINTS = {  # what to do about the disk errors a run meets; the run resumes where it stopped
+    errno.ENOSPC: f"free some space and run the same command again ({_KEPT})",
+    errno.EDQUOT: f"free some space and run the same command again ({_KEPT})",
+    errno.EFBIG: f"the file system or a ulimit caps file sizes ({_KEPT})",
+    errno.EROFS: "the run directory is read-only: pick a writable --run-dir",
+    errno.EACCES: "you may not write there: pick a --run-dir of your own",
+    errno.EPERM: "you may not write there: pick a --run-dir of your own",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -421,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:  # the disk or the file system: full, read-only, a folder that is a file
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"compress-and-ship: error: {exc.strerror or exc}{where}; finished stages are kept", file=sys.stderr)
+        hint = OS_ERROR_HINTS.get(exc.errno or 0, _KEPT)
+        print(f"compress-and-ship: error: {exc.strerror or exc}{where}; {hint}", file=sys.stderr)
         distributed.finish(clean=False)
         return 1
     except KeyboardInterrupt:

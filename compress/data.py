@@ -4,6 +4,7 @@ warm, rectangles cool, lit from above), so the ground truth B of every A is know
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,11 +109,26 @@ class Transform:
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
+MAX_DATA_ENTRIES = 2_000_000  # files and folders under a data folder; "/" or a home folder has more
+
+
 def list_images(folder: Path, what: str) -> list[Path]:
+    """Every image under `folder`, sorted. The walk stops with an error after MAX_DATA_ENTRIES
+    entries: a data root such as "/" would otherwise walk the whole file system first."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{what} folder {folder} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if folder.resolve() in (Path(folder.resolve().anchor), Path.home().resolve()):
+        raise DataError(f"{what} folder {folder} is the file system's root or your home folder, not a dataset; "
+                        "point data.root at the dataset's folder")  # fmt: skip
+    files, seen = [], 0
+    for parent, dirs, names in os.walk(folder):
+        seen += len(dirs) + len(names)
+        if seen > MAX_DATA_ENTRIES:
+            raise DataError(f"{what} folder {folder} holds more than {MAX_DATA_ENTRIES:,} files and folders: "
+                            "is it the dataset's folder? point data.root at it")  # fmt: skip
+        files += [Path(parent, n) for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+    files = sorted(p for p in files if p.is_file())
     if not files:
         raise DataError(f"{what} folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return files

@@ -21,7 +21,10 @@ def atomic_write_bytes(path: str | Path, write: Callable[[IO[bytes]], Any]) -> N
     buffer = io.BytesIO()
     write(buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a read-only or foreign folder: name the file the user knows
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buffer.getbuffer())

@@ -1,8 +1,11 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from compress import data as data_module
 from compress.data import (
     BACKGROUND_B,
     AlignedFolder,
@@ -14,6 +17,7 @@ from compress.data import (
     load_rgb,
 )
 from compress.errors import DataError
+from tests.pipeline import TINY_PIPELINE, run_pipeline
 
 
 def test_builtin_data_is_deterministic_by_seed():
@@ -130,3 +134,28 @@ def test_float_images_and_decompression_bombs_are_refused(tmp_path, monkeypatch)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64² is past twice the limit: PIL's bomb error
     with pytest.raises(DataError, match="too large to decode safely"):
         load_rgb(tmp_path / "big.png")
+
+
+def test_a_data_root_that_is_not_a_dataset_is_refused_before_walking_it(tmp_path, monkeypatch):
+    """`data.root = "/"` used to walk the whole file system (and then train on its PNGs)."""
+    for root in ("/", str(Path.home())):
+        with pytest.raises(DataError, match="is the file system's root or your home folder"):
+            ImageFolder(root, image_size=16)
+    for i in range(6):
+        _write(tmp_path / f"d{i}" / "x.png", _gradient(8, 8, i))
+    monkeypatch.setattr(data_module, "MAX_DATA_ENTRIES", 10)  # 6 folders + 6 files
+    with pytest.raises(DataError, match="holds more than 10 files and folders: is it the dataset's folder"):
+        ImageFolder(tmp_path, image_size=16)
+    monkeypatch.setattr(data_module, "MAX_DATA_ENTRIES", 12)
+    assert len(ImageFolder(tmp_path, image_size=16)) == 6
+
+
+def test_the_pipeline_refuses_the_file_system_as_its_data_in_one_line(tmp_path):
+    config = TINY_PIPELINE.replace("image_size = 32", 'image_size = 32\nkind = "images"\nroot = "/"')
+    (tmp_path / "tiny.toml").write_text(config)
+    proc = run_pipeline("tiny.toml", "--run-dir", "run", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "compress-and-ship: error: image folder / is the file system's root or your home folder, not a dataset; "
+        "point data.root at the dataset's folder"
+    ]

@@ -1,11 +1,13 @@
 """User errors end in one line that says what is wrong and how to fix it, exit non-zero, and
 cost no training: each case here used to end in a traceback (or trained for nothing)."""
 
+import os
 import resource
 import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,6 +94,33 @@ def test_a_disk_that_fills_up_is_one_line_and_leaves_no_half_file(tmp_path):
                           preexec_fn=_limit_file_size)  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "compress-and-ship: error: File too large (run/dense.pt); finished stages are kept"
+        "compress-and-ship: error: File too large (run/dense.pt); the file system or a ulimit caps file sizes "
+        "(finished stages are kept)"
     ]
     assert not (tmp_path / "run" / "dense.pt").exists() and not list((tmp_path / "run").glob(".dense.pt.*"))
+
+
+def _read_only_run(config: Path, run_dir: Path) -> subprocess.CompletedProcess:
+    """The pipeline with `run_dir` read-only: as root (who may write anywhere), on a read-only
+    bind mount in a mount namespace of its own; otherwise a folder without write permission."""
+    command = [sys.executable, str(ROOT / "compress_and_ship.py"), str(config), "--run-dir", str(run_dir), "--quiet"]
+    if os.getuid() != 0:
+        run_dir.chmod(0o555)
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    mount = f'mount --bind -o ro "{run_dir}" "{run_dir}" && exec "$@"'
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", mount, "sh", *command], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert "compress-and-ship" in proc.stderr, f"no read-only mount could be made here: {proc.stderr}"
+    return proc
+
+
+def test_a_read_only_run_dir_is_one_line(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY_PIPELINE)
+    (tmp_path / "run").mkdir()
+    proc = _read_only_run(tmp_path / "tiny.toml", tmp_path / "run")
+    (tmp_path / "run").chmod(0o755)
+    assert proc.returncode == 1, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("compress-and-ship: error: ") and str(tmp_path / "run" / "dense.pt") in line
+    assert line.endswith(("the run directory is read-only: pick a writable --run-dir",
+                          "you may not write there: pick a --run-dir of your own"))  # fmt: skip
