@@ -205,11 +205,19 @@ def _converge(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
 
 def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     from compress.errors import CheckpointError
-    from compress.stages import CONVERGED_CHECKPOINT, DENSE_CHECKPOINT, dense_source
+    from compress.stages import CONVERGED_CHECKPOINT, DENSE_CHECKPOINT, dense_source, export_images, export_shape
     from export import export_bundle
 
     e = config.export
-    options = {"image_size": e.image_size or None, "precision": e.precision, "layout": e.layout, "progress": progress}
+    options: dict[str, Any] = {
+        "image_size": e.image_size or None,
+        "precision": e.precision,
+        "layout": e.layout,
+        "progress": progress,
+        "quality_budget_db": e.quality_budget_db,
+        "int8_io": e.int8_io,
+    }
+    options["calibration"], options["held_out"] = export_images(config, export_shape(config))
     compressed, dense = run_dir / CONVERGED_CHECKPOINT, run_dir / DENSE_CHECKPOINT
     if not compressed.is_file() and not dense_source(config):
         raise CheckpointError(f"{compressed} does not exist; run the stages before export (--from search)")
@@ -219,9 +227,7 @@ def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     if compressed.is_file():
         bundle = export_bundle(compressed, run_dir / EXPORT_DIR, name="compressed", **options)
         outputs += _bundle_files(run_dir, EXPORT_DIR)
-        checks = ", ".join(f"{rt} parity {bundle.manifest['parity'][rt]['max_abs']:.1e}" for rt in bundle.runtimes)
-        partitions = bundle.manifest["files"]["tflite"]["xnnpack_partitions"]
-        lines.append(f"wrote {bundle.path}/ ({checks}; XNNPACK partitions {partitions})")
+        lines.append(f"wrote {bundle.path}/ ({_export_summary(bundle.manifest)})")
     else:
         lines.append("no compressed model yet (the search has not run)")
     if e.dense_reference:
@@ -229,6 +235,24 @@ def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
         outputs += _bundle_files(run_dir, DENSE_EXPORT_DIR)
         lines.append(f"the dense reference {run_dir / DENSE_EXPORT_DIR}/")
     return " and ".join(lines), outputs
+
+
+def _export_summary(manifest: dict[str, Any]) -> str:
+    """One clause per file: its parity, and for lower precisions their loss on the task."""
+    quality = manifest.get("quality", {}).get("files", {})
+    parts = []
+    for key, entry in manifest["files"].items():
+        parity = manifest["parity"][key]
+        text = f"{key} parity {parity[parity.get('judged_by', 'max_abs')]:.1e}"
+        if "xnnpack_partitions" in entry:
+            text += f", XNNPACK partitions {entry['xnnpack_partitions']}"
+        if "integer" in entry and not entry["integer"]["fully_integer"]:
+            text += ", not fully integer"
+        loss = quality.get(key, {}).get("psnr_loss_db")
+        if loss is not None:
+            text += f", {loss:+.2f} dB PSNR lost" + (" (over budget)" if quality[key]["over_budget"] else "")
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def _bench(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
@@ -240,7 +264,10 @@ def _bench(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     bundles = [run_dir / d for d in (EXPORT_DIR, DENSE_EXPORT_DIR) if (run_dir / d).is_dir()]
     from tqdm import tqdm
 
-    total = len(bundles) * len(b.devices) * len(b.runtimes)
+    from coronet.bundle import Bundle
+
+    files = sum(len(Bundle.open(d, verify=False).precisions(r)) or 1 for d in bundles for r in b.runtimes)
+    total = files * len(b.devices)
     with tqdm(total=total, desc="bench", disable=None if progress else True, leave=False) as bar:
 
         def advance(line: str) -> None:

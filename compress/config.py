@@ -61,15 +61,26 @@ RUNTIMES = ("tflite", "onnx")
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """What the export stage writes: TFLite weights precision and layout, input size
-    (0: the training size). The dense reference is exported beside the compressed model."""
+    """What the export stage writes: fp32 files, plus one file per runtime in `precision` when
+    that is fp16 or int8 (full integer, calibrated on `calibration_images` training images;
+    float input and output unless `int8_io`); the TFLite layout; the input size (0: the training
+    size). Each file's quality on the held-out task is measured in its own runtime, and a
+    precision losing more than `quality_budget_db` of PSNR against fp32 is flagged. The dense
+    reference is exported beside the compressed model."""
 
     image_size: int = 0
     precision: str = "fp32"
     layout: str = "NCHW"
     dense_reference: bool = True
+    calibration_images: int = 32
+    quality_budget_db: float = 0.5
+    int8_io: bool = False
 
     def __post_init__(self) -> None:
+        if not 1 <= self.calibration_images <= 10_000:
+            raise ConfigError(f"export.calibration_images must be in [1, 10000], got {self.calibration_images}")
+        if not 0 <= self.quality_budget_db <= 100:
+            raise ConfigError(f"export.quality_budget_db must be in [0, 100] dB, got {self.quality_budget_db}")
         if self.precision not in EXPORT_PRECISIONS:
             raise ConfigError(f"export.precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {self.precision!r}")
         if self.layout not in ("NCHW", "NHWC"):

@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
@@ -188,6 +189,36 @@ def preflight(config: PipelineConfig) -> None:
     if weights and not (digest := sha256_file(Path(weights).expanduser())).startswith(FID_WEIGHTS_SHA256_PREFIX):
         raise ConfigError(f"eval.fid_weights {weights} is not pytorch-fid's Inception weights (SHA-256 "
                           f"{digest[:12]}…, expected {FID_WEIGHTS_SHA256_PREFIX}…); give {FID_WEIGHTS}")  # fmt: skip
+
+
+def export_shape(config: PipelineConfig) -> tuple[int, ...]:
+    """The exported files' input shape (batch 1): `export.image_size`, or the training size."""
+    plan = full_plan(config.model.arch, **config.model.sizes)
+    return example_input_shape(plan, config.export.image_size or config.data.image_size)
+
+
+def export_images(
+    config: PipelineConfig, shape: tuple[int, ...]
+) -> tuple[list[np.ndarray], tuple[list[np.ndarray], list[np.ndarray] | None] | None]:
+    """What the export stage checks lower precisions on: `export.calibration_images` training
+    inputs (noise vectors for DCGAN) to calibrate int8, and the held-out inputs with their true
+    outputs (None where the task has none) to measure each file's quality, all at the export's
+    input `shape` (resized when it is not the training size), as NCHW batches of one."""
+    n = config.export.calibration_images
+
+    def sized(x: torch.Tensor) -> list[np.ndarray]:
+        if x.dim() == 4 and x.shape[-2:] != tuple(shape[-2:]):
+            x = torch.nn.functional.interpolate(x, size=tuple(shape[-2:]), mode="bilinear", align_corners=False)
+        return [x[i : i + 1].float().numpy() for i in range(len(x))]
+
+    if config.train.setup == "dcgan":
+        generator = torch.Generator().manual_seed(config.seed)
+        return sized(torch.randn((n, *shape[1:]), generator=generator)), None
+    train, _ = _datasets(config)
+    calibration = torch.stack([train[i][0] for i in range(min(n, len(train)))])
+    held = held_out_images(config)
+    held_out = (sized(held[0]), sized(held[1]) if held[2] else None) if held is not None else None
+    return sized(calibration), held_out
 
 
 def held_out_images(config: PipelineConfig) -> tuple[torch.Tensor, torch.Tensor, bool] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -22,6 +23,29 @@ from coronet.files import sha256_file
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 FILENAMES = {"onnx": "model.onnx", "tflite": "model.tflite"}
+PRECISIONS = ("fp32", "fp16", "int8")
+# A bundle's files are keyed by runtime and precision: "onnx", "tflite" (fp32), "onnx-int8", ...
+FILE_KEY = re.compile(r"^(onnx|tflite)(?:-(fp16|int8))?$")
+
+
+def file_key(runtime: str, precision: str = "fp32") -> str:
+    """The manifest key of a runtime's file in a precision: "tflite", "tflite-int8", ..."""
+    return runtime if precision == "fp32" else f"{runtime}-{precision}"
+
+
+def key_parts(key: str) -> tuple[str, str]:
+    """(runtime, precision) of a manifest file key."""
+    m = FILE_KEY.match(key)
+    if m is None:
+        raise ExportError(f"{key!r} is not a bundle file key (runtime or runtime-precision, e.g. tflite-int8)")
+    return m.group(1), m.group(2) or "fp32"
+
+
+def file_name(runtime: str, precision: str = "fp32") -> str:
+    stem, suffix = FILENAMES[runtime].split(".")
+    return FILENAMES[runtime] if precision == "fp32" else f"{stem}-{precision}.{suffix}"
+
+
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
 
 
@@ -64,8 +88,8 @@ def check_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
     if not isinstance(files, dict) or not files:
         raise IncompleteBundleError(f"{where} lists no files; export again")
     for runtime, entry in files.items():
-        if runtime not in FILENAMES:
-            raise IncompleteBundleError(f"{where} lists a {runtime!r} file; known: {', '.join(FILENAMES)}")
+        if not isinstance(runtime, str) or not FILE_KEY.match(runtime):
+            raise IncompleteBundleError(f"{where} lists a {runtime!r} file; known: onnx, tflite, each -fp16 or -int8")
         if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or isinstance(entry["bytes"], bool):
             raise IncompleteBundleError(f"{where}: the {runtime} entry has no byte count; export again")
         digest = entry.get("sha256")
@@ -113,19 +137,29 @@ class Bundle:
 
     @property
     def runtimes(self) -> list[str]:
+        """The runtimes the bundle has files for (each in one or more precisions)."""
+        return list(dict.fromkeys(key_parts(key)[0] for key in self.manifest["files"]))
+
+    @property
+    def keys(self) -> list[str]:
+        """Every file's key: "onnx", "tflite", "tflite-int8", ..."""
         return list(self.manifest["files"])
 
-    def file(self, runtime: str) -> Path:
-        if runtime not in self.manifest["files"]:
-            raise ExportError(f"the bundle {self.path} has no {runtime} file; it has {', '.join(self.runtimes)}")
-        return inside(self.path, self.manifest["files"][runtime]["path"])
+    def precisions(self, runtime: str) -> list[str]:
+        return [key_parts(key)[1] for key in self.keys if key_parts(key)[0] == runtime]
 
-    def runner(self, runtime: str, threads: int = 1):
+    def file(self, key: str) -> Path:
+        """The file of a key ("onnx", "tflite-int8", ...)."""
+        if key not in self.manifest["files"]:
+            raise ExportError(f"the bundle {self.path} has no {key} file; it has {', '.join(self.keys)}")
+        return inside(self.path, self.manifest["files"][key]["path"])
+
+    def runner(self, key: str, threads: int = 1):
         from export.runtimes import make_runner
 
-        layout = self.manifest["files"][runtime].get("layout", "NCHW")
-        return make_runner(runtime, self.file(runtime), threads, layout)
+        layout = self.manifest["files"][key].get("layout", "NCHW")
+        return make_runner(key_parts(key)[0], self.file(key), threads, layout)
 
-    def run(self, x, runtime: str):
+    def run(self, x, key: str):
         """One inference: NCHW float32 in, NCHW out, whatever the file's own layout."""
-        return self.runner(runtime)(x)
+        return self.runner(key)(x)

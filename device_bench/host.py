@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coronet.bundle import Bundle, tool_versions
+from coronet.bundle import Bundle, key_parts, tool_versions
 from device_bench.records import BenchResult, LatencyStats
 
 
@@ -34,21 +34,23 @@ def host_state() -> dict:
 
 def run_host_benchmark(
     bundle: Bundle,
-    runtime: str,
+    key: str,
     threads: int = 1,
     runs: int = 20,
     warmup_s: float = 1.0,
     seed: int = 0,
 ) -> BenchResult:
-    """Time `runs` inferences of the bundle's `runtime` file after warming up for `warmup_s`."""
+    """Time `runs` inferences of the bundle's file `key` ("tflite", "onnx-int8", ...) after
+    warming up for `warmup_s`."""
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     before = host_state()
     t0 = time.perf_counter()
-    runner = bundle.runner(runtime, threads=threads)
+    runner = bundle.runner(key, threads=threads)
+    runtime, precision = key_parts(key)
     init_ms = (time.perf_counter() - t0) * 1e3
     shape = bundle.input_shape
-    entry = bundle.manifest["files"][runtime]
+    entry = bundle.manifest["files"][key]
     if entry.get("layout") == "NHWC":
         shape = (shape[0], shape[2], shape[3], shape[1])
     x = np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
@@ -76,4 +78,5 @@ def run_host_benchmark(
         device_state={"before": before, "after": after},
         tool_versions=tool_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        precision=precision,
     )

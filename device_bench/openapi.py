@@ -65,6 +65,7 @@ SCHEMAS: dict[str, Any] = {
                 + ", or external:NAME from the agent host's allowlist (tflite)",
             },
             "threads": {"type": "integer", "minimum": 1, "maximum": 64},
+            "precision": {"enum": ["fp32", "fp16", "int8"]},
             "cluster": {"enum": list(CLUSTERS)},
             "warmup": {"type": "integer", "minimum": 0, "maximum": 1000},
             "runs": {"type": "integer", "minimum": 1, "maximum": 100_000},

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from coronet.bundle import PRECISIONS, file_key
 from coronet.errors import ConfigError
 
 RUNTIMES = ("tflite", "onnx")
@@ -70,12 +71,13 @@ class BenchJob:
     poll_s: float = 2.0  # how often a phone is asked whether the job has finished
     unreachable_s: float = 30.0  # a phone unreachable this long while its job runs fails the job
     model: str = ""  # the bundle's model name, for listings
+    precision: str = "fp32"  # which of the bundle's files of the runtime: fp32, fp16 or int8
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if isinstance(self.bundle, Path):
             set_(self, "bundle", str(self.bundle))
-        for name in ("bundle", "device", "runtime", "delegate", "cluster", "model"):
+        for name in ("bundle", "device", "runtime", "delegate", "precision", "cluster", "model"):
             if not isinstance(getattr(self, name), str):
                 raise JobError(f"bench job: {name} must be a string, got {getattr(self, name)!r}")
         if not self.bundle or len(self.bundle) > 4096 or "\0" in self.bundle:
@@ -92,6 +94,8 @@ class BenchJob:
             raise JobError(f"bench job: {self.runtime} delegate {self.delegate!r} is not one of {allowed}")
         if self.cluster not in CLUSTERS:
             raise JobError(f"bench job: cluster must be little, big or prime, got {self.cluster!r}")
+        if self.precision not in PRECISIONS:
+            raise JobError(f"bench job: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _int("threads", self.threads, 1, 64)
         _int("warmup", self.warmup, 0, 1000)
         _int("runs", self.runs, 1, 100_000)
@@ -100,6 +104,11 @@ class BenchJob:
         set_(self, "warmup_s", _number("warmup_s", self.warmup_s, 0, 600))
         set_(self, "poll_s", _number("poll_s", self.poll_s, 0.05, 60))
         set_(self, "unreachable_s", _number("unreachable_s", self.unreachable_s, 1, 3600))
+
+    @property
+    def file_key(self) -> str:
+        """The bundle file this job times: "tflite", "onnx-int8", ..."""
+        return file_key(self.runtime, self.precision)
 
     @property
     def external_delegate(self) -> str | None:
@@ -172,6 +181,7 @@ class BenchResult:
     tool_versions: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)  # e.g. "cpu-fallback", "throttled"
     created: str = ""
+    precision: str = "fp32"  # the timed file's: fp32, fp16 or int8
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,6 +209,8 @@ class BenchResult:
         for name in ("device", "runtime", "delegate", "bundle", "model_sha256", "created"):
             if not isinstance(data.get(name, ""), str):
                 raise JobError(f"bench result: {name} must be a string, got {data[name]!r}")
+        if data.get("precision", "fp32") not in PRECISIONS:
+            raise JobError(f"bench result: precision must be one of {', '.join(PRECISIONS)}")
         _int("threads", data["threads"], 1, 1024, RESULT)
         _int("warmup_runs", data["warmup_runs"], 0, 10**6, RESULT)
         _number("init_ms", data["init_ms"], 0, 1e9, RESULT)

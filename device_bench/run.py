@@ -35,7 +35,7 @@ def execute(
                            f"{job.delegate} needs a phone")  # fmt: skip
         from device_bench.host import run_host_benchmark
 
-        return run_host_benchmark(Bundle.open(job.bundle), job.runtime, job.threads, job.runs, job.warmup_s)
+        return run_host_benchmark(Bundle.open(job.bundle), job.file_key, job.threads, job.runs, job.warmup_s)
     if transport is None:
         raise JobError(f"bench job for {job.device}: connect to the phone first")
     return run_job(job, transport, binaries, external_delegates=external_delegates)
@@ -108,7 +108,7 @@ def run_job(
     local_tool = Path(binaries) / tool
     if not local_tool.is_file():
         raise DeviceError(t.serial, "prepare", f"missing {local_tool}: put the arm64-v8a {tool} there")
-    model = bundle.file(job.runtime)
+    model = bundle.file(job.file_key)
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
     # The model is stored under its hash: hostile bundle names never reach the device's shell.
     remote = {
@@ -190,4 +190,5 @@ def run_job(
         tool_versions={"host": tool_versions()},
         flags=flags,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        precision=job.precision,
     )

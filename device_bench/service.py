@@ -200,9 +200,9 @@ class _Lab:
         if not BUNDLE_ID.match(job.bundle) or not (self.config.bundle_dir(job.bundle) / MANIFEST).is_file():
             raise _Refused(HTTPStatus.BAD_REQUEST, f"no complete bundle {job.bundle}: upload it first")
         bundle = Bundle.open(self.config.bundle_dir(job.bundle), verify=False)
-        if job.runtime not in bundle.runtimes:
-            raise _Refused(HTTPStatus.BAD_REQUEST, f"bundle {job.bundle} has no {job.runtime} file; "
-                           f"it has {bundle.runtimes}")  # fmt: skip
+        if job.file_key not in bundle.keys:
+            raise _Refused(HTTPStatus.BAD_REQUEST, f"bundle {job.bundle} has no {job.file_key} file; "
+                           f"it has {', '.join(bundle.keys)}")  # fmt: skip
         job = dataclasses.replace(job, model=str(bundle.manifest.get("model", {}).get("name", "")))
         with ResultStore(self.config.store) as store:
             return _json(HTTPStatus.CREATED, {"id": store.enqueue(job, tag=tag)})

@@ -27,6 +27,11 @@ class SuiteSettings:
     binaries: Path = Path("bench-binaries")
 
 
+def _files(bundles: list[Bundle], runtimes: list[str]) -> list[tuple[Bundle, str, str]]:
+    """(bundle, runtime, precision) of every file of the chosen runtimes, in bundle order."""
+    return [(b, r, p) for b in bundles for r in runtimes for p in (b.precisions(r) if r in b.runtimes else ["fp32"])]
+
+
 def bench_bundles(
     bundles: list[Path],
     devices: list[str],
@@ -35,9 +40,9 @@ def bench_bundles(
     settings: SuiteSettings = SuiteSettings(),
     progress: Callable[[str], None] | None = None,
 ) -> list[tuple[int, BenchResult]]:
-    """Time every bundle × device × runtime; returns (job id, result) in order. A device that
-    fails (unreachable, a crashing tool) stops the suite with its DeviceError after the job is
-    stored as failed; the results before it stay in the store."""
+    """Time every bundle × device × runtime file (each precision the bundle has); returns (job
+    id, result) in order. A device that fails (unreachable, a crashing tool) stops the suite with
+    its DeviceError after the job is stored as failed; the results before it stay in the store."""
     # absolute paths: the store outlives the working directory it was written from
     opened = [Bundle.open(Path(b).resolve()) for b in bundles]  # a clear error for an incomplete bundle, first
     done: list[tuple[int, BenchResult]] = []
@@ -45,25 +50,24 @@ def bench_bundles(
         for device in devices:
             transport = None
             try:
-                for bundle in opened:
-                    for runtime in runtimes:
-                        name = bundle.manifest["model"].get("name", "")
-                        job = BenchJob(str(bundle.path), device, runtime, threads=settings.threads,
-                                       cluster=settings.cluster, warmup=settings.warmup, runs=settings.runs,
-                                       warmup_s=settings.warmup_s, model=name)  # fmt: skip
-                        job_id = store.add_job(job)
-                        try:
-                            if device != "host":
-                                transport = transport or _connect(device)
-                            result = execute(job, transport, settings.binaries)
-                        except BaseException as exc:
-                            store.fail(job_id, str(exc) or type(exc).__name__)
-                            raise
-                        store.finish(job_id, result)
-                        done.append((job_id, result))
-                        if progress is not None:
-                            progress(f"{device} {runtime} {bundle.manifest['model'].get('name', bundle.path.name)}: "
-                                     f"median {result.stats.median_ms:.2f} ms")  # fmt: skip
+                for bundle, runtime, precision in _files(opened, runtimes):
+                    name = bundle.manifest["model"].get("name", "") or bundle.path.name
+                    job = BenchJob(str(bundle.path), device, runtime, threads=settings.threads, precision=precision,
+                                   cluster=settings.cluster, warmup=settings.warmup, runs=settings.runs,
+                                   warmup_s=settings.warmup_s, model=name)  # fmt: skip
+                    job_id = store.add_job(job)
+                    try:
+                        if device != "host":
+                            transport = transport or _connect(device)
+                        result = execute(job, transport, settings.binaries)
+                    except BaseException as exc:
+                        store.fail(job_id, str(exc) or type(exc).__name__)
+                        raise
+                    store.finish(job_id, result)
+                    done.append((job_id, result))
+                    if progress is not None:
+                        progress(f"{device} {job.file_key} {name}: "
+                                 f"median {result.stats.median_ms:.2f} ms")  # fmt: skip
             finally:
                 if transport is not None:
                     transport.close()

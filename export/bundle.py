@@ -10,23 +10,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from compress.formats import import_generator
 from compress.hyper import HyperGenerator
 from compress.macs import count_macs
+from compress.metrics import paired_metrics
 from compress.models import example_input_shape
 from compress.plan import ChannelPlan
 from compress.slim import slim_generator
-from coronet.bundle import FILENAMES, MANIFEST, SCHEMA_VERSION, Bundle, tool_versions
+from coronet.bundle import FILENAMES, MANIFEST, PRECISIONS, SCHEMA_VERSION, Bundle, file_key, file_name, tool_versions
 from coronet.files import atomic_write_bytes, sha256_file
 from export.errors import ExportError
+from export.integer import check_integer
 from export.onnx_export import to_onnx
 from export.parity import check_parity, random_inputs
+from export.quantize import onnx_fp16, onnx_int8
 from export.runtimes import make_runner
 from export.structure import check_structure
-from export.tflite_export import PRECISIONS, to_tflite, xnnpack_partitions
+from export.tflite_export import to_tflite, xnnpack_partitions
 
 
 def _load_source(source: str | Path | nn.Module) -> tuple[nn.Module, dict[str, Any], dict[str, Any] | None]:
@@ -71,11 +75,20 @@ def export_bundle(
     parity_inputs: int = 3,
     progress: bool = False,
     name: str = "",
+    calibration: list[np.ndarray] | None = None,
+    held_out: tuple[list[np.ndarray], list[np.ndarray] | None] | None = None,
+    quality_budget_db: float = 0.5,
+    int8_io: bool = False,
 ) -> Bundle:
     """Export a slim (or dense) generator, check every file, and write the manifest last.
 
     `source` is a generator module or a checkpoint path (a hyper checkpoint is slimmed first);
-    `name` labels the model in reports (default: the folder's name).
+    `name` labels the model in reports (default: the folder's name). Every target gets an fp32
+    file; `precision` fp16 or int8 adds a file of that precision per target ("tflite-int8", ...),
+    int8 being full integer, calibrated on `calibration` (NCHW images of one). With `held_out`
+    (inputs and, when the task has them, true outputs), each file's quality on the task is
+    measured in its own runtime, and a precision losing more than `quality_budget_db` of PSNR
+    against its runtime's fp32 file is flagged.
     """
     unknown = [t for t in targets if t not in FILENAMES]
     if unknown or not targets:
@@ -90,28 +103,47 @@ def export_bundle(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is incomplete
+    for runtime in FILENAMES:  # our files of another precision, from an earlier export here
+        for stale in PRECISIONS:
+            (out / file_name(runtime, stale)).unlink(missing_ok=True)
     inputs = random_inputs(shape, parity_inputs, noise=plan.arch == "dcgan")
+    # int8 is judged on images like those it was calibrated on, not on uniform noise
+    images = (held_out[0] if held_out else calibration or [])[:parity_inputs]
+    precisions = ("fp32",) if precision == "fp32" else ("fp32", precision)
+    jobs = [(runtime, p) for runtime in targets for p in precisions]
     files: dict[str, Any] = {}
     parity: dict[str, Any] = {}
     structure: dict[str, Any] = {}
     from tqdm import tqdm
 
-    for target in tqdm(targets, desc="export", disable=None if progress else True, leave=False):
-        if target == "onnx":
-            written = to_onnx(model, out, shape, filename=FILENAMES["onnx"])
-            entry = {"opset": written.opset, "simplified": written.simplified, "warnings": written.warnings}
-            file_precision, file_layout = "fp32", "NCHW"
+    for runtime, file_precision in tqdm(jobs, desc="export", disable=None if progress else True, leave=False):
+        key, filename = file_key(runtime, file_precision), file_name(runtime, file_precision)
+        entry: dict[str, Any] = {"runtime": runtime}
+        if runtime == "onnx":
+            if file_precision == "fp32":
+                written = to_onnx(model, out, shape, filename=filename)
+                entry.update(opset=written.opset, simplified=written.simplified, warnings=written.warnings)
+                path = written.path
+            elif file_precision == "fp16":
+                path = onnx_fp16(out / FILENAMES["onnx"], out / filename)
+            else:
+                path = onnx_int8(out / FILENAMES["onnx"], out / filename, calibration or [])
+            file_layout = "NCHW"
         else:
-            written = to_tflite(model, out, shape, precision=precision, layout=layout, filename=FILENAMES["tflite"])
-            entry = {"xnnpack_partitions": xnnpack_partitions(written.path)}
-            file_precision, file_layout = precision, layout
-        structure[target] = check_structure(written.path, target, plan).to_dict()
-        runner = make_runner(target, written.path, threads=1, layout=file_layout)
-        parity[target] = check_parity(model, runner, inputs, target, file_precision).to_dict()
-        files[target] = {
-            "path": written.path.name,
-            "sha256": sha256_file(written.path),
-            "bytes": written.path.stat().st_size,
+            path = to_tflite(model, out, shape, precision=file_precision, layout=layout, filename=filename,
+                             calibration=calibration, int8_io=int8_io).path  # fmt: skip
+            entry["xnnpack_partitions"] = xnnpack_partitions(path)
+            file_layout = layout
+        if file_precision == "int8":
+            entry["integer"] = check_integer(path, runtime).to_dict()
+        structure[key] = check_structure(path, runtime, plan).to_dict()
+        runner = make_runner(runtime, path, threads=1, layout=file_layout)
+        checked_on = images if file_precision == "int8" and images else inputs
+        parity[key] = check_parity(model, runner, checked_on, key, file_precision).to_dict()
+        files[key] = {
+            "path": path.name,
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
             "precision": file_precision,
             "layout": file_layout,
             **entry,
@@ -128,8 +160,37 @@ def export_bundle(
         "tools": tool_versions(),
         "source": source_record,
     }
+    if held_out:
+        manifest["quality"] = file_quality(out, files, held_out, quality_budget_db)
     atomic_write_bytes(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))
     return Bundle(out, manifest)
+
+
+def file_quality(
+    folder: Path, files: dict[str, Any], held_out: tuple[list[np.ndarray], list[np.ndarray] | None], budget_db: float
+) -> dict[str, Any]:
+    """Each file's quality on the held-out task, run in its own runtime: L1 and PSNR against the
+    true outputs (when the task has them), and how far it is from its runtime's fp32 file (PSNR,
+    and the loss of task PSNR, flagged past `budget_db`)."""
+    inputs, truths = held_out
+    outputs = {}
+    for key, entry in files.items():
+        runner = make_runner(entry["runtime"], folder / entry["path"], threads=1, layout=entry["layout"])
+        outputs[key] = torch.from_numpy(np.concatenate([runner(x) for x in inputs]))
+    truth = torch.from_numpy(np.concatenate(truths)) if truths else None
+    quality: dict[str, Any] = {"budget_db": budget_db, "images": len(inputs), "files": {}}
+    for key, entry in files.items():
+        record: dict[str, Any] = {"precision": entry["precision"]}
+        if truth is not None:
+            record.update(paired_metrics(outputs[key], truth))
+        reference = file_key(entry["runtime"])
+        if key != reference and reference in outputs:
+            record["psnr_vs_fp32"] = paired_metrics(outputs[key], outputs[reference])["psnr"]
+            if truth is not None:
+                record["psnr_loss_db"] = quality["files"][reference]["psnr"] - record["psnr"]
+                record["over_budget"] = record["psnr_loss_db"] > budget_db
+        quality["files"][key] = record
+    return quality
 
 
 __all__ = ["FILENAMES", "MANIFEST", "SCHEMA_VERSION", "Bundle", "export_bundle", "tool_versions"]

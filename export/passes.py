@@ -10,6 +10,9 @@ Why these (measured with litert-torch 0.10 / XNNPACK here):
 - `InstanceNorm2d` lowers with two TRANSPOSEs around every norm; the same arithmetic written with
   MEAN over the spatial axes needs none.
 - Inference-mode BatchNorm after a conv is a per-channel affine map: folded into the conv.
+- For full-integer int8 only: ai-edge-quantizer has no int8 LEAKY_RELU, so each one stayed a
+  float island (dequantize, LEAKY_RELU, quantize) that no NPU takes; s·x + (1 − s)·relu(x) is the
+  same function in MUL, RELU and ADD, which it quantizes.
 """
 
 from __future__ import annotations
@@ -82,6 +85,17 @@ class MeanInstanceNorm2d(nn.Module):
         return y
 
 
+class MulReluLeaky(nn.Module):
+    """LeakyReLU(s) as s·x + (1 − s)·relu(x)."""
+
+    def __init__(self, slope: float) -> None:
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.slope + torch.relu(x) * (1.0 - self.slope)
+
+
 def _replace(model: nn.Module, make: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
     """A deep copy of `model` in which every submodule `m` with `make(m)` not None is replaced."""
     model = copy.deepcopy(model)
@@ -130,6 +144,13 @@ def instance_norm_as_mean(model: nn.Module) -> nn.Module:
     return _replace(model, make)
 
 
+def leaky_relu_as_relu(model: nn.Module) -> nn.Module:
+    def make(m: nn.Module) -> nn.Module | None:
+        return MulReluLeaky(m.negative_slope) if isinstance(m, nn.LeakyReLU) else None
+
+    return _replace(model, make)
+
+
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every inference-mode BatchNorm2d that directly follows a conv in a Sequential (identity
@@ -165,6 +186,7 @@ TFLITE_PASSES: tuple[Pass, ...] = (
     reflection_pad_as_slices,
     instance_norm_as_mean,
 )
+TFLITE_INT8_PASSES: tuple[Pass, ...] = (*TFLITE_PASSES, leaky_relu_as_relu)
 
 
 def apply_passes(model: nn.Module, passes: tuple[Pass, ...]) -> nn.Module:

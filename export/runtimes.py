@@ -31,15 +31,24 @@ class TfliteRunner:
         from export.litert import interpreter
 
         self.interpreter = interpreter(path, num_threads=threads, xnnpack=xnnpack)
-        self.input_index = self.interpreter.get_input_details()[0]["index"]
-        self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self.input, self.output = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        self.input_index, self.output_index = self.input["index"], self.output["index"]
         self.layout = layout
         self.threads = threads
 
     def raw(self, x: np.ndarray) -> np.ndarray:
+        """One inference on an input in the file's layout; an int8 input and output (a full-integer
+        file with int8 I/O) are quantized and dequantized with the file's own scales."""
+        if self.input["dtype"] == np.int8 and x.dtype != np.int8:
+            scale, zero = self.input["quantization"]
+            x = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
         self.interpreter.set_tensor(self.input_index, x)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_index)
+        out = self.interpreter.get_tensor(self.output_index)
+        if out.dtype == np.int8:
+            scale, zero = self.output["quantization"]
+            out = (out.astype(np.float32) - zero) * scale
+        return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.layout == "NHWC":

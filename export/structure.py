@@ -48,11 +48,14 @@ def onnx_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
 
     graph = onnx.load(str(path)).graph
     weights = {init.name: init for init in graph.initializer}
+    # int8 (QDQ) files feed convs through DequantizeLinear: read the int8 weights behind it.
+    dequantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     found = []
     for node in graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose") or node.input[1] not in weights:
+        weight = dequantized.get(node.input[1], node.input[1]) if len(node.input) > 1 else ""
+        if node.op_type not in ("Conv", "ConvTranspose") or weight not in weights:
             continue
-        w = numpy_helper.to_array(weights[node.input[1]])
+        w = numpy_helper.to_array(weights[weight])
         transposed = node.op_type == "ConvTranspose"
         c_in, c_out = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
         found.append(((transposed, c_out, c_in, w.shape[2]), _zero_channels(w, 1 if transposed else 0)))

@@ -10,13 +10,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from coronet.files import atomic_write_bytes
 from export.errors import ExportError
 from export.litert import interpreter, op_counts, quiet_native_output, xnnpack_partitions
-from export.passes import TFLITE_PASSES, apply_passes
+from export.passes import TFLITE_INT8_PASSES, TFLITE_PASSES, apply_passes
+from export.quantize import tflite_int8
 
 PRECISIONS = ("fp32", "fp16", "int8")
 LAYOUTS = ("NCHW", "NHWC")
@@ -65,9 +67,12 @@ def to_tflite(
     precision: str = "fp32",
     layout: str = "NCHW",
     filename: str = "model.tflite",
+    calibration: list[np.ndarray] | None = None,
+    int8_io: bool = False,
 ) -> TfliteFile:
     """Convert `model` for a fixed NCHW `input_shape`; `layout="NHWC"` makes the file take and
-    return channels-last tensors (what phone camera pipelines hand over)."""
+    return channels-last tensors (what phone camera pipelines hand over). int8 is full integer,
+    calibrated on `calibration` (NCHW images), with float input and output unless `int8_io`."""
     if precision not in PRECISIONS:
         raise ExportError(f"unknown TFLite precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if layout not in LAYOUTS:
@@ -77,11 +82,12 @@ def to_tflite(
             import litert_torch
     except ImportError:
         raise ExportError("TFLite export needs litert-torch: pip install 'coronetgan[tflite]'") from None
-    model = apply_passes(model, TFLITE_PASSES)
+    model = apply_passes(model, TFLITE_INT8_PASSES if precision == "int8" else TFLITE_PASSES)
     sample = torch.zeros(input_shape)
     if layout == "NHWC":
         model = litert_torch.to_channel_last_io(model, args=[0], outputs=[0])
         sample = sample.permute(0, 2, 3, 1).contiguous()
+        calibration = [x.transpose(0, 2, 3, 1) for x in calibration or []]
     path = Path(out_dir) / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
@@ -89,21 +95,16 @@ def to_tflite(
         try:
             with _interrupt_after("the TFLite conversion"), quiet_native_output():
                 litert_torch.convert(model, (sample,)).export(str(raw))
-                quantize = {"fp32": lambda path: path.read_bytes(), "fp16": _weight_only_fp16, "int8": _dynamic_int8}
-                data = quantize[precision](raw)
+                if precision == "int8":
+                    data = tflite_int8(raw, calibration or [], int8_io)
+                else:
+                    data = raw.read_bytes() if precision == "fp32" else _weight_only_fp16(raw)
+        except ExportError:
+            raise
         except Exception as exc:
             raise ExportError(f"TFLite conversion failed: {str(exc).splitlines()[0][:200]}") from None
     atomic_write_bytes(path, lambda f: f.write(data))
     return TfliteFile(path, precision, layout)
-
-
-def _dynamic_int8(float_model: Path) -> bytes:
-    """Int8 weights, float activations (dynamic-range quantization) with ai-edge-quantizer."""
-    from ai_edge_quantizer import quantizer, recipe
-
-    q = quantizer.Quantizer(str(float_model))
-    q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    return bytes(q.quantize().quantized_model)
 
 
 def _weight_only_fp16(float_model: Path) -> bytes:

@@ -56,6 +56,9 @@ def _model_row(bundle_dir: Path, qualities: dict[str, dict[str, Any]]) -> dict[s
     for runtime, entry in manifest["files"].items():
         row[f"sha_{runtime}"] = entry["sha256"]
         row[f"mb_{runtime}"] = entry["bytes"] / 1e6
+    for key, measured in manifest.get("quality", {}).get("files", {}).items():
+        if "psnr_loss_db" in measured:  # a lower precision's loss on the task, run in its own runtime
+            row[f"psnr_loss_db_{key}"] = measured["psnr_loss_db"]
     quality = qualities.get(name) or {}
     paired = quality.get("paired") or {}
     fid = quality.get("fid") or {}
@@ -75,6 +78,11 @@ def _unique_names(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if names.count(row["name"]) > 1:
                 row["name"] = f"{row['name']} ({str(key(row))[:12]})"
     return rows
+
+
+def _runtime_label(runtime: str, precision: str) -> str:
+    """A runtime as tables and plots show it: "tflite", or "tflite int8" for a lower precision."""
+    return runtime if precision == "fp32" else f"{runtime} {precision}"
 
 
 def _flag_kind(flags: list[str], words: tuple[str, ...]) -> str:
@@ -115,8 +123,8 @@ def build_report(
         if name is None:
             continue  # a model file no longer exported: kept in the store, not in this report
         latency_rows.append({
-            "model": name, "device": r.device, "runtime": r.runtime, "delegate": r.delegate,
-            "threads": r.threads, "median_ms": r.stats.median_ms, "p90_ms": r.stats.p90_ms,
+            "model": name, "device": r.device, "runtime": _runtime_label(r.runtime, r.precision),
+            "delegate": r.delegate, "threads": r.threads, "median_ms": r.stats.median_ms, "p90_ms": r.stats.p90_ms,
             "min_ms": r.stats.min_ms, "n": r.stats.n, "init_ms": r.init_ms,
             "thermal": _flag_kind(r.flags, ("therm", "hot", "throttl")),
             "fallback": _flag_kind(r.flags, ("fallback",)), "flags": ", ".join(r.flags), "created": r.created,
@@ -125,7 +133,8 @@ def build_report(
     latency = pd.DataFrame(latency_rows, columns=LATENCY_COLUMNS)
     failures = pd.DataFrame(
         [{"job": j["id"], "created": j["created"], "device": j["spec"].get("device", "?"),
-          "runtime": j["spec"].get("runtime", "?"), "model": Path(str(j["spec"].get("bundle", "?"))).name,
+          "runtime": _runtime_label(j["spec"].get("runtime", "?"), j["spec"].get("precision", "fp32")),
+          "model": Path(str(j["spec"].get("bundle", "?"))).name,
           "reason": j["reason"] or ""} for j in failed],
         columns=FAILURE_COLUMNS,
     )  # fmt: skip

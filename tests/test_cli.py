@@ -102,19 +102,30 @@ def test_from_export_reuses_the_checkpoint(pipeline_run, tmp_path):
     run = folder / "run"
     kept = {name: (run / name).stat().st_mtime_ns for name in ("converged.pt", "slim.pt", "checkpoints/hyper.pt")}
     dense_sha = compress_sha(run / "dense.pt")
-    proc = _run("tiny.toml", "--run-dir", "run", "--quiet", "--from", "export", "--precision", "fp16", cwd=folder)
+    proc = _run("tiny.toml", "--run-dir", "run", "--quiet", "--from", "export", "--precision", "int8", cwd=folder)
     assert proc.returncode == 0, proc.stderr
     assert "[search]" not in proc.stdout and "[converge]" not in proc.stdout
     assert "[export] wrote" in proc.stdout and "[bench] " in proc.stdout and "[report] wrote" in proc.stdout
     assert {name: (run / name).stat().st_mtime_ns for name in kept} == kept
     assert "[dense]" not in proc.stdout and compress_sha(run / "dense.pt") == dense_sha  # trained once, kept
     dense_manifest = json.loads((run / "export_dense" / "manifest.json").read_text())
-    assert dense_manifest["source"]["sha256"] == dense_sha and dense_manifest["files"]["tflite"]["precision"] == "fp16"
+    assert (
+        dense_manifest["source"]["sha256"] == dense_sha
+        and dense_manifest["files"]["tflite-int8"]["precision"] == "int8"
+    )
     manifest = json.loads((run / "export" / "manifest.json").read_text())
-    assert manifest["files"]["tflite"]["precision"] == "fp16"
+    assert list(manifest["files"]) == ["onnx", "onnx-int8", "tflite", "tflite-int8"]
+    assert all(manifest["files"][k]["integer"]["fully_integer"] for k in ("onnx-int8", "tflite-int8"))
+    quality = manifest["quality"]["files"]  # calibrated on the run's images, judged on its held-out pairs
+    assert quality["tflite-int8"]["psnr_loss_db"] <= manifest["quality"]["budget_db"], quality
+    assert "tflite-int8 parity" in proc.stdout and "dB PSNR lost" in proc.stdout
     assert manifest["source"]["sha256"] == compress_sha(run / "converged.pt")
     with ResultStore(run / "results.sqlite") as store:
-        assert len(store.results()) == 8  # every result is kept: the fp32 runs and the fp16 ones
+        results = store.results()
+    # every result is kept: the first run's 4 fp32 ones, then 2 bundles x (2 fp32 + 2 int8)
+    assert len(results) == 12 and sum(r.precision == "int8" for r in results) == 4
+    page = (run / "site" / "index.html").read_text()
+    assert "tflite int8" in page and "onnx int8" in page
 
 
 def _official_generator(folder: Path) -> Path:

@@ -14,6 +14,7 @@ from onnx import numpy_helper
 
 import compress
 import export
+from compress.data import builtin_paired
 from export.structure import check_structure
 from tests.conftest import TINY, randomize_norms
 
@@ -83,33 +84,41 @@ def test_bundle_from_an_official_generator_file(tmp_path):
     assert np.abs(bundle.run(x, "onnx") - want).max() < 1e-4
 
 
+def _calibration(n=8, size=32):
+    """Images like the built-in task's (the inputs int8 is calibrated and judged on)."""
+    a, _ = builtin_paired(n, size, seed=3)
+    return [a[i : i + 1].numpy() for i in range(n)]
+
+
 def test_nhwc_and_int8_tflite(tmp_path):
     model = _slim("resnet")
-    bundle = export.export_bundle(model, tmp_path / "b", ("tflite",), image_size=32, precision="int8", layout="NHWC")
-    entry = bundle.manifest["files"]["tflite"]
-    assert entry["layout"] == "NHWC" and entry["precision"] == "int8"
-    runner = bundle.runner("tflite")
+    bundle = export.export_bundle(model, tmp_path / "b", ("tflite",), image_size=32, precision="int8", layout="NHWC",
+                                  calibration=_calibration())  # fmt: skip
+    assert bundle.keys == ["tflite", "tflite-int8"] and bundle.precisions("tflite") == ["fp32", "int8"]
+    entry = bundle.manifest["files"]["tflite-int8"]
+    assert entry["layout"] == "NHWC" and entry["precision"] == "int8" and entry["path"] == "model-int8.tflite"
+    runner = bundle.runner("tflite-int8")
     assert tuple(runner.interpreter.get_input_details()[0]["shape"]) == (1, 32, 32, 3)
-    parity = bundle.manifest["parity"]["tflite"]
-    assert 0 < parity["max_abs"] <= parity["tolerance"] == 0.1
-    fp32 = export.export_bundle(model, tmp_path / "f", ("tflite",), image_size=32)
-    assert entry["bytes"] < fp32.manifest["files"]["tflite"]["bytes"]
-    plain = export.tflite_export.interpreter(bundle.file("tflite"), xnnpack=False)
-    convs = [op for op in plain._get_ops_details() if op["op_name"] == "CONV_2D"]
-    assert convs and all(plain.get_tensor(int(op["inputs"][1])).dtype == np.int8 for op in convs)
+    assert runner.interpreter.get_input_details()[0]["dtype"] == np.float32  # float I/O by default
+    parity = bundle.manifest["parity"]["tflite-int8"]
+    assert parity["judged_by"] == "mean_abs" and 0 < parity["mean_abs"] <= parity["tolerance"]
+    assert (
+        entry["bytes"] < bundle.manifest["files"]["tflite"]["bytes"]
+    )  # int8 weights (the graph is most of a tiny file)
+    assert entry["integer"]["fully_integer"], entry["integer"]
 
 
 def test_fp16_tflite_has_half_weights_and_stays_delegated(tmp_path):
     model = _slim("unet")
     bundle = export.export_bundle(model, tmp_path / "b", ("tflite",), image_size=32, precision="fp16")
-    entry, parity = bundle.manifest["files"]["tflite"], bundle.manifest["parity"]["tflite"]
+    entry, parity = bundle.manifest["files"]["tflite-fp16"], bundle.manifest["parity"]["tflite-fp16"]
     assert entry["precision"] == "fp16" and entry["xnnpack_partitions"] == 1
     assert 0 < parity["max_abs"] <= parity["tolerance"] == 1e-2
-    plain = export.tflite_export.interpreter(bundle.file("tflite"), xnnpack=False)
+    plain = export.tflite_export.interpreter(bundle.file("tflite-fp16"), xnnpack=False)
     ops = plain._get_ops_details()
     halves = [plain.get_tensor(int(op["inputs"][0])) for op in ops if op["op_name"] == "DEQUANTIZE"]
     assert len(halves) == 10 and all(w.dtype == np.float16 for w in halves)  # every conv weight
-    assert bundle.manifest["structure"]["tflite"]["convs"] == 10
+    assert bundle.manifest["structure"]["tflite-fp16"]["convs"] == 10
 
 
 def test_structure_check_rejects_a_zero_channel(tmp_path):
@@ -238,3 +247,71 @@ def test_ctrl_c_during_a_conversion_is_taken_after_it():
         finished.append(True)
     assert finished == [True]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize("arch", sorted(TINY))
+def test_int8_files_are_fully_integer_and_keep_the_task_quality(tmp_path, arch):
+    """Full-integer int8 (what phone NPUs run), read from the files: every conv int8 with one scale
+    per output channel and no op computing in float between the float input and output."""
+    model = _slim(arch)
+    noise = arch == "dcgan"
+    size = 32
+    if noise:
+        nz = model.plan.sizes["nz"]
+        g = torch.Generator().manual_seed(1)
+        calibration = [torch.randn((1, nz, 1, 1), generator=g).numpy() for _ in range(8)]
+        held_out = (calibration[:4], None)
+    else:
+        calibration = _calibration(8, size)
+        a, b = builtin_paired(4, size, seed=9)
+        held_out = ([a[i : i + 1].numpy() for i in range(4)], [b[i : i + 1].numpy() for i in range(4)])
+    bundle = export.export_bundle(model, tmp_path / "b", image_size=size, precision="int8", calibration=calibration,
+                                  held_out=held_out)  # fmt: skip
+    assert bundle.keys == ["onnx", "onnx-int8", "tflite", "tflite-int8"]
+    for key in ("onnx-int8", "tflite-int8"):
+        integer = bundle.manifest["files"][key]["integer"]
+        assert integer["fully_integer"] and integer["islands"] == {}, (key, integer)
+        assert integer["convs"] == integer["per_channel_convs"] == bundle.manifest["structure"][key]["convs"]
+        quality = bundle.manifest["quality"]["files"][key]
+        assert quality["psnr_vs_fp32"] > 15  # the same images as the fp32 file, up to quantization noise
+        if not noise:
+            assert quality["psnr_loss_db"] == pytest.approx(
+                bundle.manifest["quality"]["files"][key.split("-")[0]]["psnr"] - quality["psnr"]
+            )
+    for key in ("onnx", "tflite"):  # and the check sees that an fp32 file is not integer
+        assert not export.integer.check_integer(bundle.file(key), key).fully_integer
+
+
+def test_a_float_island_is_named(tmp_path):
+    """ai-edge-quantizer has no int8 LEAKY_RELU: without the export pass that rewrites it, each
+    one stays a float island, and the check names it."""
+    from export.integer import tflite_integer
+    from export.quantize import tflite_int8
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LeakyReLU(0.2),
+                                torch.nn.Conv2d(8, 8, 3, padding=1)).eval()  # fmt: skip
+    with torch.no_grad():
+        import litert_torch
+
+        litert_torch.convert(model, (torch.zeros(1, 3, 16, 16),)).export(str(tmp_path / "leaky.tflite"))
+    cal = [np.random.default_rng(i).uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32) for i in range(4)]
+    (tmp_path / "leaky-int8.tflite").write_bytes(tflite_int8(tmp_path / "leaky.tflite", cal))
+    report = tflite_integer(tmp_path / "leaky-int8.tflite")
+    assert not report.fully_integer and report.islands.get("LEAKY_RELU") == 1
+    assert "1 LEAKY_RELU" in report.describe()
+
+
+def test_int8_without_calibration_images_is_one_clear_error(tmp_path):
+    with pytest.raises(export.ExportError, match="int8 export needs calibration images"):
+        export.export_bundle(_slim("resnet"), tmp_path / "b", ("onnx",), image_size=32, precision="int8")
+
+
+def test_fp16_onnx_takes_and_gives_float32(tmp_path):
+    bundle = export.export_bundle(_slim("unet"), tmp_path / "b", ("onnx",), image_size=32, precision="fp16")
+    assert bundle.keys == ["onnx", "onnx-fp16"] and bundle.manifest["files"]["onnx-fp16"]["path"] == "model-fp16.onnx"
+    parity = bundle.manifest["parity"]["onnx-fp16"]
+    assert 0 < parity["max_abs"] <= parity["tolerance"] == 1e-2
+    weights = [w for w in onnx.load(str(bundle.file("onnx-fp16"))).graph.initializer if len(w.dims) == 4]
+    assert weights and all(w.data_type == onnx.TensorProto.FLOAT16 for w in weights)
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    assert bundle.run(x, "onnx-fp16").dtype == np.float32

@@ -1,0 +1,127 @@
+"""Lower-precision files from the fp32 ones: fp16 and full-integer int8 (post-training, calibrated
+on the run's own training images). Full integer means int8 weights (per-channel scales) *and*
+int8 activations, which is what phone NPUs run; the model keeps float input and output (a
+QUANTIZE at the input, a DEQUANTIZE at the output) unless int8 I/O is asked for.
+
+- ONNX int8: ONNX Runtime's static quantizer in QDQ form (QuantizeLinear/DequantizeLinear around
+  every op, the form QNN and NNAPI take), int8 activations, symmetric per-channel int8 weights,
+  min/max calibration.
+- ONNX fp16: every float tensor fp16, float32 input and output.
+- TFLite int8: ai-edge-quantizer's static recipe (int8 activations, per-channel int8 weights),
+  min/max calibration; the graph input and output stay float32 unless `int8_io`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from coronet.files import atomic_write_bytes
+from export.errors import ExportError
+from export.litert import quiet_native_output
+
+
+def onnx_fp16(src: str | Path, dst: str | Path) -> Path:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, disable_shape_infer=False)
+    _sort_nodes(model.graph)  # the converter appends the input casts at the end of the node list
+    onnx.checker.check_model(model)
+    atomic_write_bytes(dst, lambda f: f.write(model.SerializeToString()))
+    return Path(dst)
+
+
+def _sort_nodes(graph) -> None:
+    """Put a graph's nodes in topological order (the order ONNX requires), in place."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        placed = [n for n in pending if all(i in ready for i in n.input)]
+        if not placed:
+            raise ExportError("the fp16 ONNX graph has a cycle or a missing input")
+        for node in placed:
+            ordered.append(node)
+            ready.update(node.output)
+        pending = [n for n in pending if all(n is not p for p in placed)]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def onnx_int8(src: str | Path, dst: str | Path, calibration: Sequence[np.ndarray]) -> Path:
+    """Full-integer QDQ int8 of an fp32 ONNX file, calibrated on `calibration` (NCHW float32 batches of one)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration:
+        raise ExportError("int8 export needs calibration images (export.calibration_images > 0)")
+    input_name = onnx.load(str(src)).graph.input[0].name
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.images = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.images, None)
+            return None if x is None else {input_name: np.ascontiguousarray(x, dtype=np.float32)}
+
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(quantized),
+            Images(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        )
+        data = quantized.read_bytes()
+    atomic_write_bytes(dst, lambda f: f.write(data))
+    return dst
+
+
+def tflite_int8(src: str | Path, calibration: Sequence[np.ndarray], int8_io: bool = False) -> bytes:
+    """Full-integer int8 of an fp32 TFLite file (its input in the file's own layout)."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    from export.litert import interpreter
+
+    if not calibration:
+        raise ExportError("int8 export needs calibration images (export.calibration_images > 0)")
+    recipe = recipe_manager.RecipeManager()
+    recipe.add_static_config(
+        regex=".*",
+        operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+        activation_num_bits=8,
+        weight_num_bits=8,
+        weight_granularity=qtyping.QuantGranularity.CHANNELWISE,
+    )
+    if not int8_io:  # the graph's input and output stay float: QUANTIZE / DEQUANTIZE at the ends
+        for io in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+            recipe.add_quantization_config(regex=".*", operation_name=io, algorithm_key=AlgorithmName.NO_QUANTIZE)
+    signatures = interpreter(src, xnnpack=False).get_signature_list()
+    signature = next(iter(signatures))
+    input_name = signatures[signature]["inputs"][0]
+    with quiet_native_output():
+        q = quantizer.Quantizer(str(src))
+        q.load_quantization_recipe(recipe.get_quantization_recipe())
+        samples = [{input_name: np.ascontiguousarray(x, dtype=np.float32)} for x in calibration]
+        result = q.calibrate({signature: samples})
+        quantized = q.quantize(result, enable_progress_bar=False, enable_progress_report=False)
+    return bytes(quantized.quantized_model)
