@@ -1,6 +1,6 @@
 # `make test` and `make demo` set up .venv on their own: torch==2.13.0 (the CPU build) first,
-# so that nothing pulls a multi-GB CUDA build, then this project with its compress, dev, tflite and usb
-# extras (a lab host with phones needs none of them: pip install coronetgan).
+# so that nothing pulls a multi-GB CUDA build, then this project with its compress, dev, tflite, usb
+# and executorch extras (a lab host with phones needs none of them: pip install coronetgan).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install torch==2.13.0
-	$(BIN)/python -m pip install -e '.[compress,dev,tflite,usb]'
+	$(BIN)/python -m pip install -e '.[compress,dev,tflite,usb,executorch]'
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -1,5 +1,6 @@
 """Latency and task quality per precision × runtime: fp32, fp16 and full-integer int8 files of
-one generator, each run in its own runtime (ONNX Runtime, LiteRT with XNNPACK) on this host.
+one generator, each run in its own runtime (ONNX Runtime, LiteRT with XNNPACK, ExecuTorch with
+XNNPACK) on this host. ExecuTorch has no fp16 file (see export.bundle.TARGET_PRECISIONS).
 
 Two parts, both with the dense ResNet and a 10× one (every prunable group scaled uniformly to
 0.1 of the dense MACs):
@@ -12,8 +13,6 @@ Two parts, both with the dense ResNet and a 10× one (every prunable group scale
   built-in images at 256²), `--threads` threads. Files are timed interleaved: every round times
   `--runs` inferences of each file in turn, so a slow spell of this shared machine falls on all
   of them; the median of all rounds is reported, and int8 / fp32 per runtime.
-
-ExecuTorch is not measured: it has no export target here yet (see the note of the session).
 
     python benchmarks/precision.py [--train-steps 800] [--rounds 5] [--runs 10] [--threads 2]
 Writes benchmarks/results/precision.json.
@@ -43,6 +42,7 @@ from compress.train import GanTrainer, TrainConfig, linear_decay
 from coronet.bundle import tool_versions
 
 TARGET = 0.1
+TARGETS = ("onnx", "tflite", "executorch")
 
 
 def _plans(sizes: dict, size: int) -> dict[str, compress.ChannelPlan]:
@@ -75,8 +75,8 @@ def quality(args, work: Path) -> list[dict]:
         model = _train(plan, args.train_steps, data)
         print(f"quality: trained {name} in {time.perf_counter() - t0:.0f} s", flush=True)
         for precision in ("fp16", "int8"):
-            bundle = export.export_bundle(model, work / f"q-{name}-{precision}", image_size=64, precision=precision,
-                                          calibration=calibration, held_out=held_out)  # fmt: skip
+            bundle = export.export_bundle(model, work / f"q-{name}-{precision}", TARGETS, image_size=64,
+                                          precision=precision, calibration=calibration, held_out=held_out)  # fmt: skip
             for key, q in bundle.manifest["quality"]["files"].items():
                 if precision == "int8" or not key.endswith("int8"):
                     entry = bundle.manifest["files"][key]
@@ -95,7 +95,7 @@ def latency(args, work: Path) -> list[dict]:
         model = compress.build_generator("resnet", plan).eval()
         for precision in ("fp16", "int8"):
             t0 = time.perf_counter()
-            bundle = export.export_bundle(model, work / f"l-{name}-{precision}", image_size=256,
+            bundle = export.export_bundle(model, work / f"l-{name}-{precision}", TARGETS, image_size=256,
                                           precision=precision, calibration=calibration)  # fmt: skip
             print(f"latency: exported {name} {precision} in {time.perf_counter() - t0:.0f} s", flush=True)
             for key, entry in bundle.manifest["files"].items():

@@ -22,10 +22,10 @@ from coronet.files import sha256_file
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
-FILENAMES = {"onnx": "model.onnx", "tflite": "model.tflite"}
+FILENAMES = {"onnx": "model.onnx", "tflite": "model.tflite", "executorch": "model.pte"}
 PRECISIONS = ("fp32", "fp16", "int8")
 # A bundle's files are keyed by runtime and precision: "onnx", "tflite" (fp32), "onnx-int8", ...
-FILE_KEY = re.compile(r"^(onnx|tflite)(?:-(fp16|int8))?$")
+FILE_KEY = re.compile(r"^(onnx|tflite|executorch)(?:-(fp16|int8))?$")
 
 
 def file_key(runtime: str, precision: str = "fp32") -> str:
@@ -46,7 +46,7 @@ def file_name(runtime: str, precision: str = "fp32") -> str:
     return FILENAMES[runtime] if precision == "fp32" else f"{stem}-{precision}.{suffix}"
 
 
-TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "executorch")
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -89,7 +89,9 @@ def check_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
         raise IncompleteBundleError(f"{where} lists no files; export again")
     for runtime, entry in files.items():
         if not isinstance(runtime, str) or not FILE_KEY.match(runtime):
-            raise IncompleteBundleError(f"{where} lists a {runtime!r} file; known: onnx, tflite, each -fp16 or -int8")
+            raise IncompleteBundleError(
+                f"{where} lists a {runtime!r} file; known: onnx, tflite, executorch, each -fp16 or -int8"
+            )
         if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or isinstance(entry["bytes"], bool):
             raise IncompleteBundleError(f"{where}: the {runtime} entry has no byte count; export again")
         digest = entry.get("sha256")

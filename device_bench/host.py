@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from coronet.bundle import Bundle, key_parts, tool_versions
-from device_bench.records import BenchResult, LatencyStats
+from device_bench.records import BenchResult, LatencyStats, default_delegate
 
 
 def _cpu_model() -> str:
@@ -67,7 +67,7 @@ def run_host_benchmark(
     return BenchResult(
         device="host",
         runtime=runtime,
-        delegate="xnnpack" if runtime == "tflite" else "cpu",
+        delegate=default_delegate(runtime),
         threads=threads,
         bundle=str(bundle.path),
         model_sha256=entry["sha256"],

@@ -17,10 +17,10 @@ import numpy as np
 from coronet.bundle import PRECISIONS, file_key
 from coronet.errors import ConfigError
 
-RUNTIMES = ("tflite", "onnx")
+RUNTIMES = ("tflite", "onnx", "executorch")  # executorch: on the host (no phone runner for it yet)
 # What each runtime's tool may be asked to use; "external:NAME" delegates (TFLite) are looked up by
 # NAME in the agent host's own allowlist, never given as a path by whoever queued the job.
-DELEGATES = {"tflite": ("cpu", "xnnpack", "gpu", "nnapi"), "onnx": ("cpu", "nnapi", "qnn")}
+DELEGATES = {"tflite": ("cpu", "xnnpack", "gpu", "nnapi"), "onnx": ("cpu", "nnapi", "qnn"), "executorch": ("xnnpack",)}
 EXTERNAL = re.compile(r"^external:([A-Za-z0-9_.-]{1,64})$")
 CLUSTERS = ("little", "big", "prime")
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]{1,200}$")
@@ -34,7 +34,7 @@ class JobError(ConfigError):
 
 
 def default_delegate(runtime: str) -> str:
-    return "xnnpack" if runtime == "tflite" else "cpu"
+    return "cpu" if runtime == "onnx" else "xnnpack"
 
 
 def _int(name: str, value: Any, low: int, high: int, what: str = "bench job") -> int:
@@ -85,7 +85,7 @@ class BenchJob:
         if self.device != "host" and not DEVICE_NAME.match(self.device):
             raise JobError(f"bench job: device {self.device!r} is not 'host', HOST:PORT or a serial")
         if self.runtime not in RUNTIMES:
-            raise JobError(f"bench job: runtime must be tflite or onnx, got {self.runtime!r}")
+            raise JobError(f"bench job: runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if not self.delegate:
             set_(self, "delegate", default_delegate(self.runtime))
         external = EXTERNAL.match(self.delegate)

@@ -104,6 +104,9 @@ def run_job(
             raise DeviceError(t.serial, "prepare", f"external delegate {job.external_delegate!r} is not in this "
                               "agent's allowlist (--external-delegate NAME=PATH_ON_PHONE)")  # fmt: skip
         delegate = f"external:{library}"
+    if job.runtime not in TOOLS:
+        raise DeviceError(t.serial, "prepare", f"{job.runtime} files are timed on the host only: the phone runner "
+                          f"has no {job.runtime} tool yet (runtimes on phones: {', '.join(TOOLS)})")  # fmt: skip
     tool = TOOLS[job.runtime]
     local_tool = Path(binaries) / tool
     if not local_tool.is_file():

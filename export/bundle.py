@@ -32,6 +32,15 @@ from export.runtimes import make_runner
 from export.structure import check_structure
 from export.tflite_export import to_tflite, xnnpack_partitions
 
+# What each target can write: ExecuTorch's XNNPACK lowering here has no fp16 path of ours (yet).
+TARGET_PRECISIONS = {"onnx": PRECISIONS, "tflite": PRECISIONS, "executorch": ("fp32", "int8")}
+
+
+def to_executorch(*args: Any, **kwargs: Any):
+    from export.executorch_export import to_executorch as convert  # the executorch extra, imported late
+
+    return convert(*args, **kwargs)
+
 
 def _load_source(source: str | Path | nn.Module) -> tuple[nn.Module, dict[str, Any], dict[str, Any] | None]:
     """(plain generator in eval mode, its training config, source file record). A path is read
@@ -92,7 +101,7 @@ def export_bundle(
     """
     unknown = [t for t in targets if t not in FILENAMES]
     if unknown or not targets:
-        raise ExportError(f"unknown export targets {unknown or '(none)'}; choose from onnx, tflite")
+        raise ExportError(f"unknown export targets {unknown or '(none)'}; choose from onnx, tflite, executorch")
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     model, config, source_record = _load_source(source)
@@ -110,7 +119,7 @@ def export_bundle(
     # int8 is judged on images like those it was calibrated on, not on uniform noise
     images = (held_out[0] if held_out else calibration or [])[:parity_inputs]
     precisions = ("fp32",) if precision == "fp32" else ("fp32", precision)
-    jobs = [(runtime, p) for runtime in targets for p in precisions]
+    jobs = [(runtime, p) for runtime in targets for p in precisions if p in TARGET_PRECISIONS[runtime]]
     files: dict[str, Any] = {}
     parity: dict[str, Any] = {}
     structure: dict[str, Any] = {}
@@ -129,14 +138,19 @@ def export_bundle(
             else:
                 path = onnx_int8(out / FILENAMES["onnx"], out / filename, calibration or [])
             file_layout = "NCHW"
-        else:
+        elif runtime == "tflite":
             path = to_tflite(model, out, shape, precision=file_precision, layout=layout, filename=filename,
                              calibration=calibration, int8_io=int8_io).path  # fmt: skip
             entry["xnnpack_partitions"] = xnnpack_partitions(path)
             file_layout = layout
-        if file_precision == "int8":
+        else:
+            pte = to_executorch(model, out, shape, file_precision, filename, calibration)
+            path, file_layout = pte.path, "NCHW"
+            entry.update(xnnpack_calls=pte.delegated, portable_ops=pte.left_out)
+        if file_precision == "int8" and runtime != "executorch":  # a .pte's graph is inside XNNPACK blobs
             entry["integer"] = check_integer(path, runtime).to_dict()
-        structure[key] = check_structure(path, runtime, plan).to_dict()
+        if runtime != "executorch":
+            structure[key] = check_structure(path, runtime, plan).to_dict()
         runner = make_runner(runtime, path, threads=1, layout=file_layout)
         checked_on = images if file_precision == "int8" and images else inputs
         parity[key] = check_parity(model, runner, checked_on, key, file_precision).to_dict()

@@ -57,9 +57,36 @@ class TfliteRunner:
         return out.transpose(0, 3, 1, 2) if self.layout == "NHWC" and out.ndim == 4 else out
 
 
+class ExecutorchRunner:
+    """An ExecuTorch program (`.pte`) in ExecuTorch's Python runtime (needs torch). `threads`
+    sizes ExecuTorch's one thread pool, which every program of the process shares."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        from export.litert import quiet_native_output
+
+        with quiet_native_output():  # importing it probes the CPU, loudly
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+            from executorch.runtime import Runtime
+
+        with quiet_native_output():  # its C++ logs each thread-pool reset and CPU probe to stderr
+            _unsafe_reset_threadpool(threads)
+            self.method = Runtime.get().load_program(str(path)).load_method("forward")
+        self.threads = threads
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        return self.method.execute([torch.from_numpy(x)])[0].numpy()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.raw(np.ascontiguousarray(x, dtype=np.float32))
+
+
 def make_runner(runtime: str, path: str | Path, threads: int = 1, layout: str = "NCHW"):
     if runtime == "onnx":
         return OnnxRunner(path, threads)
     if runtime == "tflite":
         return TfliteRunner(path, threads, layout)
-    raise ValueError(f"unknown runtime {runtime!r}; use onnx or tflite")
+    if runtime == "executorch":
+        return ExecutorchRunner(path, threads)
+    raise ValueError(f"unknown runtime {runtime!r}; use onnx, tflite or executorch")

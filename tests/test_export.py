@@ -315,3 +315,25 @@ def test_fp16_onnx_takes_and_gives_float32(tmp_path):
     assert weights and all(w.data_type == onnx.TensorProto.FLOAT16 for w in weights)
     x = np.zeros((1, 3, 32, 32), np.float32)
     assert bundle.run(x, "onnx-fp16").dtype == np.float32
+
+
+def test_executorch_program_matches_pytorch_and_is_timed_on_the_host(tmp_path):
+    """A .pte with the XNNPACK delegate: parity with ExecuTorch's own runtime, every op in the
+    delegate (the TFLite rewrites apply), an int8 program from the same calibration, and the
+    host benchmark times it like the other runtimes."""
+    from device_bench.records import BenchJob
+    from device_bench.run import execute
+
+    model = _slim("unet")
+    bundle = export.export_bundle(model, tmp_path / "b", ("executorch",), image_size=32, precision="int8",
+                                  calibration=_calibration())  # fmt: skip
+    assert bundle.keys == ["executorch", "executorch-int8"] and bundle.file("executorch").suffix == ".pte"
+    assert bundle.manifest["parity"]["executorch"]["max_abs"] <= 1e-4
+    int8 = bundle.manifest["parity"]["executorch-int8"]
+    assert int8["judged_by"] == "mean_abs" and int8["mean_abs"] <= int8["tolerance"]
+    for key in bundle.keys:
+        entry = bundle.manifest["files"][key]
+        assert entry["xnnpack_calls"] >= 1 and entry["portable_ops"] == 0, (key, entry)
+    result = execute(BenchJob(str(bundle.path), "host", "executorch", runs=3, warmup_s=0.0, precision="int8"))
+    assert result.runtime == "executorch" and result.precision == "int8" and result.delegate == "xnnpack"
+    assert result.stats.n == 3 and result.model_sha256 == bundle.manifest["files"]["executorch-int8"]["sha256"]
