@@ -215,7 +215,8 @@ def export_images(
         generator = torch.Generator().manual_seed(config.seed)
         return sized(torch.randn((n, *shape[1:]), generator=generator)), None
     train, _ = _datasets(config)
-    calibration = torch.stack([train[i][0] for i in range(min(n, len(train)))])
+    side = 1 if config.train.setup == "cyclegan" and config.train.direction == "BtoA" else 0  # the generator's input
+    calibration = torch.stack([train[i][side] for i in range(min(n, len(train)))])
     held = held_out_images(config)
     held_out = (sized(held[0]), sized(held[1]) if held[2] else None) if held is not None else None
     return sized(calibration), held_out

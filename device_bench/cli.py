@@ -38,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
         "--device", default="host", help="'host' (this CPU), HOST:PORT (adb over TCP) or SERIAL (USB) of a phone"
     )
     r.add_argument("--bundle", required=True, help="an export bundle folder (with manifest.json)")
-    r.add_argument("--runtime", choices=("tflite", "onnx"), default="tflite")
+    r.add_argument("--runtime", choices=("tflite", "onnx", "executorch"), default="tflite",
+                   help="executorch: on the host only")  # fmt: skip
+    r.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="which of the bundle's files of that runtime (export --precision)")  # fmt: skip
     r.add_argument("--delegate", default=None, help="tflite: xnnpack|cpu|gpu|nnapi|external:PATH; onnx: cpu|nnapi|qnn")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--cluster", choices=("little", "big", "prime"), default="big")
@@ -144,7 +147,7 @@ def _run(args) -> int:
     bundle = str(Path(args.bundle).resolve())  # the store outlives this working directory
     Bundle.open(bundle)  # a clear error for an incomplete bundle, before anything is stored
     job = BenchJob(bundle, args.device, args.runtime, args.delegate or "", args.threads, args.cluster, args.warmup,
-                   args.runs)  # fmt: skip
+                   args.runs, precision=args.precision)  # fmt: skip
     with ResultStore(args.store) as store:
         job_id = store.add_job(job)
         try:

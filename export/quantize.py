@@ -13,6 +13,7 @@ QUANTIZE at the input, a DEQUANTIZE at the output) unless int8 I/O is asked for.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,17 +80,23 @@ def onnx_int8(src: str | Path, dst: str | Path, calibration: Sequence[np.ndarray
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            Images(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-        )
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # it warns about per-channel axes on every 1-D bias, once per conv
+        try:
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                Images(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
+        finally:
+            root.setLevel(level)
         data = quantized.read_bytes()
     atomic_write_bytes(dst, lambda f: f.write(data))
     return dst
