@@ -88,7 +88,7 @@ def test_bundle_uploads_are_checked_and_complete_bundles_immutable(service, bund
     with pytest.raises(ServiceError, match=r"refused \(409\): bundle .* is complete"):
         client._call("PUT", f"/v1/bundles/{bid}/model.onnx", raw=b"other bytes")
     assert client.upload_bundle(export) == bid  # uploading it again is harmless
-    with pytest.raises(ServiceError, match="runtime must be tflite or onnx, got 'gpu'"):
+    with pytest.raises(ServiceError, match="runtime must be one of tflite, onnx, executorch, got 'gpu'"):
         client.submit({"bundle": bid, "device": "host", "runtime": "gpu"})
     assert not list(config.bundle_dir(bid).glob(".*"))  # no temp files left behind
 
