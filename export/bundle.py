@@ -174,6 +174,9 @@ def export_bundle(
         "tools": tool_versions(),
         "source": source_record,
     }
+    left_out = [file_key(rt, precision) for rt in targets if precision not in TARGET_PRECISIONS[rt]]
+    if left_out:  # said in the manifest rather than silently missing
+        manifest["not_exported"] = {key: "no export of this runtime in this precision yet" for key in left_out}
     if held_out:
         manifest["quality"] = file_quality(out, files, held_out, quality_budget_db)
     atomic_write_bytes(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))

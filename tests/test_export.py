@@ -337,3 +337,8 @@ def test_executorch_program_matches_pytorch_and_is_timed_on_the_host(tmp_path):
     result = execute(BenchJob(str(bundle.path), "host", "executorch", runs=3, warmup_s=0.0, precision="int8"))
     assert result.runtime == "executorch" and result.precision == "int8" and result.delegate == "xnnpack"
     assert result.stats.n == 3 and result.model_sha256 == bundle.manifest["files"]["executorch-int8"]["sha256"]
+
+
+def test_a_precision_a_runtime_cannot_write_is_said_in_the_manifest(tmp_path):
+    bundle = export.export_bundle(_slim("resnet"), tmp_path / "b", ("executorch",), image_size=32, precision="fp16")
+    assert bundle.keys == ["executorch"] and "executorch-fp16" in bundle.manifest["not_exported"]
