@@ -265,17 +265,20 @@ class PerfTestResult:
 
 def parse_perf_test(text: str) -> PerfTestResult:
     r = PerfTestResult()
+    # Both generations: "Avg CPU usage: 97 %" and, from older releases (and PerformanceResult::
+    # DumpToFile without a result file), "Avg CPU usage:97", "Peak working set size:98765432",
+    # "Runs:100", "Total iterations:100", with no space after the colon and no unit.
     patterns = [
-        (rf"^Session creation time cost: ({NUMBER}) s", "session_creation_s", float),
-        (rf"^First inference time cost: ({NUMBER}) ms", "first_inference_ms", float),
-        (rf"^Total inference time cost: ({NUMBER}) s", "total_inference_s", float),
+        (rf"^Session creation time cost:\s*({NUMBER}) ?s", "session_creation_s", float),
+        (rf"^First inference time cost:\s*({NUMBER}) ?ms", "first_inference_ms", float),
+        (rf"^Total inference time cost:\s*({NUMBER}) ?s", "total_inference_s", float),
         (rf"^Total time cost:\s*({NUMBER})", "total_inference_s", float),
-        (r"^Total inference requests: (\d+)", "requests", int),
-        (rf"^Average (?:inference )?time cost:\s*({NUMBER}) ms", "avg_ms", float),
-        (rf"^Total inference run time: ({NUMBER}) s", "run_time_s", float),
-        (rf"^Number of inferences per second: ({NUMBER})", "per_second", float),
-        (rf"^Avg CPU usage: ({NUMBER}) %", "cpu_usage_pct", float),
-        (r"^Peak working set size: (\d+) bytes", "peak_working_set_bytes", int),
+        (r"^(?:Total inference requests|Total iterations|Runs):\s*(\d+)", "requests", int),
+        (rf"^Average (?:inference )?time cost:\s*({NUMBER}) ?ms", "avg_ms", float),
+        (rf"^Total inference run time:\s*({NUMBER}) ?s", "run_time_s", float),
+        (rf"^Number of inferences per second:\s*({NUMBER})", "per_second", float),
+        (rf"^Avg CPU usage:\s*({NUMBER})(?: ?%)?\s*$", "cpu_usage_pct", float),
+        (r"^Peak working set size:\s*(\d+)(?: ?bytes)?\s*$", "peak_working_set_bytes", int),
     ]
     for raw in text.splitlines():
         line = _strip(raw)
@@ -284,7 +287,7 @@ def parse_perf_test(text: str) -> PerfTestResult:
                 setattr(r, attr, kind(float(m.group(1))) if kind is int else _num(m.group(1)))
                 break
         else:
-            if m := re.match(rf"^(Min|Max|P\d+) Latency(?::| is) ({NUMBER}) ?s(?:ec)?", line):
+            if m := re.match(rf"^(Min|Max|P\d+) Latency(?::\s*| is\s+)({NUMBER}) ?s(?:ec)?", line):
                 r.latency_ms[m.group(1).lower()] = _num(m.group(2)) * 1e3
             elif raw.strip().startswith(("ERROR", "FATAL")) or "Error" in line.split(":", 1)[0]:
                 r.errors.append(line)

@@ -183,3 +183,36 @@ def test_onnxruntime_perf_test_old_format():
     r = parse_perf_test("Total time cost:5.87108\nAverage time cost:58.7108 ms\nP50 Latency is 0.0587108sec\n")
     assert r.total_inference_s == 5.87108 and r.avg_ms == 58.7108
     assert r.latency_ms["p50"] == pytest.approx(58.7108)
+
+
+# An older release's summary, and the lines PerformanceResult::DumpToFile prints without a result
+# file: no space after the colon, no unit on the CPU use and the memory.
+PERF_OLD_COLONS = """\
+Session creation time cost:0.0613 s
+First inference time cost:61 ms
+Total inference time cost:6.2 s
+Total iterations:100
+Average inference time cost:62.0 ms
+Total inference run time:6.25 s
+Number of inferences per second:16.0
+Avg CPU usage:97
+Peak working set size:98765432
+Runs:100
+Min Latency:0.0590 s
+P90 Latency:0.0650 s
+"""
+
+
+def test_onnxruntime_perf_test_without_spaces_after_the_colons():
+    r = parse_perf_test(PERF_OLD_COLONS)
+    assert r.session_creation_s == 0.0613 and r.first_inference_ms == 61 and r.total_inference_s == 6.2
+    assert r.requests == 100 and r.avg_ms == 62.0 and r.run_time_s == 6.25 and r.per_second == 16.0
+    assert r.cpu_usage_pct == 97 and r.peak_working_set_bytes == 98765432
+    assert r.latency_ms == {"min": pytest.approx(59.0), "p90": pytest.approx(65.0)}
+    assert not r.errors
+
+
+def test_every_field_of_the_current_format():
+    r = parse_perf_test(PERF)
+    assert (r.session_creation_s, r.total_inference_s, r.run_time_s, r.per_second) == (0.0513, 5.1, 5.12, 19.5)
+    assert not r.errors
