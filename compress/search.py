@@ -225,7 +225,7 @@ def run_search(
     `checkpoint_every` steps and when the loop ends or is interrupted; `writer` is an optional
     TensorBoard SummaryWriter; `on_check()` runs at every check (on every rank under torchrun)
     and returns more fields for that step's log record."""
-    from tqdm import tqdm
+    from coronet.progress import Progress
 
     pruner = ControlledPruner(hyper, cost, config)
     lr_of = current_lr or (lambda: config.lr)
@@ -238,9 +238,8 @@ def run_search(
             log_path.write_text("".join(f"{line}\n" for line in kept))
         log_file = open(log_path, "a" if start_step else "w")  # noqa: SIM115 - closed in finally
     ratio, reached, step, done = pruner.ratio(), False, start_step, start_step
-    # disable=None: no bar when the output is not a terminal (CI logs, pipes)
-    bar = tqdm(total=config.max_steps, initial=start_step, desc="search", disable=None if progress else True,
-               leave=False)  # fmt: skip
+    # a bar on a terminal; a line every few seconds in a log (CI, pipes), so a long search is never silent
+    bar = Progress("search", config.max_steps, start_step, enabled=progress)
     try:
         for step in range(start_step + 1, config.max_steps + 1):
             losses = train_step(step)
@@ -265,7 +264,7 @@ def run_search(
                     writer.add_scalar("search/macs_ratio", ratio, step)
                     for name, value in record["losses"].items():
                         writer.add_scalar(f"search/{name}", value, step)
-                bar.set_postfix(ratio=f"{ratio:.3f}", target=config.target_macs)
+                bar.show(**record["losses"], macs_ratio=ratio, target=config.target_macs)
             done = step  # this step's update, proximal step and log record are all in
             if reached:
                 break

@@ -251,7 +251,7 @@ def converge(
     `start_step` > 0 resumes (with the optimizer's saved `opt_g_state`); `save_state(step, log)` is
     called every `checkpoint_every` steps and when the loop ends or is interrupted. Returns the
     log of the steps run here."""
-    from tqdm import tqdm
+    from coronet.progress import Progress
 
     trainer.opt_g = _adam(
         [*trainer.g.parameters(), *(trainer.g_b.parameters() if trainer.setup == "cyclegan" else [])], config
@@ -261,19 +261,22 @@ def converge(
     log: list[dict[str, float]] = []
     done, diverged = start_step, False
     steps = range(start_step + 1, config.converge_steps + 1)
+    bar = Progress(desc, config.converge_steps, start_step, enabled=progress)
     try:
-        for step in tqdm(steps, desc=desc, disable=None if progress else True, leave=False, initial=start_step,
-                         total=config.converge_steps):  # fmt: skip
+        for step in steps:
             trainer.set_lr(linear_decay(step, config.converge_steps, config.decay_steps, config.lr))
             losses = trainer.step(next(batches))
             if not all_finite(list(losses.values()), trainer.device):  # on every rank, under torchrun
                 diverged = True  # the weights are spoilt: keep the last saved state instead
                 raise TrainingDivergedError(f"a converge loss is not finite at step {step}: {losses}; lower train.lr")
             log.append({"step": step, **losses})
+            bar.show(**losses)
+            bar.update(1)
             done = step
             if save_state is not None and step % checkpoint_every == 0:
                 save_state(step, log)
     finally:
+        bar.close()
         if save_state is not None and done > start_step and not diverged:
             save_state(done, log)  # also on Ctrl-C or an error: converging resumes from here
     return log
