@@ -13,6 +13,7 @@ from compress.errors import ConfigError
 from compress.models import get_architecture
 from compress.search import SearchConfig
 from compress.train import TrainConfig
+from coronet.bundle import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class DataConfig:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
 
 
-EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+EXPORT_PRECISIONS = PRECISIONS  # a bundle's file precisions
 RUNTIMES = ("tflite", "onnx", "executorch")
 DEFAULT_RUNTIMES = ["tflite", "onnx"]  # executorch needs its extra: asked for by name
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from coronet.errors import ExportError
+
 
 class OnnxRunner:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
@@ -64,9 +66,12 @@ class ExecutorchRunner:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         from export.litert import quiet_native_output
 
-        with quiet_native_output():  # importing it probes the CPU, loudly
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-            from executorch.runtime import Runtime
+        try:
+            with quiet_native_output():  # importing it probes the CPU, loudly
+                from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+                from executorch.runtime import Runtime
+        except ImportError:
+            raise ExportError("running a .pte needs executorch: pip install 'coronetgan[executorch]'") from None
 
         with quiet_native_output():  # its C++ logs each thread-pool reset and CPU probe to stderr
             _unsafe_reset_threadpool(threads)

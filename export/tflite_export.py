@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from coronet.bundle import PRECISIONS
 from coronet.files import atomic_write_bytes
 from export.errors import ExportError
 from export.litert import interpreter, op_counts, quiet_native_output, xnnpack_partitions
 from export.passes import TFLITE_INT8_PASSES, TFLITE_PASSES, apply_passes
 from export.quantize import tflite_int8
 
-PRECISIONS = ("fp32", "fp16", "int8")
 LAYOUTS = ("NCHW", "NHWC")
 
 

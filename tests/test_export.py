@@ -342,3 +342,12 @@ def test_executorch_program_matches_pytorch_and_is_timed_on_the_host(tmp_path):
 def test_a_precision_a_runtime_cannot_write_is_said_in_the_manifest(tmp_path):
     bundle = export.export_bundle(_slim("resnet"), tmp_path / "b", ("executorch",), image_size=32, precision="fp16")
     assert bundle.keys == ["executorch"] and "executorch-fp16" in bundle.manifest["not_exported"]
+
+
+def test_a_pte_without_executorch_installed_is_one_clear_error(tmp_path):
+    code = ("import sys; sys.modules['executorch'] = None\n"
+            "from export.runtimes import make_runner\n"
+            "make_runner('executorch', sys.argv[1])")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model.pte")], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[1])  # fmt: skip
+    assert "running a .pte needs executorch: pip install 'coronetgan[executorch]'" in proc.stderr

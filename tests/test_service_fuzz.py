@@ -3,14 +3,12 @@ a request that does not fit is the client's error (4xx), never the service's."""
 
 import http.client
 import json
-import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_bench.service import ServiceConfig, make_server
-from device_bench.store import ResultStore
+from tests.lab_service import running_service
 
 TOKEN = "fuzz-token-0123456789"
 BUNDLE = "0" * 32
@@ -33,17 +31,8 @@ bodies = st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), values, ma
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fuzz")
-    config = ServiceConfig(folder / "lab.db", folder / "data", TOKEN)
-    server = make_server(config, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    with ResultStore(config.store) as store:  # jobs in every state for the job routes to meet
-        for _ in range(3):
-            store.enqueue({"bundle": BUNDLE, "device": "host"})
-        store.lease("agent-1", ["host"], lease_s=600)
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with running_service(tmp_path_factory.mktemp("fuzz"), TOKEN, with_jobs=True) as (port, _):
+        yield port
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

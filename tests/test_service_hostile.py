@@ -1,6 +1,7 @@
 """Hostile and broken clients against the lab service, over real sockets on localhost: none of
 them holds the service up, uses its threads, or keeps a request slot past the idle timeout."""
 
+import contextlib
 import http.client
 import json
 import resource
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from device_bench.service import ServiceConfig, make_server
+from tests.lab_service import running_service
 
 TOKEN = "hostile-token-0123456789"
 AUTH = f"Authorization: Bearer {TOKEN}\r\n".encode()
@@ -19,19 +20,9 @@ BUNDLE = "ab" * 16
 
 @pytest.fixture
 def serve(tmp_path):
-    servers = []
-
-    def start(**settings):
-        config = ServiceConfig(tmp_path / "lab.db", tmp_path / "lab-data", TOKEN, **settings)
-        server = make_server(config, port=0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server.server_address[1], config
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    """start(**settings) -> (port, config) of a service, stopped after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **settings: stack.enter_context(running_service(tmp_path, TOKEN, **settings))
 
 
 def _honest(port: int) -> tuple[int, float]:

@@ -2,7 +2,7 @@
 operation, with bodies and parameters drawn from the schema (and beside it), is answered below
 500, with a status code, content type and body that the document declares."""
 
-import threading
+import json
 import urllib.request
 
 import pytest
@@ -16,8 +16,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from device_bench.openapi import OPENAPI
-from device_bench.service import ServiceConfig, make_server
-from device_bench.store import ResultStore
+from tests.lab_service import running_service
 
 TOKEN = "schema-token-0123456789"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -27,24 +26,13 @@ schema = schemathesis.openapi.from_dict(OPENAPI)
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("schema")
-    config = ServiceConfig(folder / "lab.db", folder / "data", TOKEN)
-    server = make_server(config, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    with ResultStore(config.store) as store:  # jobs in every state for the job routes to meet
-        for _ in range(3):
-            store.enqueue({"bundle": "0" * 32, "device": "host"})
-        store.lease("agent-1", ["host"], lease_s=600)
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with running_service(tmp_path_factory.mktemp("schema"), TOKEN, with_jobs=True) as (port, _):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_the_service_serves_its_own_schema(service):
     request = urllib.request.Request(f"{service}/v1/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(request, timeout=10) as response:
-        import json
-
         assert json.loads(response.read()) == json.loads(json.dumps(OPENAPI))
 
 
