@@ -65,7 +65,9 @@ DEFAULT_RUNTIMES = ["tflite", "onnx"]  # executorch needs its extra: asked for b
 class ExportConfig:
     """What the export stage writes: fp32 files, plus one file per runtime in `precision` when
     that is fp16 or int8 (full integer, calibrated on `calibration_images` training images;
-    float input and output unless `int8_io`); the TFLite layout; the input size (0: the training
+    float input and output unless `int8_io`; `int8_norm = "float"` keeps InstanceNorm's
+    1/sqrt in float, so that XNNPACK takes the whole TFLite graph, which is then not full
+    integer); the TFLite layout; the input size (0: the training
     size). Each file's quality on the held-out task is measured in its own runtime, and a
     precision losing more than `quality_budget_db` of PSNR against fp32 is flagged. The dense
     reference is exported beside the compressed model."""
@@ -77,6 +79,7 @@ class ExportConfig:
     calibration_images: int = 32
     quality_budget_db: float = 0.5
     int8_io: bool = False
+    int8_norm: str = "integer"
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_RUNTIMES))
 
     def __post_init__(self) -> None:
@@ -89,6 +92,8 @@ class ExportConfig:
             raise ConfigError(f"export.quality_budget_db must be in [0, 100] dB, got {self.quality_budget_db}")
         if self.precision not in EXPORT_PRECISIONS:
             raise ConfigError(f"export.precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {self.precision!r}")
+        if self.int8_norm not in ("integer", "float"):
+            raise ConfigError(f"export.int8_norm must be integer or float, got {self.int8_norm!r}")
         if self.layout not in ("NCHW", "NHWC"):
             raise ConfigError(f"export.layout must be NCHW or NHWC, got {self.layout!r}")
         if self.image_size < 0:

@@ -25,6 +25,7 @@ from coronet.bundle import FILENAMES, MANIFEST, PRECISIONS, SCHEMA_VERSION, Bund
 from coronet.files import atomic_write_bytes, sha256_file
 from export.errors import ExportError
 from export.integer import check_integer
+from export.litert import xnnpack_refused
 from export.onnx_export import to_onnx
 from export.parity import check_parity, random_inputs
 from export.quantize import onnx_fp16, onnx_int8
@@ -88,6 +89,7 @@ def export_bundle(
     held_out: tuple[list[np.ndarray], list[np.ndarray] | None] | None = None,
     quality_budget_db: float = 0.5,
     int8_io: bool = False,
+    int8_norm: str = "integer",
 ) -> Bundle:
     """Export a slim (or dense) generator, check every file, and write the manifest last.
 
@@ -97,7 +99,7 @@ def export_bundle(
     int8 being full integer, calibrated on `calibration` (NCHW images of one). With `held_out`
     (inputs and, when the task has them, true outputs), each file's quality on the task is
     measured in its own runtime, and a precision losing more than `quality_budget_db` of PSNR
-    against its runtime's fp32 file is flagged.
+    against its runtime's fp32 file is flagged. `int8_io` and `int8_norm`: see `to_tflite`.
     """
     unknown = [t for t in targets if t not in FILENAMES]
     if unknown or not targets:
@@ -140,8 +142,10 @@ def export_bundle(
             file_layout = "NCHW"
         elif runtime == "tflite":
             path = to_tflite(model, out, shape, precision=file_precision, layout=layout, filename=filename,
-                             calibration=calibration, int8_io=int8_io).path  # fmt: skip
+                             calibration=calibration, int8_io=int8_io, int8_norm=int8_norm).path  # fmt: skip
             entry["xnnpack_partitions"] = xnnpack_partitions(path)
+            if entry["xnnpack_partitions"] != 1:  # which ops split the graph, by type
+                entry["xnnpack_refused"] = xnnpack_refused(path)
             file_layout = layout
         else:
             pte = to_executorch(model, out, shape, file_precision, filename, calibration)

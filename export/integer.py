@@ -6,8 +6,8 @@ An island is named with its op type and count, so a user sees what keeps the mod
 ONNX in QDQ form: every compute node takes its activations from DequantizeLinear and hands its
 outputs to QuantizeLinear (the graph output excepted); a conv's weight comes from a
 DequantizeLinear over an int8 initializer with one scale per output channel.
-TFLite: every tensor of every op is int8 (int32 for biases and shapes), except the QUANTIZE that
-takes the float input and the DEQUANTIZE that gives the float output."""
+TFLite: every tensor of every op is int8 (int32 for biases and shapes); QUANTIZE and DEQUANTIZE
+are the borders (the float input's, the float output's, or an island's), not islands."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
-ENTRY, EXIT = ("QUANTIZE", True, False), ("DEQUANTIZE", False, True)  # (op, reads the input, writes the output)
 
 
 @dataclass(frozen=True)
@@ -90,16 +89,14 @@ def tflite_integer(path: str | Path) -> IntegerReport:
 
     it = interpreter(path, xnnpack=False)
     tensors = it.get_tensor_details()
-    graph_inputs = {d["index"] for d in it.get_input_details()}
-    graph_outputs = {d["index"] for d in it.get_output_details()}
     islands: Counter = Counter()
     convs = per_channel = 0
     for op in it._get_ops_details():
         ins, outs = [i for i in op["inputs"] if i >= 0], [o for o in op["outputs"] if o >= 0]
         name = op["op_name"]
-        if (name, set(ins) <= graph_inputs, set(outs) <= graph_outputs) in (ENTRY, EXIT):
-            continue  # the float model's two ends
-        if any(tensors[i]["dtype"] in (np.float32, np.float16) for i in ins + outs):
+        if name not in ("QUANTIZE", "DEQUANTIZE") and any(
+            tensors[i]["dtype"] in (np.float32, np.float16) for i in ins + outs
+        ):  # the conversions are an island's borders; the ops between them compute in float
             islands[name] += 1
         if name in ("CONV_2D", "TRANSPOSE_CONV", "DEPTHWISE_CONV_2D"):
             convs += 1

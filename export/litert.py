@@ -1,12 +1,17 @@
 """LiteRT on this host: the interpreter and what it says about a file (op counts, XNNPACK
-partitions). No torch and no litert-torch, so the host benchmark runs on a lab host without them."""
+partitions and the ops XNNPACK refuses), and the file's flatbuffer as objects to rewrite. No
+torch and no litert-torch, so the host benchmark runs on a lab host without them."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -45,3 +50,59 @@ def xnnpack_partitions(path: str | Path, num_threads: int = 1) -> int:
     """How many delegate nodes XNNPACK made of the graph (1 = the whole graph in one partition)."""
     ops = interpreter(path, num_threads=num_threads)._get_ops_details()
     return sum(op["op_name"] == "DELEGATE" for op in ops)
+
+
+def read_model(data: bytes):
+    """A .tflite file as the schema's object tree (`ModelT`), every constant inside it (writers
+    may store large ones after the flatbuffer, by offset)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    for buf in model.buffers:
+        if buf.offset and buf.offset > 1:
+            buf.data = np.frombuffer(data[buf.offset : buf.offset + buf.size], dtype=np.uint8).copy()
+            buf.offset = buf.size = 0
+    return model
+
+
+def write_model(model) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1 << 16)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def is_constant(model, tensor: int) -> bool:
+    data = model.buffers[model.subgraphs[0].tensors[tensor].buffer].data
+    return data is not None and len(data) > 0
+
+
+def op_names(model) -> list[str]:
+    """The builtin op name of each operator of the main graph, in order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    return [names[codes[op.opcodeIndex]] for op in model.subgraphs[0].operators]
+
+
+def xnnpack_refused(path: str | Path) -> dict[str, int]:
+    """The ops XNNPACK does not take, by type: each op alone in a one-op model, offered to the
+    delegate. (The interpreter tells how many partitions, not which ops split them.)"""
+    model = read_model(Path(path).read_bytes())
+    graph = model.subgraphs[0]
+    refused: Counter = Counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        single = Path(tmp) / "op.tflite"
+        for name, op in zip(op_names(model), graph.operators, strict=True):
+            alone = copy.copy(graph)
+            alone.operators = [op]
+            alone.inputs = [i for i in op.inputs if i >= 0 and not is_constant(model, i)]
+            alone.outputs = list(op.outputs)
+            one = copy.copy(model)
+            one.subgraphs, one.signatureDefs = [alone], []
+            single.write_bytes(write_model(one))
+            if xnnpack_partitions(single) == 0:
+                refused[name] += 1
+    return dict(refused)

@@ -8,7 +8,8 @@ QUANTIZE at the input, a DEQUANTIZE at the output) unless int8 I/O is asked for.
   min/max calibration.
 - ONNX fp16: every float tensor fp16, float32 input and output.
 - TFLite int8: ai-edge-quantizer's static recipe (int8 activations, per-channel int8 weights),
-  min/max calibration; the graph input and output stay float32 unless `int8_io`.
+  min/max calibration; the graph input and output stay float32 unless `int8_io`; then the
+  parameters XNNPACK needs (`export/xnnpack_int8.py`), so that it takes the graph whole.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from coronet.files import atomic_write_bytes
 from export.errors import ExportError
 from export.litert import quiet_native_output
+from export.xnnpack_int8 import for_xnnpack
 
 
 def onnx_fp16(src: str | Path, dst: str | Path) -> Path:
@@ -102,8 +104,16 @@ def onnx_int8(src: str | Path, dst: str | Path, calibration: Sequence[np.ndarray
     return dst
 
 
-def tflite_int8(src: str | Path, calibration: Sequence[np.ndarray], int8_io: bool = False) -> bytes:
-    """Full-integer int8 of an fp32 TFLite file (its input in the file's own layout)."""
+def tflite_int8(
+    src: str | Path,
+    calibration: Sequence[np.ndarray],
+    int8_io: bool = False,
+    float_ops: Sequence[str] = (),
+    xnnpack: bool = True,
+) -> bytes:
+    """int8 of an fp32 TFLite file (its input in the file's own layout): full integer, except the
+    ops named in `float_ops` (TFLite op names, e.g. RSQRT), which stay float between a DEQUANTIZE
+    and a QUANTIZE; with the parameters XNNPACK needs unless `xnnpack` is False."""
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -122,6 +132,10 @@ def tflite_int8(src: str | Path, calibration: Sequence[np.ndarray], int8_io: boo
     if not int8_io:  # the graph's input and output stay float: QUANTIZE / DEQUANTIZE at the ends
         for io in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
             recipe.add_quantization_config(regex=".*", operation_name=io, algorithm_key=AlgorithmName.NO_QUANTIZE)
+    for op in float_ops:
+        recipe.add_quantization_config(
+            regex=".*", operation_name=getattr(qtyping.TFLOperationName, op), algorithm_key=AlgorithmName.NO_QUANTIZE
+        )
     signatures = interpreter(src, xnnpack=False).get_signature_list()
     signature = next(iter(signatures))
     input_name = signatures[signature]["inputs"][0]
@@ -131,4 +145,5 @@ def tflite_int8(src: str | Path, calibration: Sequence[np.ndarray], int8_io: boo
         samples = [{input_name: np.ascontiguousarray(x, dtype=np.float32)} for x in calibration]
         result = q.calibrate({signature: samples})
         quantized = q.quantize(result, enable_progress_bar=False, enable_progress_report=False)
-    return bytes(quantized.quantized_model)
+    data = bytes(quantized.quantized_model)
+    return for_xnnpack(data)[0] if xnnpack else data

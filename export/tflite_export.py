@@ -22,6 +22,7 @@ from export.passes import TFLITE_INT8_PASSES, TFLITE_PASSES, apply_passes
 from export.quantize import tflite_int8
 
 LAYOUTS = ("NCHW", "NHWC")
+INT8_NORMS = ("integer", "float")  # how an int8 file computes InstanceNorm's 1/sqrt(var + eps)
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,17 @@ def to_tflite(
     filename: str = "model.tflite",
     calibration: list[np.ndarray] | None = None,
     int8_io: bool = False,
+    int8_norm: str = "integer",
 ) -> TfliteFile:
     """Convert `model` for a fixed NCHW `input_shape`; `layout="NHWC"` makes the file take and
     return channels-last tensors (what phone camera pipelines hand over). int8 is full integer,
-    calibrated on `calibration` (NCHW images), with float input and output unless `int8_io`."""
+    calibrated on `calibration` (NCHW images), with float input and output unless `int8_io`;
+    `int8_norm="float"` keeps InstanceNorm's reciprocal square root in float (XNNPACK has no
+    int8 RSQRT: with it in float, XNNPACK takes the whole graph, but the file is not full integer)."""
     if precision not in PRECISIONS:
         raise ExportError(f"unknown TFLite precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if int8_norm not in INT8_NORMS:
+        raise ExportError(f"unknown int8 norm {int8_norm!r}; choose one of {', '.join(INT8_NORMS)}")
     if layout not in LAYOUTS:
         raise ExportError(f"unknown layout {layout!r}; choose NCHW or NHWC")
     try:
@@ -96,7 +102,8 @@ def to_tflite(
             with _interrupt_after("the TFLite conversion"), quiet_native_output():
                 litert_torch.convert(model, (sample,)).export(str(raw))
                 if precision == "int8":
-                    data = tflite_int8(raw, calibration or [], int8_io)
+                    float_ops = ("RSQRT",) if int8_norm == "float" else ()
+                    data = tflite_int8(raw, calibration or [], int8_io, float_ops)
                 else:
                     data = raw.read_bytes() if precision == "fp32" else _weight_only_fp16(raw)
         except ExportError:
@@ -127,4 +134,4 @@ def _weight_only_fp16(float_model: Path) -> bytes:
     return bytes(q.quantize().quantized_model)
 
 
-__all__ = ["PRECISIONS", "TfliteFile", "interpreter", "op_counts", "to_tflite", "xnnpack_partitions"]
+__all__ = ["INT8_NORMS", "PRECISIONS", "TfliteFile", "interpreter", "op_counts", "to_tflite", "xnnpack_partitions"]

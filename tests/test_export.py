@@ -271,6 +271,12 @@ def test_int8_files_are_fully_integer_and_keep_the_task_quality(tmp_path, arch):
     for key in ("onnx-int8", "tflite-int8"):
         integer = bundle.manifest["files"][key]["integer"]
         assert integer["fully_integer"] and integer["islands"] == {}, (key, integer)
+    tflite = bundle.manifest["files"]["tflite-int8"]
+    if arch == "resnet":  # XNNPACK has no int8 RSQRT: each InstanceNorm's stays out, and is named
+        norms = sum(isinstance(m, torch.nn.InstanceNorm2d) for m in model.modules())
+        assert tflite["xnnpack_refused"] == {"RSQRT": norms} and tflite["xnnpack_partitions"] == norms + 1
+    else:  # the whole graph in one XNNPACK partition
+        assert tflite["xnnpack_partitions"] == 1 and "xnnpack_refused" not in tflite
         assert integer["convs"] == integer["per_channel_convs"] == bundle.manifest["structure"][key]["convs"]
         quality = bundle.manifest["quality"]["files"][key]
         assert quality["psnr_vs_fp32"] > 15  # the same images as the fp32 file, up to quantization noise
@@ -280,6 +286,61 @@ def test_int8_files_are_fully_integer_and_keep_the_task_quality(tmp_path, arch):
             )
     for key in ("onnx", "tflite"):  # and the check sees that an fp32 file is not integer
         assert not export.integer.check_integer(bundle.file(key), key).fully_integer
+
+
+def test_int8_norm_in_float_gives_xnnpack_the_whole_resnet(tmp_path):
+    """export.int8_norm = "float": InstanceNorm's 1/sqrt stays float, inside the one partition;
+    the file says it is not full integer, and which op keeps it from being so."""
+    model = _slim("resnet")
+    norms = sum(isinstance(m, torch.nn.InstanceNorm2d) for m in model.modules())
+    bundle = export.export_bundle(model, tmp_path / "b", ("tflite",), image_size=32, precision="int8",
+                                  calibration=_calibration(), int8_norm="float")  # fmt: skip
+    entry = bundle.manifest["files"]["tflite-int8"]
+    assert entry["xnnpack_partitions"] == 1
+    assert entry["integer"]["islands"] == {"RSQRT": norms} and not entry["integer"]["fully_integer"]
+    parity = bundle.manifest["parity"]["tflite-int8"]
+    assert parity["mean_abs"] <= parity["tolerance"]
+
+
+def test_xnnpack_rewrites_keep_the_int8_arithmetic(tmp_path):
+    """A RELU after a concatenation (XNNPACK has no int8 RELU kernel) and an epsilon far below
+    one quantum of its ADD's output (XNNPACK refuses the scale ratio) split the graph as
+    ai-edge-quantizer writes it; rewritten, the graph is one partition and LiteRT's reference
+    kernels give the same int8 output, bit for bit."""
+    import litert_torch
+
+    from export.litert import interpreter, xnnpack_partitions, xnnpack_refused
+    from export.passes import TFLITE_INT8_PASSES, apply_passes
+    from export.quantize import tflite_int8
+    from export.xnnpack_int8 import for_xnnpack
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.norm = torch.nn.InstanceNorm2d(8)
+            self.up = torch.nn.ConvTranspose2d(11, 4, 4, stride=2, padding=1)
+
+        def forward(self, x):
+            return self.up(torch.relu(torch.cat([x, self.norm(self.conv(x))], 1)))
+
+    model = apply_passes(Block().eval(), TFLITE_INT8_PASSES)
+    litert_torch.convert(model, (torch.zeros(1, 3, 16, 16),)).export(str(tmp_path / "f.tflite"))
+    cal = [np.random.default_rng(i).uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32) for i in range(4)]
+    raw = tflite_int8(tmp_path / "f.tflite", cal, float_ops=("RSQRT",), xnnpack=False)
+    (tmp_path / "raw.tflite").write_bytes(raw)
+    assert xnnpack_refused(tmp_path / "raw.tflite") == {"RELU": 1, "ADD": 1}
+    fixed, done = for_xnnpack(raw)
+    (tmp_path / "fixed.tflite").write_bytes(fixed)
+    assert (done.clamps, done.constants) == (1, 1)
+    assert xnnpack_partitions(tmp_path / "fixed.tflite") == 1 and xnnpack_refused(tmp_path / "fixed.tflite") == {}
+    outputs = []
+    for name in ("raw", "fixed"):
+        it = interpreter(tmp_path / f"{name}.tflite", xnnpack=False)
+        it.set_tensor(it.get_input_details()[0]["index"], cal[0])
+        it.invoke()
+        outputs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
 def test_a_float_island_is_named(tmp_path):
