@@ -6,6 +6,11 @@
 #             [--threads N] [--cpus HEXMASK] [--warmup N] [--runs N]
 #             [--delegate cpu|xnnpack|gpu|nnapi|qnn|external:PATH]
 #             [--max-temp-c C] [--max-wait-s S] [--work DIR]
+#             [--input-layer NAME --input-shape 1,3,H,W --input-file PATH] [--output-file PATH]
+#
+# With --input-file, benchmark_model runs on that input (the tensor's raw bytes) instead of random
+# data; with --output-file it writes the output tensors' raw bytes there after the last run, so
+# the host can check what the phone computed (the block's output_bytes field; -1: not written).
 #
 # ANDROID_ROOT_PREFIX (empty on a phone) prefixes /sys reads, so the loopback test device can
 # stand a folder in for the phone's sysfs.
@@ -13,6 +18,7 @@ set -u
 
 tool="" bin="" model="" threads=1 cpus="" warmup=5 runs=20 delegate="xnnpack"
 max_temp_c=45 max_wait_s=300 work="${TMPDIR:-/data/local/tmp}"
+input_layer="" input_shape="" input_file="" output_file=""
 root="${ANDROID_ROOT_PREFIX:-}"
 
 die() { echo "runner: $*" >&2; exit 2; }
@@ -30,11 +36,16 @@ while [ $# -gt 0 ]; do
     --max-temp-c) max_temp_c="$2"; shift 2 ;;
     --max-wait-s) max_wait_s="$2"; shift 2 ;;
     --work) work="$2"; shift 2 ;;
+    --input-layer) input_layer="$2"; shift 2 ;;
+    --input-shape) input_shape="$2"; shift 2 ;;
+    --input-file) input_file="$2"; shift 2 ;;
+    --output-file) output_file="$2"; shift 2 ;;
     *) die "unknown option $1" ;;
   esac
 done
 [ -n "$tool" ] || die "--tool is required"
 [ -f "$model" ] || die "model not found: $model"
+[ -z "$input_file" ] || [ -f "$input_file" ] || die "input file not found: $input_file"
 [ -x "$bin/$tool" ] || die "missing binary $bin/$tool: provide it for arm64-v8a in the bench's --binaries folder"
 
 # The hottest readable thermal zone, in whole degrees C (milli-degrees in sysfs).
@@ -82,7 +93,16 @@ case "$tool" in
       nnapi) set -- "$@" --use_nnapi=true ;;
       external:*) set -- "$@" --external_delegate_path="${delegate#external:}" ;;
       *) die "unknown delegate $delegate for benchmark_model" ;;
-    esac ;;
+    esac
+    if [ -n "$input_file" ]; then
+      escaped=$(printf '%s' "$input_layer" | sed 's/:/::/g')  # the tool reads "::" as a ':' in a name
+      set -- "$@" --input_layer="$input_layer" --input_layer_shape="$input_shape" \
+        --input_layer_value_files="$escaped:$input_file"
+    fi
+    if [ -n "$output_file" ]; then
+      rm -f "$output_file"
+      set -- "$@" --output_filepath="$output_file"
+    fi ;;
   onnxruntime_perf_test)
     case "$delegate" in cpu|nnapi|qnn|xnnpack) ;; *) die "unknown execution provider $delegate" ;; esac
     set -- -I -m times -r "$runs" -x "$threads" -y 1 -e "$delegate" "$model" ;;
@@ -106,6 +126,11 @@ echo "delegate=$delegate"
 echo "threads=$threads"
 echo "cpus=$cpus"
 echo "waited_s=$waited"
+if [ -n "$output_file" ] && [ -f "$output_file" ]; then
+  echo "output_bytes=$(wc -c <"$output_file" | tr -d ' ')"
+elif [ -n "$output_file" ]; then
+  echo "output_bytes=-1"
+fi
 echo "--- state before ---"
 echo "$before"
 echo "--- state after ---"

@@ -21,6 +21,7 @@ from coronet.errors import ExportError, IncompleteBundleError
 from coronet.files import sha256_file
 
 MANIFEST = "manifest.json"
+CHECK_INPUT = "check_input.npy"  # the input every file is run on where its outputs are checked
 SCHEMA_VERSION = 1
 FILENAMES = {"onnx": "model.onnx", "tflite": "model.tflite", "executorch": "model.pte"}
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -161,6 +162,19 @@ class Bundle:
 
         layout = self.manifest["files"][key].get("layout", "NCHW")
         return make_runner(key_parts(key)[0], self.file(key), threads, layout)
+
+    def check_input(self):
+        """The NCHW float32 input the bundle's outputs are checked on (None in bundles from
+        before it existed), verified against the manifest."""
+        import numpy as np
+
+        record = self.manifest.get("check_input")
+        if record is None:
+            return None
+        path = inside(self.path, record["path"])
+        if not path.is_file() or sha256_file(path) != record["sha256"]:
+            raise IncompleteBundleError(f"{path} does not match {MANIFEST}; export again")
+        return np.load(path, allow_pickle=False)
 
     def run(self, x, key: str):
         """One inference: NCHW float32 in, NCHW out, whatever the file's own layout."""

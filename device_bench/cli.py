@@ -165,8 +165,10 @@ def _run(args) -> int:
     s = result.stats
     p95 = f"{s.p95_ms:.2f}" if s.p95_ms is not None else "n/a"
     flags = f"  flags: {', '.join(result.flags)}" if result.flags else ""
+    check = result.output_check
+    output = f", output checked (PSNR {check['psnr_db']:.1f} dB against fp32)" if check else ""
     print(f"{result.device} {result.runtime}/{result.delegate} x{result.threads}: median {s.median_ms:.2f} ms, "
-          f"p95 {p95} ms, min {s.min_ms:.2f} ms, n={s.n}{flags}")  # fmt: skip
+          f"p95 {p95} ms, min {s.min_ms:.2f} ms, n={s.n}{output}{flags}")  # fmt: skip
     return 0
 
 

@@ -123,6 +123,8 @@ SCHEMAS: dict[str, Any] = {
             "tool_versions": {"type": "object"},
             "flags": {"type": "array", "items": {"type": "string"}},
             "created": {"type": "string"},
+            "precision": {"type": "string"},
+            "output_check": {"type": ["object", "null"], "required": ["ok"]},
         },
     },
 }

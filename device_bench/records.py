@@ -182,6 +182,9 @@ class BenchResult:
     flags: list[str] = field(default_factory=list)  # e.g. "cpu-fallback", "throttled"
     created: str = ""
     precision: str = "fp32"  # the timed file's: fp32, fp16 or int8
+    # the phone's output on the bundle's check input against the host's fp32 output
+    # (device_bench/output_check.py); None where the tool hands no output back
+    output_check: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,4 +226,10 @@ class BenchResult:
                 raise JobError(f"bench result: {name} must be a JSON {kind.__name__}")
         if not all(isinstance(f, str) for f in data.get("flags", [])):
             raise JobError("bench result: flags must be strings")
+        check = data.get("output_check")
+        if check is not None:
+            if not isinstance(check, dict) or not isinstance(check.get("ok"), bool):
+                raise JobError("bench result: output_check must be an object with ok")
+            for name in ("max_abs", "mean_abs", "channel_mean_abs", "psnr_db", "tolerance"):
+                _number(f"output_check.{name}", check.get(name), 0, 1e9, RESULT)
         return cls(**{**data, "stats": LatencyStats(**stats)})

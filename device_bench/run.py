@@ -7,11 +7,14 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
+import tempfile
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from coronet.bundle import Bundle, tool_versions
+from coronet.bundle import Bundle, file_key, tool_versions
 from device_bench.adb import AdbTransport, DeviceError
+from device_bench.output_check import OutputCheck, compare, read_output, tensor_bytes
 from device_bench.parsers import parse_benchmark_model, parse_perf_test
 from device_bench.profiles import DeviceProfile, clusters_from_policies, identify_soc, parse_getprop
 from device_bench.records import BenchJob, BenchResult, JobError, LatencyStats, default_delegate
@@ -120,6 +123,19 @@ def run_job(
         "model": f"{bench_dir}/models/{digest[:24]}{model.suffix}",
     }
     sources = {"runner": RUNNER, "tool": local_tool, "model": model}
+    layout = bundle.manifest["files"][job.file_key].get("layout", "NCHW")
+    check_args: tuple[str, ...] = ()
+    check_input = bundle.check_input() if job.runtime == "tflite" else None
+    scratch = tempfile.TemporaryDirectory()
+    if check_input is not None:  # the phone runs the check input and writes its output back
+        name, shape, data = tensor_bytes(check_input, model, layout)
+        local_input = Path(scratch.name) / "input.bin"
+        local_input.write_bytes(data)
+        sources["input"] = local_input
+        remote["input"] = f"{bench_dir}/inputs/{hashlib.sha256(data).hexdigest()[:24]}.bin"
+        remote_output = f"{bench_dir}/jobs/output-{uuid.uuid4().hex[:16]}.bin"
+        check_args = ("--input-layer", name, "--input-shape", ",".join(map(str, shape)),
+                      "--input-file", remote["input"], "--output-file", remote_output)  # fmt: skip
     pushed = [name for name, src in sources.items() if t.push(src, remote[name])]
     t.check(f"chmod 755 {shlex.quote(remote['tool'])} {shlex.quote(remote['runner'])}", "prepare")
     profile = detect_profile(t)
@@ -130,7 +146,7 @@ def run_job(
             "sh", remote["runner"], "--tool", tool, "--bin", f"{bench_dir}/bin", "--model", remote["model"],
             "--threads", str(job.threads), "--cpus", cluster.mask, "--warmup", str(job.warmup),
             "--runs", str(job.runs), "--delegate", delegate, "--max-temp-c", str(job.max_temp_c),
-            "--max-wait-s", str(job.max_wait_s), "--work", bench_dir,
+            "--max-wait-s", str(job.max_wait_s), "--work", bench_dir, *check_args,
         )
     )  # fmt: skip
     rc, output = t.run_detached(command, f"{bench_dir}/jobs", timeout_s=job.budget_s, poll_s=job.poll_s,
@@ -162,6 +178,12 @@ def run_job(
         stats = LatencyStats(perf.requests or 0, lat.get("p50", perf.avg_ms), lat.get("p90"), lat.get("p95"),
                              lat.get("min", perf.avg_ms), perf.avg_ms)  # fmt: skip
         init_ms, ran_on = (perf.session_creation_s or 0) * 1e3, job.delegate
+    output_check = None
+    if check_args:
+        output_check = _check_output(t, bundle, job, ran_on, block, remote_output, Path(scratch.name), layout)
+        if output_check is None:
+            flags.append("output-unchecked")  # an older benchmark_model without --output_filepath
+    scratch.cleanup()
     before, after = _state(block["before"]), _state(block["after"])
     waited = int(block["fields"].get("waited_s", "0"))
     if waited:
@@ -194,4 +216,31 @@ def run_job(
         flags=flags,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         precision=job.precision,
+        output_check=output_check.to_dict() if output_check is not None else None,
     )
+
+
+def _check_output(
+    t: AdbTransport, bundle: Bundle, job: BenchJob, ran_on: str, block: dict, remote: str, scratch: Path, layout: str
+) -> OutputCheck | None:
+    """The phone's output on the check input against this host's output of the runtime's fp32
+    file on the same input (LiteRT's reference kernels, no delegate); a wrong output fails the
+    job, so its latency is never recorded. None when the tool wrote no output."""
+    from export.runtimes import TfliteRunner
+
+    if int(block["fields"].get("output_bytes", "-1")) < 0:
+        return None
+    local = scratch / "output.bin"
+    t.pull(remote, local)
+    t.shell(f"rm -f {shlex.quote(remote)}")
+    got = read_output(local.read_bytes(), bundle.file(job.file_key))
+    if layout == "NHWC" and got.ndim == 4:
+        got = got.transpose(0, 3, 1, 2)
+    reference = file_key(job.runtime)
+    reference_layout = bundle.manifest["files"][reference].get("layout", "NCHW")
+    expected = TfliteRunner(bundle.file(reference), layout=reference_layout, xnnpack=False)(bundle.check_input())
+    check = compare(got, expected, job.precision, f"the {reference} file on the host")
+    if not check.ok:
+        raise DeviceError(t.serial, "check", f"{ran_on} computed a wrong output: {check.describe()}; "
+                          "no latency recorded")  # fmt: skip
+    return check

@@ -21,7 +21,17 @@ from compress.metrics import paired_metrics
 from compress.models import example_input_shape
 from compress.plan import ChannelPlan
 from compress.slim import slim_generator
-from coronet.bundle import FILENAMES, MANIFEST, PRECISIONS, SCHEMA_VERSION, Bundle, file_key, file_name, tool_versions
+from coronet.bundle import (
+    CHECK_INPUT,
+    FILENAMES,
+    MANIFEST,
+    PRECISIONS,
+    SCHEMA_VERSION,
+    Bundle,
+    file_key,
+    file_name,
+    tool_versions,
+)
 from coronet.files import atomic_write_bytes, sha256_file
 from export.errors import ExportError
 from export.integer import check_integer
@@ -183,8 +193,20 @@ def export_bundle(
         manifest["not_exported"] = {key: "no export of this runtime in this precision yet" for key in left_out}
     if held_out:
         manifest["quality"] = file_quality(out, files, held_out, quality_budget_db)
+    manifest["check_input"] = _write_check_input(out, (images or inputs)[0])
     atomic_write_bytes(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))
     return Bundle(out, manifest)
+
+
+def _write_check_input(out: Path, x: np.ndarray) -> dict[str, Any]:
+    """The input a phone runs each file on (NCHW float32, one image like the task's), so that the
+    host can compare what the phone computed with its own fp32 output (device_bench)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
+    atomic_write_bytes(out / CHECK_INPUT, lambda f: f.write(buffer.getvalue()))
+    return {"path": CHECK_INPUT, "sha256": sha256_file(out / CHECK_INPUT), "shape": list(x.shape)}
 
 
 def file_quality(

@@ -48,10 +48,17 @@ def test_run_job_end_to_end(tmp_path, bundle, binaries, persona, runtime):
         result = run_job(job, t, binaries)
         assert result.stats.n == 5 and 0 < result.stats.min_ms <= result.stats.median_ms
         assert result.device_state["soc"] == persona.upper() and result.device_state["cpus"] == "70"
-        assert result.device_state["pushed"] == ["runner", "tool", "model"]
+        pushed = ["runner", "tool", "model"] + (["input"] if runtime == "tflite" else [])  # the check input
+        assert result.device_state["pushed"] == pushed
         assert result.device_state["before"]["temp_c"] == 41 and not result.flags
         assert result.delegate == delegate
         assert (phone.root / "taskset.log").read_text().split() == ["70"]  # pinned to the big cluster
+        if runtime == "tflite":  # the phone ran the bundle's check input and its output came back right
+            check = result.output_check
+            assert check["ok"] and check["judged_by"] == "max_abs" and check["max_abs"] <= check["tolerance"]
+            assert check["psnr_db"] > 60 and "tflite" in check["reference"]
+        else:  # onnxruntime_perf_test hands no output back
+            assert result.output_check is None
         again = run_job(job, t, binaries)
         assert again.device_state["pushed"] == []  # unchanged files are not pushed again
 
@@ -60,6 +67,37 @@ def test_gpu_request_that_falls_back_is_flagged(tmp_path, bundle, binaries):
     with _phone(tmp_path, "sm8450") as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST) as t:
         result = run_job(BenchJob(bundle.path, phone.serial, "tflite", "gpu", warmup=1, runs=3), t, binaries)
     assert result.delegate == "cpu" and "cpu-fallback" in result.flags
+
+
+def test_a_gpu_delegate_that_computes_a_wrong_image_fails_its_job(tmp_path, bundle, binaries):
+    """The MT6893 persona's GPU delegate runs the whole graph (a fine latency) and writes a green
+    cast over the output: the job fails with the numbers, and no latency is recorded."""
+    with _phone(tmp_path, "mt6893") as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST) as t:
+        with pytest.raises(DeviceError, match=r"check failed: gpu computed a wrong output: max-abs .* > 0.001") as err:
+            run_job(BenchJob(bundle.path, phone.serial, "tflite", "gpu", warmup=1, runs=3, poll_s=0.2), t, binaries)
+        assert err.value.step == "check"
+        fine = run_job(BenchJob(bundle.path, phone.serial, "tflite", "xnnpack", warmup=1, runs=3, poll_s=0.2), t,
+                       binaries)  # fmt: skip
+        assert fine.output_check["ok"]  # the same phone's CPU path computes it right
+        jobs = phone.root / "data/local/tmp/coronet/jobs"
+        assert not [p for p in jobs.iterdir() if p.name.startswith("output-")]  # outputs are taken and removed
+
+
+def test_int8_output_on_the_phone_is_checked_against_fp32(tmp_path, binaries):
+    """A full-integer file's output on the phone, judged against the fp32 file by the worst
+    channel's mean error (quantization noise passes, a broken channel would not)."""
+    torch.manual_seed(0)
+    plan = compress.full_plan("resnet", ngf=4, n_blocks=1)
+    model = compress.build_generator("resnet", plan).eval()
+    calibration = [torch.rand(1, 3, 32, 32).mul(2).sub(1).numpy() for _ in range(4)]
+    int8 = export.export_bundle(model, tmp_path / "b", ("tflite",), image_size=32, precision="int8",
+                                calibration=calibration)  # fmt: skip
+    with _phone(tmp_path, "sm8450") as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST) as t:
+        result = run_job(BenchJob(int8.path, phone.serial, "tflite", precision="int8", warmup=1, runs=3, poll_s=0.2),
+                         t, binaries)  # fmt: skip
+    check = result.output_check
+    assert result.precision == "int8" and check["ok"] and check["judged_by"] == "channel_mean_abs"
+    assert 0 < check["channel_mean_abs"] <= 0.2 and check["reference"] == "the tflite file on the host"
 
 
 def test_a_hot_phone_is_recorded(tmp_path, bundle, binaries):

@@ -20,6 +20,8 @@ PERSONAS = {
         "device": "mt6893",
         "props": {"ro.soc.model": "MT6893", "ro.board.platform": "mt6893", "ro.product.model": "MT6893"},
         "policies": {"policy0": ("0 1 2 3", 2000000), "policy4": ("4 5 6", 2600000), "policy7": ("7", 3000000)},
+        # its GPU delegate runs the whole graph and corrupts the output's green channel
+        "gpu": "corrupts",
     },
 }
 
@@ -61,6 +63,9 @@ def build_sandbox(root: Path, persona: str, thermal_status: int = 0, cpu_temp_c:
         (folder / "cpuinfo_max_freq").write_text(f"{max_khz}\n")
         (folder / "scaling_max_freq").write_text(f"{max_khz}\n")
         (folder / "scaling_cur_freq").write_text(f"{max_khz * 3 // 4}\n")
+    if p.get("gpu"):  # read by the benchmark_model stand-in
+        (root / "vendor" / "etc").mkdir(parents=True, exist_ok=True)
+        (root / "vendor" / "etc" / "coronet_gpu").write_text(p["gpu"] + "\n")
     zone = root / "sys" / "class" / "thermal" / "thermal_zone0"
     zone.mkdir(parents=True, exist_ok=True)
     (zone / "type").write_text("cpu-0-0\n")

@@ -15,9 +15,14 @@ import re, statistics, sys, time
 import numpy as np
 args = dict(re.findall(r"--(\w+)=(\S*)", " ".join(sys.argv[1:])))
 known = {"graph", "num_threads", "warmup_runs", "num_runs", "use_xnnpack", "use_gpu", "use_nnapi",
-         "external_delegate_path"}
+         "external_delegate_path", "input_layer", "input_layer_shape", "input_layer_value_files", "output_filepath"}
 XNNPACK_LINE = "Explicitly applied XNNPACK delegate, and the model graph will be completely executed by the delegate."
 GPU_LINE = "Though GPU delegate is explicitly applied, the model graph will not be executed by the delegate."
+GPU_FULL = "Explicitly applied GPU delegate, and the model graph will be completely executed by the delegate."
+# the persona's GPU: none (the delegate takes nothing) or one that runs the graph and corrupts its
+# output's green channel, as broken mobile GPU drivers are reported to do
+gpu_file = os.path.join(os.environ.get("ANDROID_ROOT_PREFIX", ""), "vendor/etc/coronet_gpu")
+gpu = open(gpu_file).read().strip() if os.path.exists(gpu_file) else "none"
 print("INFO: STARTING!")
 unknown = [f"--{k}={v}" for k, v in args.items() if k not in known]
 if unknown:
@@ -39,11 +44,19 @@ print(f"INFO: Loaded model {args['graph']}")
 if xnnpack:
     print("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
     print("INFO: " + XNNPACK_LINE)
-if args.get("use_gpu") == "true":  # no GPU here: what a phone without a working GPU delegate prints
-    print("INFO: " + GPU_LINE)
+if args.get("use_gpu") == "true":  # what a phone without a usable GPU delegate prints, or one that runs
+    print("INFO: " + (GPU_FULL if gpu == "corrupts" else GPU_LINE))
 print(f"INFO: Initialized session in {init_us / 1000:.6g}ms.")
 inp = it.get_input_details()[0]
 x = np.random.default_rng(0).uniform(-1, 1, inp["shape"]).astype(np.float32)
+if args.get("input_layer_value_files"):
+    name, path = args["input_layer_value_files"].replace("::", "\0").split(":", 1)
+    data = open(path.replace("\0", ":"), "rb").read()
+    expected = int(np.prod(inp["shape"])) * np.dtype(inp["dtype"]).itemsize
+    if len(data) != expected:
+        print(f"FATAL: The size of {path} is {len(data)} bytes. It should be {expected} bytes.", file=sys.stderr)
+        sys.exit(1)
+    x = np.frombuffer(data, dtype=inp["dtype"]).reshape(inp["shape"])
 def run():
     t = time.perf_counter(); it.set_tensor(inp["index"], x); it.invoke(); return (time.perf_counter() - t) * 1e6
 def stats(samples):
@@ -65,6 +78,15 @@ avg = lambda v: f"{statistics.fmean(v):.6g}" if v else "nan"
 print(f"INFO: Inference timings in us: Init: {int(init_us)}, First inference: {int(warm[0]) if warm else 0}, "
       f"Warmup (avg): {avg(warm)}, Inference (avg): {avg(timed)}")
 print("INFO: Memory footprint delta from the start of the tool (MB): init=12.5 overall=20.25")
+if args.get("output_filepath"):
+    with open(args["output_filepath"], "wb") as f:
+        for detail in it.get_output_details():
+            y = it.get_tensor(detail["index"]).copy()
+            if args.get("use_gpu") == "true" and gpu == "corrupts" and y.ndim == 4:
+                green = (slice(None), 1) if y.shape[1] == 3 else (slice(None), slice(None), slice(None), 1)
+                scale, zero = detail["quantization"]
+                y[green] = np.clip(round(1.0 / scale) + zero, -128, 127) if y.dtype == np.int8 else 1.0
+            f.write(y.tobytes())
 """
 
 PERF_TEST = r"""
