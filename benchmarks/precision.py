@@ -10,9 +10,10 @@ Two parts, both with the dense ResNet and a 10× one (every prunable group scale
   pairs, and the PSNR it loses against its runtime's fp32 file. int8 is calibrated on
   `--calibration` training images.
 - latency: ResNet ngf 64 / 9 blocks at 256² (untrained weights: timing only; int8 calibrated on
-  built-in images at 256²), `--threads` threads. Files are timed interleaved: every round times
-  `--runs` inferences of each file in turn, so a slow spell of this shared machine falls on all
-  of them; the median of all rounds is reported, and int8 / fp32 per runtime.
+  built-in images at 256²), `--threads` threads; TFLite int8 both full integer (XNNPACK has no int8
+  RSQRT: one partition per InstanceNorm) and with `int8_norm="float"` (one partition). Files are
+  timed interleaved: every round times `--runs` inferences of each file in turn, so a slow spell
+  of this shared machine falls on all of them; the median of all rounds is reported, and int8 / fp32 per runtime.
 
     python benchmarks/precision.py [--train-steps 800] [--rounds 5] [--runs 10] [--threads 2]
 Writes benchmarks/results/precision.json.
@@ -104,6 +105,13 @@ def latency(args, work: Path) -> list[dict]:
                                   "runtime": entry["runtime"], "bundle": bundle,
                                   "xnnpack_partitions": entry.get("xnnpack_partitions"),
                                   "fully_integer": entry.get("integer", {}).get("fully_integer")})  # fmt: skip
+        # int8 with InstanceNorm's 1/sqrt in float: XNNPACK's one partition against full integer
+        bundle = export.export_bundle(model, work / f"l-{name}-int8-float-norm", ("tflite",), image_size=256,
+                                      precision="int8", calibration=calibration, int8_norm="float")  # fmt: skip
+        entry = bundle.manifest["files"]["tflite-int8"]
+        files.append({"model": name, "file": "tflite-int8", "label": "tflite-int8 (float norm)", "precision": "int8",
+                      "runtime": "tflite", "bundle": bundle, "xnnpack_partitions": entry["xnnpack_partitions"],
+                      "fully_integer": entry["integer"]["fully_integer"]})  # fmt: skip
     runners = [f["bundle"].runner(f["file"], threads=args.threads) for f in files]
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 256, 256)).astype(np.float32)
     samples: list[list[float]] = [[] for _ in files]
@@ -144,7 +152,7 @@ def main() -> int:
     print(f"\n{'model':6} {'file':12} {'median ms':>10} {'x fp32':>7} {'XNNPACK':>8} {'integer':>8}")
     for r in lat:
         integer = "" if r["fully_integer"] is None else str(r["fully_integer"])
-        print(f"{r['model']:6} {r['file']:12} {r['median_ms']:10.2f} {r['vs_fp32']:7.2f} "
+        print(f"{r['model']:6} {r.get('label', r['file']):12} {r['median_ms']:10.2f} {r['vs_fp32']:7.2f} "
               f"{r['xnnpack_partitions'] or '':>8} {integer:>8}")  # fmt: skip
     print(f"\n{'model':6} {'file':12} {'L1':>7} {'PSNR':>7} {'loss dB':>8}")
     for r in qual:

@@ -99,7 +99,22 @@ def check_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
         if not isinstance(digest, str) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
             raise IncompleteBundleError(f"{where}: the {runtime} entry has no SHA-256; export again")
         member_path(entry.get("path"), where)
+    check = manifest.get("check_input")
+    if check is not None:
+        digest = check.get("sha256") if isinstance(check, dict) else None
+        if not isinstance(digest, str) or len(digest) != 64 or not isinstance(check.get("bytes"), int):
+            raise IncompleteBundleError(f"{where}: the check input has no size or SHA-256; export again")
+        member_path(check.get("path"), where)
     return manifest
+
+
+def members(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every file of a (checked) bundle but the manifest: the model files by key, and the check
+    input. What is verified, uploaded and downloaded."""
+    found = dict(manifest["files"])
+    if manifest.get("check_input") is not None:
+        found["check_input"] = manifest["check_input"]
+    return found
 
 
 @dataclass
@@ -119,7 +134,7 @@ class Bundle:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise IncompleteBundleError(f"{manifest_path} is not valid JSON ({exc}); export again") from None
         check_manifest(manifest, str(manifest_path))
-        for runtime, entry in manifest["files"].items():
+        for runtime, entry in members(manifest).items():
             file = inside(path, entry["path"], str(manifest_path))
             if verify and (
                 not file.is_file() or file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]
@@ -174,7 +189,10 @@ class Bundle:
         path = inside(self.path, record["path"])
         if not path.is_file() or sha256_file(path) != record["sha256"]:
             raise IncompleteBundleError(f"{path} does not match {MANIFEST}; export again")
-        return np.load(path, allow_pickle=False)
+        x = np.load(path, allow_pickle=False)
+        if x.dtype != np.float32 or list(x.shape) != list(self.input_shape):
+            raise IncompleteBundleError(f"{path} is not a {list(self.input_shape)} float32 input; export again")
+        return x
 
     def run(self, x, key: str):
         """One inference: NCHW float32 in, NCHW out, whatever the file's own layout."""

@@ -56,7 +56,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from coronet.bundle import MANIFEST, Bundle, check_manifest, inside
+from coronet.bundle import MANIFEST, Bundle, check_manifest, inside, members
 from coronet.errors import CoronetError, IncompleteBundleError
 from coronet.files import atomic_write_bytes, sha256_file
 from device_bench.openapi import OPENAPI
@@ -116,7 +116,7 @@ def _manifest_problem(folder: Path, data: bytes) -> str | None:
     """Why this manifest cannot complete the bundle in `folder` (None: it can): the shape every
     reader checks (`check_manifest`), flat file names (bundles are stored flat), files uploaded."""
     try:
-        files = check_manifest(json.loads(data), "the manifest")["files"]
+        files = members(check_manifest(json.loads(data), "the manifest"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return f"not a bundle manifest: {exc}"
     except IncompleteBundleError as exc:
@@ -557,7 +557,7 @@ class ServiceClient:
         bundle = Bundle.open(path, verify=True)
         manifest = (bundle.path / MANIFEST).read_bytes()
         bid = bundle_id(manifest)
-        for entry in bundle.manifest["files"].values():
+        for entry in members(bundle.manifest).values():
             self._call("PUT", f"/v1/bundles/{bid}/{entry['path']}", raw=(bundle.path / entry["path"]).read_bytes())
         self._call("PUT", f"/v1/bundles/{bid}/{MANIFEST}", raw=manifest)
         return bid
@@ -598,7 +598,7 @@ class ServiceClient:
         if bundle_id(manifest) != ref:
             raise ServiceError(f"the service sent a manifest that is not bundle {ref}")
         try:  # checked before anything is written: a manifest names files inside its bundle only
-            files = check_manifest(json.loads(manifest), f"bundle {ref}'s {MANIFEST} from {self.url}")["files"]
+            files = members(check_manifest(json.loads(manifest), f"bundle {ref}'s {MANIFEST} from {self.url}"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ServiceError(f"the service sent bundle {ref} with a manifest that is not JSON") from None
         folder.mkdir(parents=True, exist_ok=True)

@@ -206,7 +206,8 @@ def _write_check_input(out: Path, x: np.ndarray) -> dict[str, Any]:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
     atomic_write_bytes(out / CHECK_INPUT, lambda f: f.write(buffer.getvalue()))
-    return {"path": CHECK_INPUT, "sha256": sha256_file(out / CHECK_INPUT), "shape": list(x.shape)}
+    path = out / CHECK_INPUT
+    return {"path": CHECK_INPUT, "sha256": sha256_file(path), "bytes": path.stat().st_size, "shape": list(x.shape)}
 
 
 def file_quality(
