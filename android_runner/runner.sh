@@ -2,15 +2,17 @@
 # CoroNet on-device runner (POSIX sh for Android's toybox/mksh; also runs under dash).
 # Runs one benchmark and prints one delimited, versioned result block with the raw tool output.
 #
-#   runner.sh --tool benchmark_model|onnxruntime_perf_test --bin DIR --model PATH
+#   runner.sh --tool benchmark_model|onnxruntime_perf_test|executor_runner --bin DIR --model PATH
 #             [--threads N] [--cpus HEXMASK] [--warmup N] [--runs N]
 #             [--delegate cpu|xnnpack|gpu|nnapi|qnn|external:PATH]
 #             [--max-temp-c C] [--max-wait-s S] [--work DIR]
 #             [--input-layer NAME --input-shape 1,3,H,W --input-file PATH] [--output-file PATH]
 #
-# With --input-file, benchmark_model runs on that input (the tensor's raw bytes) instead of random
-# data; with --output-file it writes the output tensors' raw bytes there after the last run, so
-# the host can check what the phone computed (the block's output_bytes field; -1: not written).
+# With --input-file, benchmark_model and executor_runner run on that input (the tensor's raw
+# bytes) instead of random data or ones; with --output-file they write the output's raw bytes
+# there after the last run, so the host can check what the phone computed (the block's
+# output_bytes field; -1: not written). executor_runner has no warm-up of its own: it runs
+# warm-up + timed executions and logs each one's time.
 #
 # ANDROID_ROOT_PREFIX (empty on a phone) prefixes /sys reads, so the loopback test device can
 # stand a folder in for the phone's sysfs.
@@ -103,6 +105,15 @@ case "$tool" in
       rm -f "$output_file"
       set -- "$@" --output_filepath="$output_file"
     fi ;;
+  executor_runner)
+    # a .pte carries its delegate (XNNPACK) inside: there is nothing to choose on the phone
+    [ "$delegate" = xnnpack ] || die "executor_runner runs the program's own delegate (xnnpack), not $delegate"
+    set -- --model_path="$model" --num_executions=$((warmup + runs)) --cpu_threads="$threads"
+    [ -z "$input_file" ] || set -- "$@" --inputs="$input_file"
+    if [ -n "$output_file" ]; then
+      rm -f "$output_file" "$output_file-0.bin"
+      set -- "$@" --output_file="$output_file"  # it writes <base>-<output index>.bin
+    fi ;;
   onnxruntime_perf_test)
     case "$delegate" in cpu|nnapi|qnn|xnnpack) ;; *) die "unknown execution provider $delegate" ;; esac
     set -- -I -m times -r "$runs" -x "$threads" -y 1 -e "$delegate" "$model" ;;
@@ -118,6 +129,9 @@ else
 fi
 rc=$?
 after=$(print_state)
+if [ "$tool" = executor_runner ] && [ -n "$output_file" ] && [ -f "$output_file-0.bin" ]; then
+  mv "$output_file-0.bin" "$output_file"
+fi
 
 echo "=== CORONET-RESULT v1 BEGIN ==="
 echo "tool=$tool"

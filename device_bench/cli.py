@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--bundle", required=True, help="an export bundle folder (with manifest.json)")
     r.add_argument("--runtime", choices=("tflite", "onnx", "executorch"), default="tflite",
-                   help="executorch: on the host only")  # fmt: skip
+                   help="phones: benchmark_model, onnxruntime_perf_test, executor_runner from --binaries")  # fmt: skip
     r.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
                    help="which of the bundle's files of that runtime (export --precision)")  # fmt: skip
     r.add_argument("--delegate", default=None, help="tflite: xnnpack|cpu|gpu|nnapi|external:PATH; onnx: cpu|nnapi|qnn")

@@ -292,3 +292,57 @@ def parse_perf_test(text: str) -> PerfTestResult:
             elif raw.strip().startswith(("ERROR", "FATAL")) or "Error" in line.split(":", 1)[0]:
                 r.errors.append(line)
     return r
+
+
+# ExecuTorch's ET_LOG lines: "I 00:00:00.012345 executorch:executor_runner.cpp:204] message"
+_ET_LOG = re.compile(r"^([DIEF]) \d+:\d+:\d+\.\d+ executorch:[\w./-]+:\d+\] (.*)$")
+
+
+@dataclass
+class ExecutorRunnerResult:
+    """ExecuTorch `executor_runner` output. It times each execution ("Iteration 3 of 10: 51.2 ms",
+    recent releases) and all of them together ("Model executed successfully 10 time(s) in 512.3
+    ms."; older releases print only "Model executed successfully."); it has no warm-up of its
+    own, so the runner asks for warm-up + timed executions and the first `warmup` are dropped."""
+
+    load_ms: float | None = None
+    iterations_ms: list[float] = field(default_factory=list)
+    executions: int | None = None
+    total_ms: float | None = None
+    threads: int | None = None  # "Resetting threadpool with num threads = 4"
+    outputs_written: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and (bool(self.iterations_ms) or self.total_ms is not None)
+
+    def timed_ms(self, warmup: int) -> list[float]:
+        """The executions after the warm-up (all of them when fewer were logged)."""
+        return self.iterations_ms[warmup:] if len(self.iterations_ms) > warmup else list(self.iterations_ms)
+
+
+def parse_executor_runner(text: str) -> ExecutorRunnerResult:
+    r = ExecutorRunnerResult()
+    for raw in text.splitlines():
+        m = _ET_LOG.match(raw.strip())
+        if m is None:
+            continue
+        level, message = m.groups()
+        if level in ("E", "F"):
+            r.errors.append(message)
+        elif n := re.match(rf"Model loaded in ({NUMBER}) ms", message):
+            r.load_ms = _num(n.group(1))
+        elif n := re.match(rf"Iteration (\d+) of (\d+): ({NUMBER}) ms", message):
+            r.iterations_ms.append(_num(n.group(3)))
+        elif n := re.match(rf"Model executed successfully (\d+) time\(s\) in ({NUMBER}) ms", message):
+            r.executions, r.total_ms = int(n.group(1)), _num(n.group(2))
+        elif message.startswith("Model executed successfully"):
+            r.executions = r.executions or 1
+        elif n := re.match(r"Resetting threadpool with num threads = (-?\d+)", message):
+            r.threads = int(n.group(1))
+        elif n := re.match(r"Writing output to file: (\S+)", message):
+            r.outputs_written.append(n.group(1))
+    if r.executions is None and not r.errors:
+        r.errors.append("no 'Model executed successfully' line: the program did not run to the end")
+    return r

@@ -17,7 +17,7 @@ import numpy as np
 from coronet.bundle import PRECISIONS, file_key
 from coronet.errors import ConfigError
 
-RUNTIMES = ("tflite", "onnx", "executorch")  # executorch: on the host (no phone runner for it yet)
+RUNTIMES = ("tflite", "onnx", "executorch")
 # What each runtime's tool may be asked to use; "external:NAME" delegates (TFLite) are looked up by
 # NAME in the agent host's own allowlist, never given as a path by whoever queued the job.
 DELEGATES = {"tflite": ("cpu", "xnnpack", "gpu", "nnapi"), "onnx": ("cpu", "nnapi", "qnn"), "executorch": ("xnnpack",)}

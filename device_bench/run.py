@@ -12,15 +12,18 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from coronet.bundle import Bundle, file_key, tool_versions
+import numpy as np
+
+from coronet.bundle import Bundle, tool_versions
 from device_bench.adb import AdbTransport, DeviceError
 from device_bench.output_check import OutputCheck, compare, read_output, tensor_bytes
-from device_bench.parsers import parse_benchmark_model, parse_perf_test
+from device_bench.parsers import parse_benchmark_model, parse_executor_runner, parse_perf_test
 from device_bench.profiles import DeviceProfile, clusters_from_policies, identify_soc, parse_getprop
 from device_bench.records import BenchJob, BenchResult, JobError, LatencyStats, default_delegate
 
 RUNNER = Path(__file__).resolve().parents[1] / "android_runner" / "runner.sh"
-TOOLS = {"tflite": "benchmark_model", "onnx": "onnxruntime_perf_test"}
+TOOLS = {"tflite": "benchmark_model", "onnx": "onnxruntime_perf_test", "executorch": "executor_runner"}
+OUTPUT_TOOLS = ("tflite", "executorch")  # the runtimes whose phone tool hands the output back
 BLOCK = re.compile(r"=== CORONET-RESULT v1 BEGIN ===\n(.*?)\n=== CORONET-RESULT v1 END ===", re.S)
 
 
@@ -107,9 +110,6 @@ def run_job(
             raise DeviceError(t.serial, "prepare", f"external delegate {job.external_delegate!r} is not in this "
                               "agent's allowlist (--external-delegate NAME=PATH_ON_PHONE)")  # fmt: skip
         delegate = f"external:{library}"
-    if job.runtime not in TOOLS:
-        raise DeviceError(t.serial, "prepare", f"{job.runtime} files are timed on the host only: the phone runner "
-                          f"has no {job.runtime} tool yet (runtimes on phones: {', '.join(TOOLS)})")  # fmt: skip
     tool = TOOLS[job.runtime]
     local_tool = Path(binaries) / tool
     if not local_tool.is_file():
@@ -125,10 +125,13 @@ def run_job(
     sources = {"runner": RUNNER, "tool": local_tool, "model": model}
     layout = bundle.manifest["files"][job.file_key].get("layout", "NCHW")
     check_args: tuple[str, ...] = ()
-    check_input = bundle.check_input() if job.runtime == "tflite" else None
+    check_input = bundle.check_input() if job.runtime in OUTPUT_TOOLS else None
     scratch = tempfile.TemporaryDirectory()
     if check_input is not None:  # the phone runs the check input and writes its output back
-        name, shape, data = tensor_bytes(check_input, model, layout)
+        if job.runtime == "tflite":
+            name, shape, data = tensor_bytes(check_input, model, layout)
+        else:  # a .pte takes NCHW float32
+            name, shape, data = "x", list(check_input.shape), check_input.tobytes()
         local_input = Path(scratch.name) / "input.bin"
         local_input.write_bytes(data)
         sources["input"] = local_input
@@ -170,7 +173,7 @@ def run_job(
         p95 = runs.p95 / 1e3 if runs.p95 is not None else None
         stats = LatencyStats(runs.count, median / 1e3, None, p95, runs.min / 1e3, runs.avg / 1e3)
         init_ms, ran_on, flags = (parsed.init_us or 0) / 1e3, parsed.ran_on, list(parsed.flags)
-    else:
+    elif job.runtime == "onnx":
         perf = parse_perf_test(block["raw"])
         if not perf.ok:
             raise DeviceError(t.serial, "parse", "; ".join(perf.errors) or "no average latency in the tool output")
@@ -178,6 +181,18 @@ def run_job(
         stats = LatencyStats(perf.requests or 0, lat.get("p50", perf.avg_ms), lat.get("p90"), lat.get("p95"),
                              lat.get("min", perf.avg_ms), perf.avg_ms)  # fmt: skip
         init_ms, ran_on = (perf.session_creation_s or 0) * 1e3, job.delegate
+    else:
+        et = parse_executor_runner(block["raw"])
+        if not et.ok:
+            raise DeviceError(t.serial, "parse", "; ".join(et.errors) or "no execution times in executor_runner's "
+                              "output (a release that logs neither each execution nor their total)")  # fmt: skip
+        timed = et.timed_ms(job.warmup)
+        if timed:
+            stats = LatencyStats.from_samples(timed)
+        else:  # only the total of all executions, warm-up included
+            mean = et.total_ms / (et.executions or 1)
+            stats, flags = LatencyStats(et.executions or 1, mean, None, None, mean, mean), ["mean-only"]
+        init_ms, ran_on = et.load_ms or 0.0, "xnnpack"  # the program's own delegate
     output_check = None
     if check_args:
         output_check = _check_output(t, bundle, job, ran_on, block, remote_output, Path(scratch.name), layout)
@@ -226,21 +241,42 @@ def _check_output(
     """The phone's output on the check input against this host's output of the runtime's fp32
     file on the same input (LiteRT's reference kernels, no delegate); a wrong output fails the
     job, so its latency is never recorded. None when the tool wrote no output."""
-    from export.runtimes import TfliteRunner
-
     if int(block["fields"].get("output_bytes", "-1")) < 0:
         return None
     local = scratch / "output.bin"
     t.pull(remote, local)
     t.shell(f"rm -f {shlex.quote(remote)}")
-    got = read_output(local.read_bytes(), bundle.file(job.file_key))
-    if layout == "NHWC" and got.ndim == 4:
-        got = got.transpose(0, 3, 1, 2)
-    reference = file_key(job.runtime)
-    reference_layout = bundle.manifest["files"][reference].get("layout", "NCHW")
-    expected = TfliteRunner(bundle.file(reference), layout=reference_layout, xnnpack=False)(bundle.check_input())
+    reference, expected = _reference_output(bundle, job.runtime)
+    raw = local.read_bytes()
+    if job.runtime == "tflite":
+        got = read_output(raw, bundle.file(job.file_key))
+        if layout == "NHWC" and got.ndim == 4:
+            got = got.transpose(0, 3, 1, 2)
+    elif len(raw) != expected.nbytes:  # a .pte's output: NCHW float32
+        raise DeviceError(t.serial, "check", f"the phone wrote {len(raw)} bytes of output, expected {expected.nbytes}")
+    else:
+        got = np.frombuffer(raw, dtype=np.float32).reshape(expected.shape)
     check = compare(got, expected, job.precision, f"the {reference} file on the host")
     if not check.ok:
         raise DeviceError(t.serial, "check", f"{ran_on} computed a wrong output: {check.describe()}; "
                           "no latency recorded")  # fmt: skip
     return check
+
+
+def _reference_output(bundle: Bundle, runtime: str) -> tuple[str, np.ndarray]:
+    """This host's output on the check input, from an fp32 file: the job's runtime's for TFLite
+    (LiteRT's reference kernels, no delegate); for a .pte the ONNX or TFLite one (the lab host
+    need not have ExecuTorch; every fp32 file matches PyTorch to 1e-4)."""
+    from export.runtimes import OnnxRunner, TfliteRunner
+
+    x = bundle.check_input()
+    for key in ("tflite",) if runtime == "tflite" else ("onnx", "tflite", "executorch"):
+        if key not in bundle.keys:
+            continue
+        if key == "onnx":
+            return key, OnnxRunner(bundle.file(key))(x)
+        if key == "tflite":
+            layout = bundle.manifest["files"][key].get("layout", "NCHW")
+            return key, TfliteRunner(bundle.file(key), layout=layout, xnnpack=False)(x)
+        return key, bundle.runner(key)(x)
+    raise DeviceError("host", "check", f"the bundle has no fp32 {runtime} file to compare the phone's output with")

@@ -100,6 +100,22 @@ def test_int8_output_on_the_phone_is_checked_against_fp32(tmp_path, binaries):
     assert 0 < check["channel_mean_abs"] <= 0.2 and check["reference"] == "the tflite file on the host"
 
 
+def test_an_executorch_program_runs_on_the_phone_with_its_output_checked(tmp_path, binaries):
+    """A .pte through executor_runner (stand-in: ExecuTorch's runtime, the real tool's log lines):
+    warm-up executions dropped, the timed ones summarised, the output checked against ONNX fp32."""
+    torch.manual_seed(0)
+    plan = compress.full_plan("resnet", ngf=4, n_blocks=1)
+    model = compress.build_generator("resnet", plan).eval()
+    pte = export.export_bundle(model, tmp_path / "b", ("onnx", "executorch"), image_size=32)
+    with _phone(tmp_path, "mt6893") as phone, AdbTransport(phone.serial, tmp_path / "adbkey", FAST) as t:
+        job = BenchJob(pte.path, phone.serial, "executorch", threads=2, warmup=2, runs=4, poll_s=0.2)
+        result = run_job(job, t, binaries)
+    assert result.runtime == "executorch" and result.delegate == "xnnpack" and result.stats.n == 4
+    assert 0 < result.stats.min_ms <= result.stats.median_ms and result.init_ms > 0
+    check = result.output_check
+    assert check["ok"] and check["reference"] == "the onnx file on the host" and check["max_abs"] < 1e-3
+
+
 def test_a_hot_phone_is_recorded(tmp_path, bundle, binaries):
     with (
         _phone(tmp_path, "mt6893", thermal_status=3, cpu_temp_c=58.0) as phone,

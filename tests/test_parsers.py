@@ -216,3 +216,43 @@ def test_every_field_of_the_current_format():
     r = parse_perf_test(PERF)
     assert (r.session_creation_s, r.total_inference_s, r.run_time_s, r.per_second) == (0.0513, 5.1, 5.12, 19.5)
     assert not r.errors
+
+
+EXECUTOR_RUNNER_LOG = """\
+I 00:00:00.000812 executorch:executor_runner.cpp:238] Resetting threadpool with num threads = 4
+I 00:00:00.014310 executorch:executor_runner.cpp:362] Model loaded in 13.094000 ms.
+I 00:00:00.066741 executorch:executor_runner.cpp:481] Iteration 1 of 4: 52.107000 ms
+I 00:00:00.117880 executorch:executor_runner.cpp:481] Iteration 2 of 4: 51.020000 ms
+I 00:00:00.167002 executorch:executor_runner.cpp:481] Iteration 3 of 4: 49.004000 ms
+I 00:00:00.217105 executorch:executor_runner.cpp:481] Iteration 4 of 4: 50.010000 ms
+I 00:00:00.217200 executorch:executor_runner.cpp:491] Model executed successfully 4 time(s) in 202.141000 ms.
+I 00:00:00.217230 executorch:executor_runner.cpp:497] 1 outputs:
+I 00:00:00.217301 executorch:executor_runner.cpp:507] Writing output to file: /data/local/tmp/out-0.bin
+OutputX 0: tensor(sizes=[1, 3, 256, 256], [-0.12, 0.03, ...])
+"""
+
+
+def test_executor_runner_each_execution_and_the_total():
+    from device_bench.parsers import parse_executor_runner
+
+    r = parse_executor_runner(EXECUTOR_RUNNER_LOG)
+    assert r.ok and r.threads == 4 and r.load_ms == pytest.approx(13.094)
+    assert r.iterations_ms == pytest.approx([52.107, 51.02, 49.004, 50.01])
+    assert r.timed_ms(warmup=2) == pytest.approx([49.004, 50.01])  # the warm-up executions dropped
+    assert (r.executions, r.total_ms) == (4, pytest.approx(202.141))
+    assert r.outputs_written == ["/data/local/tmp/out-0.bin"]
+
+
+def test_executor_runner_older_releases_and_failures():
+    from device_bench.parsers import parse_executor_runner
+
+    total_only = "\n".join(line for line in EXECUTOR_RUNNER_LOG.splitlines() if "Iteration" not in line)
+    r = parse_executor_runner(total_only)
+    assert r.ok and r.iterations_ms == [] and r.total_ms == pytest.approx(202.141) and r.timed_ms(2) == []
+    untimed = parse_executor_runner("I 00:00:00.1 executorch:executor_runner.cpp:180] Model executed successfully.")
+    assert not untimed.ok and untimed.executions == 1 and not untimed.errors  # ran, but nothing to time
+    failed = parse_executor_runner(
+        "I 00:00:00.014310 executorch:executor_runner.cpp:362] Model loaded in 13.094000 ms.\n"
+        "E 00:00:00.020001 executorch:method.cpp:1311] Execution of method forward failed with status 0x12\n"
+    )
+    assert not failed.ok and "Execution of method forward failed with status 0x12" in failed.errors[0]

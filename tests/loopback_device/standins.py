@@ -1,6 +1,6 @@
 """Host stand-ins for the phone's benchmark binaries. No native `benchmark_model` or
-`onnxruntime_perf_test` exists for this machine, so these scripts time the model for real with
-LiteRT / ONNX Runtime and print exactly the real tools' output format
+`onnxruntime_perf_test` or `executor_runner` exists for this machine, so these scripts time the
+model for real with LiteRT / ONNX Runtime / ExecuTorch and print exactly the real tools' output format
 (shared/reference/tool_output.md). `write_binaries(folder)` lays them out like the lab's
 arm64-v8a cache folder."""
 
@@ -129,10 +129,62 @@ for name, p in (("P50", 0.5), ("P90", 0.9), ("P95", 0.95), ("P99", 0.99), ("P999
 """
 
 
+EXECUTOR_RUNNER = r"""
+import re, sys, time
+args = {}
+for arg in sys.argv[1:]:
+    m = re.match(r"--(\w+)=(.*)", arg)
+    if m is None:
+        print(f"ERROR: unknown command line flag '{arg}'", file=sys.stderr); sys.exit(1)
+    args[m.group(1)] = m.group(2)
+known = {"model_path", "num_executions", "cpu_threads", "inputs", "output_file"}
+if set(args) - known:
+    print(f"ERROR: unknown command line flag '{sorted(set(args) - known)[0]}'", file=sys.stderr); sys.exit(1)
+start = time.monotonic()
+def log(level, line, message):  # ExecuTorch's ET_LOG format
+    t = time.monotonic() - start
+    print(f"{level} {int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{int(t % 60):02d}.{int(t % 1 * 1e6):06d} "
+          f"executorch:executor_runner.cpp:{line}] {message}", flush=True)
+import numpy as np, torch
+from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+from executorch.runtime import Runtime
+threads = int(args.get("cpu_threads", -1))
+log("I", 238, f"Resetting threadpool with num threads = {threads if threads > 0 else 4}")
+_unsafe_reset_threadpool(threads if threads > 0 else 4)
+t0 = time.perf_counter()
+program = Runtime.get().load_program(args.get("model_path", "model.pte"))
+meta = program.metadata("forward").input_tensor_meta(0)
+method = program.load_method("forward")
+log("I", 362, f"Model loaded in {(time.perf_counter() - t0) * 1e3:f} ms.")
+shape = tuple(meta.sizes())
+if args.get("inputs"):
+    data = open(args["inputs"].split(",")[0], "rb").read()
+    x = torch.from_numpy(np.frombuffer(data, dtype=np.float32).reshape(shape).copy())
+else:
+    x = torch.ones(shape)  # the real tool's default input: all ones
+n = int(args.get("num_executions", 1))
+total = 0.0
+for i in range(n):
+    t = time.perf_counter(); out = method.execute([x]); dt = (time.perf_counter() - t) * 1e3
+    total += dt
+    log("I", 481, f"Iteration {i + 1} of {n}: {dt:f} ms")
+log("I", 491, f"Model executed successfully {n} time(s) in {total:f} ms.")
+log("I", 497, f"{len(out)} outputs: ")
+if args.get("output_file"):
+    name = f"{args['output_file']}-0.bin"
+    log("I", 507, f"Writing output to file: {name}")
+    open(name, "wb").write(out[0].numpy().tobytes())
+print("OutputX 0: tensor(sizes=" + str(list(out[0].shape)) + ", [...])")
+"""
+
+
 def write_binaries(folder: Path) -> Path:
-    """Write `benchmark_model` and `onnxruntime_perf_test` stand-ins (executable) into `folder`."""
+    """Write `benchmark_model`, `onnxruntime_perf_test` and `executor_runner` stand-ins
+    (executable) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, body in (("benchmark_model", BENCHMARK_MODEL), ("onnxruntime_perf_test", PERF_TEST)):
+    tools = (("benchmark_model", BENCHMARK_MODEL), ("onnxruntime_perf_test", PERF_TEST),
+             ("executor_runner", EXECUTOR_RUNNER))  # fmt: skip
+    for name, body in tools:
         path = folder / name
         path.write_text(f"#!{sys.executable}\nimport os\n{body}")
         os.chmod(path, 0o755)
