@@ -148,7 +148,7 @@ def export_bundle(
             elif file_precision == "fp16":
                 path = onnx_fp16(out / FILENAMES["onnx"], out / filename)
             else:
-                path = onnx_int8(out / FILENAMES["onnx"], out / filename, calibration or [])
+                path = onnx_int8(out / FILENAMES["onnx"], out / filename, calibration or [], int8_io)
             file_layout = "NCHW"
         elif runtime == "tflite":
             path = to_tflite(model, out, shape, precision=file_precision, layout=layout, filename=filename,

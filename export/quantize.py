@@ -54,8 +54,9 @@ def _sort_nodes(graph) -> None:
     graph.node.extend(ordered)
 
 
-def onnx_int8(src: str | Path, dst: str | Path, calibration: Sequence[np.ndarray]) -> Path:
-    """Full-integer QDQ int8 of an fp32 ONNX file, calibrated on `calibration` (NCHW float32 batches of one)."""
+def onnx_int8(src: str | Path, dst: str | Path, calibration: Sequence[np.ndarray], int8_io: bool = False) -> Path:
+    """Full-integer QDQ int8 of an fp32 ONNX file, calibrated on `calibration` (NCHW float32
+    batches of one); with `int8_io`, the graph takes and gives int8 (see `_int8_io`)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -99,9 +100,54 @@ def onnx_int8(src: str | Path, dst: str | Path, calibration: Sequence[np.ndarray
             )
         finally:
             root.setLevel(level)
-        data = quantized.read_bytes()
+        model = onnx.load(str(quantized))
+        if int8_io:
+            _int8_io(model)
+        data = model.SerializeToString()
     atomic_write_bytes(dst, lambda f: f.write(data))
     return dst
+
+
+INPUT_SCALE, OUTPUT_SCALE = "coronet.input_quantization", "coronet.output_quantization"
+
+
+def _int8_io(model) -> None:
+    """The QDQ graph without its first QuantizeLinear and last DequantizeLinear: the input and
+    output are int8, their scale and zero point in the metadata ("scale zero_point" under
+    coronet.input_quantization / coronet.output_quantization), as a camera pipeline with int8
+    buffers wants it."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph
+    (x,), (y,) = graph.input, graph.output
+    writer = next((n for n in graph.node if y.name in n.output), None)
+    if writer is not None and writer.op_type == "Tanh":
+        # ORT's QDQ quantizer leaves the final tanh unquantized; its range is [-1, 1], so its
+        # output takes TFLite's fixed tanh quantization (scale 1/128, zero point 0)
+        scale = numpy_helper.from_array(np.array(1 / 128, dtype=np.float32), f"{y.name}_scale")
+        zero = numpy_helper.from_array(np.array(0, dtype=np.int8), f"{y.name}_zero_point")
+        graph.initializer.extend([scale, zero])
+        writer.output[0] = f"{y.name}_float"
+        graph.node.append(onnx.helper.make_node("QuantizeLinear", [writer.output[0], scale.name, zero.name],
+                                                [f"{y.name}_quantized"]))  # fmt: skip
+        graph.node.append(onnx.helper.make_node("DequantizeLinear", [f"{y.name}_quantized", scale.name, zero.name],
+                                                [y.name]))  # fmt: skip
+        writer = graph.node[-1]
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    readers = [n for n in graph.node if x.name in n.input]
+    quantized_in = len(readers) == 1 and readers[0].op_type == "QuantizeLinear"
+    if not quantized_in or writer is None or writer.op_type != "DequantizeLinear":
+        raise ExportError("int8 I/O: the quantized ONNX graph does not begin with one QuantizeLinear and end with a "
+                          "DequantizeLinear; export with export.int8_io = false")  # fmt: skip
+    for node, tensor, key in ((readers[0], x, INPUT_SCALE), (writer, y, OUTPUT_SCALE)):
+        scale, zero = values[node.input[1]], values[node.input[2]]
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, f"{float(scale)!r} {int(zero)}"
+        inner = node.output[0] if node is readers[0] else node.input[0]
+        tensor.name = inner
+        tensor.type.tensor_type.elem_type = onnx.TensorProto.INT8
+        graph.node.remove(node)
 
 
 def tflite_int8(

@@ -19,10 +19,20 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.threads = threads
+        meta = self.session.get_modelmeta().custom_metadata_map  # int8 I/O: its scale and zero point
+        self.io = {k: (float(v.split()[0]), int(v.split()[1])) for k, v in meta.items() if k.startswith("coronet.")}
 
     def raw(self, x: np.ndarray) -> np.ndarray:
-        """One inference on an input already in the file's layout."""
-        return self.session.run(None, {self.input_name: x})[0]
+        """One inference on an input already in the file's layout; an int8 input and output
+        (a QDQ file with int8 I/O) are quantized and dequantized with the file's own scales."""
+        if "coronet.input_quantization" in self.io and x.dtype != np.int8:
+            scale, zero = self.io["coronet.input_quantization"]
+            x = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
+        out = self.session.run(None, {self.input_name: x})[0]
+        if out.dtype == np.int8 and "coronet.output_quantization" in self.io:
+            scale, zero = self.io["coronet.output_quantization"]
+            out = (out.astype(np.float32) - zero) * scale
+        return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.raw(np.ascontiguousarray(x, dtype=np.float32))

@@ -108,6 +108,28 @@ def test_nhwc_and_int8_tflite(tmp_path):
     assert entry["integer"]["fully_integer"], entry["integer"]
 
 
+def test_int8_io_on_request_for_onnx_and_tflite(tmp_path):
+    """export.int8_io: the int8 files take and give int8 (a camera pipeline's buffers), their
+    scales in the file; the runners quantize with them, parity and full integer hold."""
+    import onnxruntime as ort
+
+    bundle = export.export_bundle(_slim("unet"), tmp_path / "b", image_size=32, precision="int8",
+                                  calibration=_calibration(), int8_io=True)  # fmt: skip
+    session = ort.InferenceSession(str(bundle.file("onnx-int8")), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == session.get_outputs()[0].type == "tensor(int8)"
+    meta = session.get_modelmeta().custom_metadata_map
+    assert float(meta["coronet.input_quantization"].split()[0]) > 0  # "scale zero_point"
+    tflite = bundle.runner("tflite-int8").interpreter
+    assert tflite.get_input_details()[0]["dtype"] == tflite.get_output_details()[0]["dtype"] == np.int8
+    for key in ("onnx-int8", "tflite-int8"):
+        parity = bundle.manifest["parity"][key]
+        assert parity["mean_abs"] <= parity["tolerance"], (key, parity)
+        assert bundle.manifest["files"][key]["integer"]["fully_integer"], key
+    assert bundle.manifest["files"]["tflite-int8"]["xnnpack_partitions"] == 1
+    x = _calibration(1)[0]
+    assert np.abs(bundle.run(x, "onnx-int8") - bundle.run(x, "onnx")).mean() < 0.2  # float in, float out
+
+
 def test_fp16_tflite_has_half_weights_and_stays_delegated(tmp_path):
     model = _slim("unet")
     bundle = export.export_bundle(model, tmp_path / "b", ("tflite",), image_size=32, precision="fp16")
