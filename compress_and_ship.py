@@ -217,6 +217,7 @@ def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
         "quality_budget_db": e.quality_budget_db,
         "int8_io": e.int8_io,
         "int8_norm": e.int8_norm,
+        "sample_images": e.sample_images,
     }
     options["calibration"], options["held_out"] = export_images(config, export_shape(config))
     compressed, dense = run_dir / CONVERGED_CHECKPOINT, run_dir / DENSE_CHECKPOINT

@@ -77,6 +77,7 @@ class ExportConfig:
     layout: str = "NCHW"
     dense_reference: bool = True
     calibration_images: int = 32
+    sample_images: int = 8  # held-out images shown in the report's grids, every file's output (0: none)
     quality_budget_db: float = 0.5
     int8_io: bool = False
     int8_norm: str = "integer"
@@ -86,6 +87,8 @@ class ExportConfig:
         bad = [t for t in self.targets if t not in RUNTIMES]
         if bad or not self.targets:
             raise ConfigError(f"export.targets must be a list of {', '.join(RUNTIMES)}, got {self.targets!r}")
+        if not 0 <= self.sample_images <= 64:
+            raise ConfigError(f"export.sample_images must be in [0, 64], got {self.sample_images}")
         if not 1 <= self.calibration_images <= 10_000:
             raise ConfigError(f"export.calibration_images must be in [1, 10000], got {self.calibration_images}")
         if not 0 <= self.quality_budget_db <= 100:

@@ -6,6 +6,7 @@ removes its manifest, so an interrupted export never looks finished.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from export.quantize import onnx_fp16, onnx_int8
 from export.runtimes import make_runner
 from export.structure import check_structure
 from export.tflite_export import to_tflite, xnnpack_partitions
+
+SAMPLES = "samples"  # the sample images' folder in a bundle
 
 # What each target can write: ExecuTorch's XNNPACK lowering here has no fp16 path of ours (yet).
 TARGET_PRECISIONS = {"onnx": PRECISIONS, "tflite": PRECISIONS, "executorch": ("fp32", "int8")}
@@ -100,6 +103,7 @@ def export_bundle(
     quality_budget_db: float = 0.5,
     int8_io: bool = False,
     int8_norm: str = "integer",
+    sample_images: int = 8,
 ) -> Bundle:
     """Export a slim (or dense) generator, check every file, and write the manifest last.
 
@@ -110,6 +114,8 @@ def export_bundle(
     (inputs and, when the task has them, true outputs), each file's quality on the task is
     measured in its own runtime, and a precision losing more than `quality_budget_db` of PSNR
     against its runtime's fp32 file is flagged. `int8_io` and `int8_norm`: see `to_tflite`.
+    The first `sample_images` held-out inputs (or calibration inputs, for DCGAN's noise), their
+    true outputs and every file's outputs are written as PNGs under samples/ for the report.
     """
     unknown = [t for t in targets if t not in FILENAMES]
     if unknown or not targets:
@@ -127,6 +133,7 @@ def export_bundle(
     for runtime in FILENAMES:  # our files of another precision, from an earlier export here
         for stale in PRECISIONS:
             (out / file_name(runtime, stale)).unlink(missing_ok=True)
+    shutil.rmtree(out / SAMPLES, ignore_errors=True)
     inputs = random_inputs(shape, parity_inputs, noise=plan.arch == "dcgan")
     # int8 is judged on images like those it was calibrated on, not on uniform noise
     images = (held_out[0] if held_out else calibration or [])[:parity_inputs]
@@ -191,8 +198,13 @@ def export_bundle(
     left_out = [file_key(rt, precision) for rt in targets if precision not in TARGET_PRECISIONS[rt]]
     if left_out:  # said in the manifest rather than silently missing
         manifest["not_exported"] = {key: "no export of this runtime in this precision yet" for key in left_out}
+    sample_inputs = held_out[0] if held_out else (calibration or [])[:sample_images]
+    outputs = _file_outputs(out, files, sample_inputs) if sample_inputs else {}
     if held_out:
-        manifest["quality"] = file_quality(out, files, held_out, quality_budget_db)
+        manifest["quality"] = file_quality(files, outputs, held_out[1], quality_budget_db)
+    if sample_images and sample_inputs:
+        truths = held_out[1] if held_out else None
+        manifest["samples"] = _write_samples(out, sample_inputs, truths, outputs, sample_images)
     manifest["check_input"] = _write_check_input(out, (images or inputs)[0])
     atomic_write_bytes(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))
     return Bundle(out, manifest)
@@ -210,19 +222,59 @@ def _write_check_input(out: Path, x: np.ndarray) -> dict[str, Any]:
     return {"path": CHECK_INPUT, "sha256": sha256_file(path), "bytes": path.stat().st_size, "shape": list(x.shape)}
 
 
-def file_quality(
-    folder: Path, files: dict[str, Any], held_out: tuple[list[np.ndarray], list[np.ndarray] | None], budget_db: float
-) -> dict[str, Any]:
-    """Each file's quality on the held-out task, run in its own runtime: L1 and PSNR against the
-    true outputs (when the task has them), and how far it is from its runtime's fp32 file (PSNR,
-    and the loss of task PSNR, flagged past `budget_db`)."""
-    inputs, truths = held_out
+def _file_outputs(folder: Path, files: dict[str, Any], inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Every file's outputs on `inputs`, each file run in its own runtime (NCHW)."""
     outputs = {}
     for key, entry in files.items():
         runner = make_runner(entry["runtime"], folder / entry["path"], threads=1, layout=entry["layout"])
         outputs[key] = torch.from_numpy(np.concatenate([runner(x) for x in inputs]))
+    return outputs
+
+
+def _png(image: np.ndarray) -> bytes:
+    """A CHW image in [-1, 1] (1 or 3 channels; the first 3 of more) as PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.clip((image[:3] + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_samples(
+    out: Path, inputs: list[np.ndarray], truths: list[np.ndarray] | None, outputs: dict[str, torch.Tensor], count: int
+) -> dict[str, Any]:
+    """samples/<column>-<i>.png for the first `count` inputs (when they are images), their true
+    outputs and each file's outputs; the manifest's record of them, column by column."""
+    count = min(count, len(inputs))
+    columns: dict[str, list[np.ndarray]] = {}
+    if inputs[0].ndim == 4 and inputs[0].shape[-1] > 1:  # an image, not DCGAN's noise vector
+        columns["input"] = [x[0] for x in inputs[:count]]
+    if truths:
+        columns["truth"] = [y[0] for y in truths[:count]]
+    for key, values in outputs.items():
+        columns[key] = [values[i].numpy() for i in range(count)]
+    (out / SAMPLES).mkdir(exist_ok=True)
+    record: dict[str, list[str]] = {}
+    for name, images in columns.items():
+        record[name] = []
+        for i, image in enumerate(images):
+            path = f"{SAMPLES}/{name}-{i}.png"
+            atomic_write_bytes(out / path, lambda f, image=image: f.write(_png(image)))
+            record[name].append(path)
+    return {"images": count, "columns": record}
+
+
+def file_quality(
+    files: dict[str, Any], outputs: dict[str, torch.Tensor], truths: list[np.ndarray] | None, budget_db: float
+) -> dict[str, Any]:
+    """Each file's quality on the held-out task, from its `outputs` run in its own runtime: L1
+    and PSNR against the true outputs (when the task has them), and how far it is from its
+    runtime's fp32 file (PSNR, and the loss of task PSNR, flagged past `budget_db`)."""
     truth = torch.from_numpy(np.concatenate(truths)) if truths else None
-    quality: dict[str, Any] = {"budget_db": budget_db, "images": len(inputs), "files": {}}
+    quality: dict[str, Any] = {"budget_db": budget_db, "images": len(next(iter(outputs.values()))), "files": {}}
     for key, entry in files.items():
         record: dict[str, Any] = {"precision": entry["precision"]}
         if truth is not None:

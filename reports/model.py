@@ -27,6 +27,8 @@ class ReportData:
     search_log: pd.DataFrame | None = None  # step, macs_ratio, width:<group>...
     target_macs: float | None = None
     device_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> last state/tools
+    # model -> column ("input", "truth", a file key) -> its sample PNGs, one per held-out image
+    samples: dict[str, dict[str, list[Path]]] = field(default_factory=dict)
 
     @property
     def quality_metric(self) -> str | None:
@@ -139,7 +141,20 @@ def build_report(
         columns=FAILURE_COLUMNS,
     )  # fmt: skip
     log = _search_log(search_log) if search_log is not None else None
-    return ReportData(title, models, latency, failures, log, target_macs, states)
+    samples = {row["name"]: _samples(Path(row["bundle"])) for row in rows}
+    return ReportData(title, models, latency, failures, log, target_macs, states,
+                      {name: s for name, s in samples.items() if s})  # fmt: skip
+
+
+def _samples(bundle_dir: Path) -> dict[str, list[Path]]:
+    """The sample PNGs the export wrote (samples/ in the bundle), those that exist, by column."""
+    record = json.loads((bundle_dir / "manifest.json").read_text()).get("samples") or {}
+    columns = {}
+    for name, paths in (record.get("columns") or {}).items():
+        files = [bundle_dir / p for p in paths if isinstance(p, str) and ".." not in Path(p).parts]
+        if files and all(f.is_file() for f in files):
+            columns[name] = files
+    return columns
 
 
 def _search_log(path: Path) -> pd.DataFrame | None:

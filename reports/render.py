@@ -24,6 +24,9 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .note { color: #666; font-size: 0.9em; } nav a { margin-right: 1em; }
+table.samples td { padding: 2px; } table.samples td, table.samples th { text-align: center; }
+table.samples img { width: 8em; margin: 0; image-rendering: pixelated; }
+table.samples th { font-size: 0.85em; font-weight: normal; } caption { text-align: left; margin: 0.3em 0; }
 """
 
 
@@ -47,12 +50,54 @@ def _page(title: str, body: str, nav: str = "") -> str:
 def _table(frame: pd.DataFrame, table_id: str, index: bool = True) -> str:
     if frame.empty:
         return f'<p class="note" id="{table_id}">none</p>'
+    if index:  # the index's name would be a header row of its own, empty but for one cell
+        frame = frame.rename_axis(index=None, columns=None)
     return frame.to_html(table_id=table_id, index=index, float_format=lambda v: f"{v:.4g}", na_rep="—",
                          escape=True, border=0)  # fmt: skip
 
 
 def _img(src: str, alt: str) -> str:
     return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}">'
+
+
+def _column_label(key: str) -> str:
+    runtime, _, precision = key.partition("-")
+    return f"{runtime} {precision}" if precision else f"{runtime} fp32"
+
+
+def sample_grid(data: ReportData, model: str, out: Path) -> str:
+    """The model's sample grid: one row per held-out image; its input, the dense model's output,
+    the true output, then the model's output from each exported file run in its own runtime.
+    The PNGs are copied into the site (samples/<model>/), so the site stands alone."""
+    own = data.samples.get(model)
+    if not own:
+        return ""
+    columns: list[tuple[str, list[Path]]] = [("input", own["input"])] if "input" in own else []
+    dense = data.samples.get("dense")
+    if dense and model != "dense":
+        reference = next((k for k in ("onnx", "tflite", "executorch") if k in dense), None)
+        if reference is not None:
+            columns.append((f"dense ({_column_label(reference)})", dense[reference]))
+    if "truth" in own:
+        columns.append(("ground truth", own["truth"]))
+    columns += [(f"{model}: {_column_label(k)}", files) for k, files in own.items() if k not in ("input", "truth")]
+    count = min(len(files) for _, files in columns)
+    folder = out / "samples" / slug(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    head = "".join(f"<th>{html.escape(label)}</th>" for label, _ in columns)
+    rows = []
+    for i in range(count):
+        cells = []
+        for label, files in columns:
+            name = f"{slug(label)}-{i}.png"
+            shutil.copyfile(files[i], folder / name)
+            alt = html.escape(f"{label}, image {i + 1}")
+            cells.append(f'<td><img loading="lazy" src="samples/{slug(model)}/{name}" alt="{alt}" title="{alt}"></td>')
+        rows.append(f"<tr><th>{i + 1}</th>{''.join(cells)}</tr>")
+    caption = (f"{count} held-out images: each exported file's output computed by its own runtime on this "
+               "host, at the export's input size")  # fmt: skip
+    return (f'<table class="samples" id="samples-{slug(model)}"><caption class="note">{html.escape(caption)}'
+            f"</caption><thead><tr><th>#</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")  # fmt: skip
 
 
 # --- plots ---------------------------------------------------------------------------------
@@ -234,6 +279,9 @@ def _render_into(data: ReportData, out: Path) -> None:
     _write_csv(summary, out / "summary.csv", index=True)
 
     body = ["<h2>Dense vs compressed</h2>", _table(summary, "summary")]
+    shown = [m for m in models if m in data.samples and m != "dense"] or [m for m in models if m in data.samples]
+    for model in shown:
+        body += [f"<h2>Samples: {html.escape(model)}</h2>", sample_grid(data, model, out)]
     if not trends.empty:
         flagged = int((trends["status"] == "regression").sum())
         body.insert(0, f'<p id="trend-summary"><a href="trends.html">Trends</a>: {len(trends)} series run more '
@@ -274,6 +322,8 @@ def _render_into(data: ReportData, out: Path) -> None:
         rows = data.latency[data.latency["model"] == model]
         page = ["<h2>Model</h2>", _table(row, "model"), "<h2>Latency</h2>",
                 _table(rows[columns], "latency", index=False)]  # fmt: skip
+        if model in data.samples:
+            page += ["<h2>Samples</h2>", sample_grid(data, model, out)]
         (out / f"model-{slug(model)}.html").write_text(_page(f"Model {model}", "\n".join(page), nav))
     for device in devices:
         rows = data.latency[data.latency["device"] == device]

@@ -308,6 +308,12 @@ def test_int8_files_are_fully_integer_and_keep_the_task_quality(tmp_path, arch):
             )
     for key in ("onnx", "tflite"):  # and the check sees that an fp32 file is not integer
         assert not export.integer.check_integer(bundle.file(key), key).fully_integer
+    # the report's samples: every file's outputs on the held-out inputs, as PNGs in the bundle
+    samples = bundle.manifest["samples"]
+    expected = ([] if noise else ["input", "truth"]) + bundle.keys
+    assert samples["images"] == 4 and list(samples["columns"]) == expected
+    for paths in samples["columns"].values():
+        assert len(paths) == 4 and all((bundle.path / p).read_bytes()[:4] == b"\x89PNG" for p in paths)
 
 
 def test_int8_norm_in_float_gives_xnnpack_the_whole_resnet(tmp_path):

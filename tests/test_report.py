@@ -21,6 +21,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def _images(page) -> list[dict]:
+    """Every image of the page, scrolled through first: the sample grids load lazily."""
+    page.evaluate("""async () => {
+        for (let y = 0; y < document.body.scrollHeight; y += 300) {
+            window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20));
+        }
+        window.scrollTo(0, 0);
+    }""")
+    page.wait_for_function("[...document.images].every(i => i.complete)", timeout=10_000)
     return page.evaluate("[...document.images].map(i => ({src: i.src, ok: i.complete && i.naturalWidth > 0}))")
 
 
@@ -39,8 +47,20 @@ def test_report_opens_in_headless_chromium(pipeline_run, tmp_path):
         assert sorted(rows) == ["compressed", "dense"]
         assert page.locator("#latency tbody tr").count() == 4  # 2 models x 2 runtimes on the host
         images = _images(page)
-        assert {Path(i["src"]).name for i in images} == {"latency.png", "pareto.png", "search.png"}
-        assert all(i["ok"] for i in images), images
+        plots = {Path(i["src"]).name for i in images if "/samples/" not in i["src"]}
+        assert plots == {"latency.png", "pareto.png", "search.png"}
+        assert all(i["ok"] for i in images), [i for i in images if not i["ok"]]
+        # the sample grid: one row per held-out image; input, dense, truth, then each exported file
+        headers = page.eval_on_selector_all("#samples-compressed thead th", "cells => cells.map(c => c.textContent)")
+        assert headers == ["#", "input", "dense (onnx fp32)", "ground truth", "compressed: onnx fp32",
+                           "compressed: tflite fp32"]  # fmt: skip
+        manifest = json.loads((folder / "run" / "export" / "manifest.json").read_text())
+        rows = manifest["samples"]["images"]
+        assert rows == 8 and page.locator("#samples-compressed tbody tr").count() == rows
+        grid = [i for i in images if "/samples/compressed/" in i["src"]]
+        assert len(grid) == rows * (len(headers) - 1) and all(i["ok"] for i in grid)
+        alts = page.eval_on_selector_all("#samples-compressed img", "imgs => imgs.map(i => i.alt)")
+        assert alts[:2] == ["input, image 1", "dense (onnx fp32), image 1"]
         page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
         links = page.eval_on_selector_all("nav a", "links => links.map(a => a.getAttribute('href'))")
         assert {"model-compressed.html", "model-dense.html", "device-host.html"} <= set(links)
