@@ -92,6 +92,17 @@ def _parser() -> argparse.ArgumentParser:
     queue_args(n, plan=True)
     n.add_argument("--plan", required=True, help="the lab plan (see configs/lab.toml)")
     n.add_argument("--date", default=None, help="the night to queue (default today, UTC); queued once per night")
+    ai = sub.add_parser("import-aihub", help="store a Qualcomm AI Hub profile beside the lab's results",
+                        description="Store a downloaded AI Hub profile (ProfileJob.download_profile(), saved as "
+                        "JSON) as results of the bundle's file on a device named after the profiled phone and its "
+                        "chipset, per-op rows included, so the report shows them beside the lab's phones.")  # fmt: skip
+    ai.add_argument("profile", help="the profile JSON")
+    ai.add_argument("--bundle", required=True, help="the export bundle whose file AI Hub compiled and profiled")
+    ai.add_argument("--device", default="Samsung Galaxy S22 (Family)", help="AI Hub's name of the profiled device")
+    ai.add_argument("--chipset", help="its chipset, e.g. SM8450 (known for AI Hub's Snapdragon phones)")
+    ai.add_argument("--runtime", choices=("tflite", "onnx"), default="tflite", help="which of the bundle's files")
+    ai.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    ai.add_argument("--store", default="bench.db", help="SQLite results store (default bench.db)")
     rep = sub.add_parser("report", help="render the results store as a static HTML report")
     rep.add_argument("--store", default="bench.db", help="SQLite results store (default bench.db)")
     rep.add_argument("--out", default="site", help="folder to write (replaced whole); open OUT/index.html")
@@ -111,6 +122,27 @@ def _report(args) -> int:
     data = build_report(Path(args.store), [Path(b) for b in args.bundle], title=f"CoroNet results: {args.store}")
     index = render_site(data, Path(args.out))
     print(f"{len(data.models)} models, {len(data.latency)} results, {len(data.failures)} failed jobs: {index}")
+    return 0
+
+
+def _import_aihub(args) -> int:
+    from coronet.bundle import Bundle, file_key
+    from device_bench.aihub import device_name, read_profile, to_result
+    from device_bench.records import BenchJob
+    from device_bench.store import ResultStore
+
+    profile = read_profile(args.profile)
+    bundle = Bundle.open(str(Path(args.bundle).resolve()))
+    key = file_key(args.runtime, args.precision)
+    bundle.file(key)  # one line when the bundle has no such file
+    device, chipset = device_name(args.device, args.chipset)
+    result = to_result(profile, bundle, key, device, chipset, args.device)
+    with ResultStore(args.store) as store:
+        job_id = store.add_job(BenchJob(str(bundle.path), device, args.runtime, precision=args.precision, runs=1))
+        store.finish(job_id, result)
+    units = ", ".join(f"{u} {n}" for u, n in profile.compute_units.items()) or "no per-op rows"
+    print(f"{device} {key}: median {result.stats.median_ms:.2f} ms over {result.stats.n} inferences ({units}); "
+          f"stored as job {job_id} in {args.store}")  # fmt: skip
     return 0
 
 
@@ -179,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from device_bench import lab
 
-        commands = {"devices": _devices, "run": _run, "report": _report, "serve": lab.serve_command,
+        commands = {"devices": _devices, "run": _run, "report": _report, "import-aihub": _import_aihub,
+                    "serve": lab.serve_command,
                     "agent": lab.agent_command, "submit": lab.submit_command,
                     "nightly": lab.nightly_command}  # fmt: skip
         return commands[args.command](args)
