@@ -90,9 +90,12 @@ def op_names(model) -> list[str]:
 def xnnpack_refused(path: str | Path) -> dict[str, int]:
     """The ops XNNPACK does not take, by type: each op alone in a one-op model, offered to the
     delegate. (The interpreter tells how many partitions, not which ops split them.)"""
+    from ai_edge_litert import schema_py_generated as schema
+
     model = read_model(Path(path).read_bytes())
     graph = model.subgraphs[0]
     refused: Counter = Counter()
+    empty = schema.BufferT()
     with tempfile.TemporaryDirectory() as tmp:
         single = Path(tmp) / "op.tflite"
         for name, op in zip(op_names(model), graph.operators, strict=True):
@@ -102,6 +105,8 @@ def xnnpack_refused(path: str | Path) -> dict[str, int]:
             alone.outputs = list(op.outputs)
             one = copy.copy(model)
             one.subgraphs, one.signatureDefs = [alone], []
+            used = {graph.tensors[i].buffer for i in op.inputs if i >= 0}  # only this op's constants: fast
+            one.buffers = [buf if k in used else empty for k, buf in enumerate(model.buffers)]
             single.write_bytes(write_model(one))
             if xnnpack_partitions(single) == 0:
                 refused[name] += 1
