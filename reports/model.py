@@ -190,3 +190,28 @@ def summary_table(data: ReportData) -> pd.DataFrame:
         latency.columns = [f"{c} ms" for c in latency.columns]
         table = table.join(latency)
     return table
+
+
+def device_comparison(data: ReportData, reference: str = "dense") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each model × runtime (and precision) × delegate across devices: the newest median in ms,
+    and the speedup over the `reference` model's file of the same runtime, delegate and device
+    on that device (reference ms / model ms; empty without a reference model). A lower precision
+    is compared with the reference's file of its precision, else its fp32 one (what one would
+    otherwise ship)."""
+    if data.latency.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    latest = data.latency.sort_values("created").groupby(["model", "runtime", "delegate", "device"]).last()
+    medians = latest["median_ms"].unstack("device")
+    medians.columns.name = None
+    if reference not in medians.index.get_level_values("model"):
+        return medians, pd.DataFrame()
+    base = medians.xs(reference, level="model")
+
+    def over_reference(row: pd.Series) -> pd.Series:
+        _, runtime, delegate = row.name
+        for key in ((runtime, delegate), (runtime.split()[0], delegate)):
+            if key in base.index:
+                return base.loc[key] / row
+        return row * float("nan")
+
+    return medians, medians.drop(index=reference, level="model").apply(over_reference, axis=1)

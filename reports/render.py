@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from coronet.errors import ReportError
-from reports.model import ReportData, latency_pivot, summary_table
+from reports.model import ReportData, device_comparison, latency_pivot, summary_table
 from reports.trends import SERIES, TrendRule, trend_table
 
 CSS = """
@@ -50,7 +50,7 @@ def _page(title: str, body: str, nav: str = "") -> str:
 def _table(frame: pd.DataFrame, table_id: str, index: bool = True) -> str:
     if frame.empty:
         return f'<p class="note" id="{table_id}">none</p>'
-    if index:  # the index's name would be a header row of its own, empty but for one cell
+    if index and not isinstance(frame.index, pd.MultiIndex):  # its name would be a header row of its own
         frame = frame.rename_axis(index=None, columns=None)
     return frame.to_html(table_id=table_id, index=index, float_format=lambda v: f"{v:.4g}", na_rep="—",
                          escape=True, border=0)  # fmt: skip
@@ -265,6 +265,7 @@ def _render_into(data: ReportData, out: Path) -> None:
     trends = trend_table(data.latency, rule)
     nav = (
         '<a href="index.html">index</a>'
+        + ('<a href="devices.html">devices side by side</a>' if devices else "")
         + ('<a href="trends.html">trends</a>' if not trends.empty else "")
         + "".join(f'<a href="model-{slug(m)}.html">{html.escape(m)}</a>' for m in models)
         + "".join(f'<a href="device-{slug(d)}.html">{html.escape(d)}</a>' for d in devices)
@@ -316,6 +317,8 @@ def _render_into(data: ReportData, out: Path) -> None:
 
     if not trends.empty:
         _render_trends(trends, rule, data, out, nav)
+    if devices:
+        _render_devices(data, out, nav)
 
     for model in models:
         row = data.models.loc[[model]].T
@@ -336,6 +339,29 @@ def _render_into(data: ReportData, out: Path) -> None:
             page += ["<h2>Device state and tools (latest result)</h2>",
                      f"<pre>{html.escape(json.dumps(state, indent=2, default=str))}</pre>"]  # fmt: skip
         (out / f"device-{slug(device)}.html").write_text(_page(f"Device {device}", "\n".join(page), nav))
+
+
+def _render_devices(data: ReportData, out: Path, nav: str) -> None:
+    medians, speedup = device_comparison(data)
+    medians.to_csv(out / "devices.csv")
+    chips = {d: s.get("state", {}).get("soc") for d, s in data.device_states.items()}
+    label = {d: f"{d} ({chips[d]})" if chips.get(d) and chips[d] not in d else d for d in medians.columns}
+    medians, speedup = medians.rename(columns=label), speedup.rename(columns=label)
+    page = [
+        '<p class="note">The newest result of each model file on each device: median latency in ms, one '
+        "column per device (phones by their ADB serial, AI Hub devices by chipset and phone).</p>",
+        "<h2>Median latency, ms</h2>", _table(medians, "devices"),
+    ]  # fmt: skip
+    if not speedup.empty:
+        page += [
+            "<h2>Speedup over the dense model</h2>",
+            '<p class="note">The dense model\'s median over this model\'s, on the same device with the same runtime '
+            "and delegate (a lower precision against the dense model's file of that precision, else its fp32 "
+            "file): above 1 is faster.</p>",
+            _table(speedup, "speedup"),
+        ]  # fmt: skip
+    page.append('<p class="note">Also as CSV: <a href="devices.csv">devices.csv</a>.</p>')
+    (out / "devices.html").write_text(_page("Devices side by side", "\n".join(page), nav))
 
 
 TREND_HEADERS = {"latest_ms": "latest ms", "baseline_ms": "earlier mean ms", "bound_ms": "bound ms",

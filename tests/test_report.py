@@ -14,6 +14,7 @@ import pytest
 
 from device_bench.store import ResultStore
 from reports import build_report, latency_pivot, render_site
+from reports.model import device_comparison
 from tests.tools import require
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -230,3 +231,56 @@ def test_report_out_never_deletes_what_it_did_not_write(pipeline_run, tmp_path, 
                                 "--out", str(site)], capture_output=True, text=True, timeout=120)  # fmt: skip
         assert again.returncode == 0, again.stderr
     assert (site / ".coronet-report").is_file()
+
+
+def test_devices_side_by_side_with_two_loopback_phones_and_the_host(pipeline_run, tmp_path):
+    """Both phones' results beside the host's: one column per device, the speedup over the dense
+    model per device, in headless Chromium."""
+    chromium = require("chromium")
+    from playwright.sync_api import sync_playwright
+
+    from device_bench.adb import AdbTransport, Timeouts
+    from device_bench.run import BenchJob, run_job
+    from tests.loopback_device.adb_device import LoopbackDevice
+    from tests.loopback_device.personas import build_sandbox
+    from tests.loopback_device.standins import write_binaries
+
+    folder, _ = pipeline_run
+    run = folder / "run"
+    store_path = tmp_path / "results.sqlite"
+    shutil.copy(run / "results.sqlite", store_path)
+    binaries = write_binaries(tmp_path / "bin")
+    serials = []
+    with ResultStore(store_path) as store:
+        for persona in ("sm8450", "mt6893"):
+            root = tmp_path / persona
+            with (
+                LoopbackDevice(root, build_sandbox(root, persona)) as phone,
+                AdbTransport(phone.serial, tmp_path / "adbkey", Timeouts(read_s=10, command_s=20)) as t,
+            ):
+                serials.append(phone.serial)
+                for bundle in (run / "export", run / "export_dense"):
+                    job = BenchJob(str(bundle), phone.serial, "tflite", warmup=1, runs=3, poll_s=0.2)
+                    store.finish(store.add_job(job), run_job(job, t, binaries))
+    data = build_report(store_path, [run / "export", run / "export_dense"])
+    render_site(data, tmp_path / "site")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto((tmp_path / "site" / "index.html").as_uri())
+        page.click("text=devices side by side")
+        headers = page.eval_on_selector_all(
+            "#devices thead tr:first-child th", "cells => cells.map(c => c.textContent)"
+        )
+        assert {f"{serials[0]} (SM8450)", f"{serials[1]} (MT6893)", "host"} <= set(headers)
+        rows = page.eval_on_selector_all("#speedup tbody tr", "rows => rows.map(r => r.textContent)")
+        assert len(rows) == 2 and all("compressed" in r or "tflite" in r or "onnx" in r for r in rows)
+        speedups = page.eval_on_selector_all("#speedup tbody td", "cells => cells.map(c => c.textContent)")
+        assert all(float(v) > 0 for v in speedups if v not in ("—", "")), speedups
+        page.screenshot(path=str(tmp_path / "devices.png"), full_page=True)
+        browser.close()
+    medians, speedup = device_comparison(data)
+    row = ("compressed", "tflite", "xnnpack")
+    for serial in serials:  # the page's number is the stored medians' ratio
+        dense = medians.loc[("dense", "tflite", "xnnpack"), serial]
+        assert speedup.loc[row, serial] == pytest.approx(dense / medians.loc[row, serial])
