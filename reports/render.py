@@ -24,6 +24,8 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .note { color: #666; font-size: 0.9em; } nav a { margin-right: 1em; }
+input.filter { display: block; margin: 1em 0 0 0; padding: 0.2em 0.4em; width: 20em; }
+th[data-sorted=ascending]::after { content: " \\25B2"; } th[data-sorted=descending]::after { content: " \\25BC"; }
 table.samples td { padding: 2px; } table.samples td, table.samples th { text-align: center; }
 table.samples img { width: 8em; margin: 0; image-rendering: pixelated; }
 table.samples th { font-size: 0.85em; font-weight: normal; } caption { text-align: left; margin: 0.3em 0; }
@@ -37,6 +39,10 @@ MODEL_COLUMNS = {
 }  # fmt: skip
 
 
+LATENCY_HEADERS = {"median_ms": "median ms", "p90_ms": "p90 ms", "min_ms": "min ms", "n": "runs",
+                   "init_ms": "init ms"}  # fmt: skip
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "x"
 
@@ -44,7 +50,8 @@ def slug(name: str) -> str:
 def _page(title: str, body: str, nav: str = "") -> str:
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
-            f"<nav>{nav}</nav>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")  # fmt: skip
+            f"<nav>{nav}</nav>\n<h1>{html.escape(title)}</h1>\n{body}\n"
+            f'<script src="tables.js"></script>\n</body></html>\n')  # fmt: skip
 
 
 def _table(frame: pd.DataFrame, table_id: str, index: bool = True) -> str:
@@ -271,6 +278,7 @@ def _render_into(data: ReportData, out: Path) -> None:
         + "".join(f'<a href="device-{slug(d)}.html">{html.escape(d)}</a>' for d in devices)
     )
 
+    shutil.copyfile(Path(__file__).with_name("tables.js"), out / "tables.js")  # sorting and filtering
     _write_csv(data.models, out / "models.csv", index=True)
     _write_csv(data.latency, out / "latency.csv")
     _write_csv(data.failures, out / "failures.csv")
@@ -309,7 +317,8 @@ def _render_into(data: ReportData, out: Path) -> None:
     if plot_pareto(data, out / "pareto.png"):
         body += ["<h2>Quality against latency</h2>", _img("pareto.png", "quality against latency")]
     columns = ["model", "device", "runtime", "delegate", "threads", "median_ms", "p90_ms", "n", "thermal", "fallback"]
-    body += ["<h2>Every result</h2>", _table(data.latency[columns], "latency", index=False)]
+    every = data.latency[columns].rename(columns=LATENCY_HEADERS)
+    body += ["<h2>Every result</h2>", _table(every, "latency", index=False)]
     if plot_search(data, out / "search.png"):
         body += ["<h2>Search</h2>", _img("search.png", "MACs ratio and widths over the search")]
     body += ["<h2>Failed jobs</h2>", _table(data.failures, "failures", index=False)]
@@ -324,13 +333,13 @@ def _render_into(data: ReportData, out: Path) -> None:
         row = data.models.loc[[model]].T
         rows = data.latency[data.latency["model"] == model]
         page = ["<h2>Model</h2>", _table(row, "model"), "<h2>Latency</h2>",
-                _table(rows[columns], "latency", index=False)]  # fmt: skip
+                _table(rows[columns].rename(columns=LATENCY_HEADERS), "latency", index=False)]  # fmt: skip
         if model in data.samples:
             page += ["<h2>Samples</h2>", sample_grid(data, model, out)]
         (out / f"model-{slug(model)}.html").write_text(_page(f"Model {model}", "\n".join(page), nav))
     for device in devices:
         rows = data.latency[data.latency["device"] == device]
-        page = ["<h2>Latency</h2>", _table(rows[columns], "latency", index=False)]
+        page = ["<h2>Latency</h2>", _table(rows[columns].rename(columns=LATENCY_HEADERS), "latency", index=False)]
         name = f"latency-{slug(device)}.png"
         if plot_latency(data, out / name, device=device):
             page.append(_img(name, f"latency on {device}"))

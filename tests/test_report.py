@@ -278,6 +278,19 @@ def test_devices_side_by_side_with_two_loopback_phones_and_the_host(pipeline_run
         speedups = page.eval_on_selector_all("#speedup tbody td", "cells => cells.map(c => c.textContent)")
         assert all(float(v) > 0 for v in speedups if v not in ("—", "")), speedups
         page.screenshot(path=str(tmp_path / "devices.png"), full_page=True)
+        # the index's 8 results: sorted by a click on a header, filtered by typing
+        page.goto((tmp_path / "site" / "index.html").as_uri())
+        median = page.locator("#latency thead th", has_text="median ms")
+        column = "cells => cells.map(c => c.textContent)"
+        median.click()
+        values = [float(v) for v in page.eval_on_selector_all("#latency tbody td:nth-child(6)", column)]
+        assert len(values) == 8 and values == sorted(values)
+        median.click()
+        values = [float(v) for v in page.eval_on_selector_all("#latency tbody td:nth-child(6)", column)]
+        assert values == sorted(values, reverse=True)
+        page.fill("input.filter", f"{serials[0]} dense")
+        shown = page.eval_on_selector_all("#latency tbody tr:not([hidden])", "rows => rows.length")
+        assert shown == 1
         browser.close()
     medians, speedup = device_comparison(data)
     row = ("compressed", "tflite", "xnnpack")
