@@ -30,6 +30,7 @@ class OutputCheck:
     psnr_db: float
     judged_by: str
     tolerance: float
+    image_png: str | None = None  # the output as base64 PNG, for the report
 
     @property
     def ok(self) -> bool:

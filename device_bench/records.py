@@ -232,4 +232,7 @@ class BenchResult:
                 raise JobError("bench result: output_check must be an object with ok")
             for name in ("max_abs", "mean_abs", "channel_mean_abs", "psnr_db", "tolerance"):
                 _number(f"output_check.{name}", check.get(name), 0, 1e9, RESULT)
+            image = check.get("image_png")
+            if image is not None and (not isinstance(image, str) or len(image) > 2_000_000):
+                raise JobError("bench result: output_check.image_png must be a base64 PNG of at most 2 MB")
         return cls(**{**data, "stats": LatencyStats(**stats)})

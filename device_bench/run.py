@@ -4,6 +4,8 @@ on-device runner, parse its result block."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import re
 import shlex
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from coronet.bundle import Bundle, tool_versions
+from coronet.images import png_bytes
 from device_bench.adb import AdbTransport, DeviceError
 from device_bench.output_check import OutputCheck, compare, read_output, tensor_bytes
 from device_bench.parsers import parse_benchmark_model, parse_executor_runner, parse_perf_test
@@ -24,6 +27,7 @@ from device_bench.records import BenchJob, BenchResult, JobError, LatencyStats, 
 RUNNER = Path(__file__).resolve().parents[1] / "android_runner" / "runner.sh"
 TOOLS = {"tflite": "benchmark_model", "onnx": "onnxruntime_perf_test", "executorch": "executor_runner"}
 OUTPUT_TOOLS = ("tflite", "executorch")  # the runtimes whose phone tool hands the output back
+OUTPUT_IMAGE_SIDE = 256  # the phone's output kept with the result as a PNG of at most this side
 BLOCK = re.compile(r"=== CORONET-RESULT v1 BEGIN ===\n(.*?)\n=== CORONET-RESULT v1 END ===", re.S)
 
 
@@ -260,6 +264,9 @@ def _check_output(
     if not check.ok:
         raise DeviceError(t.serial, "check", f"{ran_on} computed a wrong output: {check.describe()}; "
                           "no latency recorded")  # fmt: skip
+    if got.ndim == 4 and got.shape[1] in (1, 3):  # what the phone computed, for the report's samples
+        image = base64.b64encode(png_bytes(got[0], max_side=OUTPUT_IMAGE_SIDE)).decode()
+        check = dataclasses.replace(check, image_png=image)
     return check
 
 

@@ -34,6 +34,7 @@ from coronet.bundle import (
     tool_versions,
 )
 from coronet.files import atomic_write_bytes, sha256_file
+from coronet.images import png_bytes
 from export.errors import ExportError
 from export.integer import check_integer
 from export.litert import xnnpack_refused
@@ -231,18 +232,6 @@ def _file_outputs(folder: Path, files: dict[str, Any], inputs: list[np.ndarray])
     return outputs
 
 
-def _png(image: np.ndarray) -> bytes:
-    """A CHW image in [-1, 1] (1 or 3 channels; the first 3 of more) as PNG bytes."""
-    import io
-
-    from PIL import Image
-
-    pixels = np.clip((image[:3] + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _write_samples(
     out: Path, inputs: list[np.ndarray], truths: list[np.ndarray] | None, outputs: dict[str, torch.Tensor], count: int
 ) -> dict[str, Any]:
@@ -262,7 +251,7 @@ def _write_samples(
         record[name] = []
         for i, image in enumerate(images):
             path = f"{SAMPLES}/{name}-{i}.png"
-            atomic_write_bytes(out / path, lambda f, image=image: f.write(_png(image)))
+            atomic_write_bytes(out / path, lambda f, image=image: f.write(png_bytes(image)))
             record[name].append(path)
     return {"images": count, "columns": record}
 

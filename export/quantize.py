@@ -9,7 +9,7 @@ QUANTIZE at the input, a DEQUANTIZE at the output) unless int8 I/O is asked for.
 - ONNX fp16: every float tensor fp16, float32 input and output.
 - TFLite int8: ai-edge-quantizer's static recipe (int8 activations, per-channel int8 weights),
   min/max calibration; the graph input and output stay float32 unless `int8_io`; then the
-  parameters XNNPACK needs (`export/xnnpack_int8.py`), so that it takes the graph whole.
+  rewrites XNNPACK needs to take the graph whole (`export/xnnpack_int8.py`).
 """
 
 from __future__ import annotations

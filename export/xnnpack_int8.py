@@ -1,8 +1,7 @@
-"""Quantization parameters that XNNPACK's int8 kernels need, set in a quantized TFLite file.
-
-ai-edge-quantizer calibrates every tensor on its own. Two of its choices are legal TFLite that
-XNNPACK (LiteRT's CPU delegate, and the shape phone NPU compilers expect too) refuses, and each
-refused op splits the graph into one more delegate partition with a CPU kernel between them:
+"""Rewrites of a quantized TFLite file that let XNNPACK (LiteRT's CPU delegate) take the int8
+graph whole. Two things ai-edge-quantizer writes are legal TFLite that XNNPACK refuses (found by
+offering each op alone to the delegate: `export.litert.xnnpack_refused`), and each refused op
+splits the graph into one more delegate partition with a CPU kernel between them:
 
 - A standalone int8 RELU (one not fused into the conv before it: after a concatenation, or one
   whose input is read elsewhere too): XNNPACK has no int8 RELU kernel, fused activations only.

@@ -4,6 +4,7 @@ pipeline's summary table."""
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ class ReportData:
     device_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> last state/tools
     # model -> column ("input", "truth", a file key) -> its sample PNGs, one per held-out image
     samples: dict[str, dict[str, list[Path]]] = field(default_factory=dict)
+    # model -> "device runtime/delegate" -> the newest output checked on that device: PNG bytes and PSNR
+    device_outputs: dict[str, dict[str, tuple[bytes, float]]] = field(default_factory=dict)
 
     @property
     def quality_metric(self) -> str | None:
@@ -120,10 +123,17 @@ def build_report(
             if column.startswith("sha_") and isinstance(row[column], str):
                 by_sha[row[column]] = name
     latency_rows, states = [], {}
+    outputs: dict[str, dict[str, tuple[str, bytes, float]]] = {}
     for r in results:
         name = by_sha.get(r.model_sha256)
         if name is None:
             continue  # a model file no longer exported: kept in the store, not in this report
+        image = (r.output_check or {}).get("image_png")
+        if isinstance(image, str):
+            label = f"{r.device} {_runtime_label(r.runtime, r.precision)}/{r.delegate}"
+            seen = outputs.setdefault(name, {}).get(label)
+            if seen is None or seen[0] <= r.created:
+                outputs[name][label] = (r.created, base64.b64decode(image), float(r.output_check["psnr_db"]))
         latency_rows.append({
             "model": name, "device": r.device, "runtime": _runtime_label(r.runtime, r.precision),
             "delegate": r.delegate, "threads": r.threads, "median_ms": r.stats.median_ms, "p90_ms": r.stats.p90_ms,
@@ -142,8 +152,10 @@ def build_report(
     )  # fmt: skip
     log = _search_log(search_log) if search_log is not None else None
     samples = {row["name"]: _samples(Path(row["bundle"])) for row in rows}
+    device_outputs = {name: {label: (png, psnr) for label, (_, png, psnr) in sorted(found.items())}
+                      for name, found in outputs.items()}  # fmt: skip
     return ReportData(title, models, latency, failures, log, target_macs, states,
-                      {name: s for name, s in samples.items() if s})  # fmt: skip
+                      {name: s for name, s in samples.items() if s}, device_outputs)  # fmt: skip
 
 
 def _samples(bundle_dir: Path) -> dict[str, list[Path]]:

@@ -103,8 +103,33 @@ def sample_grid(data: ReportData, model: str, out: Path) -> str:
         rows.append(f"<tr><th>{i + 1}</th>{''.join(cells)}</tr>")
     caption = (f"{count} held-out images: each exported file's output computed by its own runtime on this "
                "host, at the export's input size")  # fmt: skip
-    return (f'<table class="samples" id="samples-{slug(model)}"><caption class="note">{html.escape(caption)}'
+    grid = (f'<table class="samples" id="samples-{slug(model)}"><caption class="note">{html.escape(caption)}'
             f"</caption><thead><tr><th>#</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")  # fmt: skip
+    return grid + _device_outputs(data, model, columns, folder)
+
+
+def _device_outputs(data: ReportData, model: str, columns: list[tuple[str, list[Path]]], folder: Path) -> str:
+    """Image 1 (the bundle's check input) as the devices computed it, beside this host's files."""
+    found = data.device_outputs.get(model)
+    if not found:
+        return ""
+    cells, head = [], []
+    shown = [label for label, _ in columns if label == "input"]
+    shown += [label for label, _ in columns if label.startswith(f"{model}: ") and label.endswith("fp32")][:1]
+    for label in shown:
+        head.append(html.escape(label))
+        cells.append(f'<img loading="lazy" src="samples/{folder.name}/{slug(label)}-0.png" alt="{html.escape(label)}">')
+    for i, (label, (png, psnr)) in enumerate(found.items()):
+        name = f"device-{i}.png"
+        (folder / name).write_bytes(png)
+        head.append(f"{html.escape(label)}<br>PSNR {psnr:.1f} dB")
+        cells.append(f'<img loading="lazy" src="samples/{folder.name}/{name}" alt="{html.escape(label)}">')
+    row = "".join(f"<td>{c}</td>" for c in cells)
+    return (
+        f'<table class="samples" id="device-samples-{folder.name}"><caption class="note">Image 1 as each '
+        "device computed it in its on-device output check (PSNR against this host's fp32 file)</caption>"
+        f"<thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead><tbody><tr>{row}</tr></tbody></table>"
+    )
 
 
 # --- plots ---------------------------------------------------------------------------------

@@ -280,6 +280,12 @@ def test_devices_side_by_side_with_two_loopback_phones_and_the_host(pipeline_run
         page.screenshot(path=str(tmp_path / "devices.png"), full_page=True)
         # the index's 8 results: sorted by a click on a header, filtered by typing
         page.goto((tmp_path / "site" / "index.html").as_uri())
+        # image 1 as each phone computed it in its output check, beside this host's
+        heads = page.eval_on_selector_all("#device-samples-compressed th", "cells => cells.map(c => c.textContent)")
+        assert heads[:2] == ["input", "compressed: onnx fp32"] and len(heads) == 4
+        assert sorted(h.split(" tflite/xnnpack")[0] for h in heads[2:]) == sorted(serials), heads
+        phone_images = [i for i in _images(page) if "/device-" in i["src"]]
+        assert len(phone_images) == 2 and all(i["ok"] for i in phone_images)
         median = page.locator("#latency thead th", has_text="median ms")
         column = "cells => cells.map(c => c.textContent)"
         median.click()
