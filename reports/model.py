@@ -64,6 +64,8 @@ def _model_row(bundle_dir: Path, qualities: dict[str, dict[str, Any]]) -> dict[s
     for key, measured in manifest.get("quality", {}).get("files", {}).items():
         if "psnr_loss_db" in measured:  # a lower precision's loss on the task, run in its own runtime
             row[f"psnr_loss_db_{key}"] = measured["psnr_loss_db"]
+        if "l1" in measured:  # each file's own held-out L1, for the quality-latency plot
+            row[f"l1_{key}"] = measured["l1"]
     quality = qualities.get(name) or {}
     paired = quality.get("paired") or {}
     fid = quality.get("fid") or {}

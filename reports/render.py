@@ -172,22 +172,37 @@ def plot_latency(data: ReportData, path: Path, device: str | None = None) -> boo
     return _save(fig, path)
 
 
-def plot_pareto(data: ReportData, path: Path) -> bool:
+def pareto_points(data: ReportData) -> dict[str, pd.DataFrame]:
+    """Per device/runtime column: each rated model's (latency ms, quality). A lower precision's
+    point sits at its own file's held-out L1 (run in its runtime), not at the PyTorch model's."""
     metric = data.quality_metric
     if metric is None or data.latency.empty:
-        return False
+        return {}
     rated = data.models[data.models[metric].notna()]
     table = latency_pivot(data)
     table = table.loc[[m for m in table.index if m in rated.index]]
-    if table.empty:
+    points = {}
+    for column in table.columns:
+        quality = rated.loc[table.index, metric]
+        _, runtime, *precision = column.split("/")[0].split(" ")  # "host tflite int8/xnnpack"
+        own = f"l1_{runtime}-{precision[0]}" if precision else None
+        if metric == "l1" and own in rated:
+            quality = rated.loc[table.index, own].fillna(quality)
+        points[column] = pd.DataFrame({"latency_ms": table[column], "quality": quality})
+    return points
+
+
+def plot_pareto(data: ReportData, path: Path) -> bool:
+    points = pareto_points(data)
+    if not points:
         return False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for column in table.columns:
-        xs = table[column].to_numpy(dtype=float)
-        ys = rated.loc[table.index, metric].to_numpy(dtype=float)
+    metric = data.quality_metric
+    for column, frame in points.items():
+        xs, ys = frame["latency_ms"].to_numpy(dtype=float), frame["quality"].to_numpy(dtype=float)
         ax.plot(xs, ys, "o-", label=column)
-        for x, y, name in zip(xs, ys, table.index, strict=True):
+        for x, y, name in zip(xs, ys, frame.index, strict=True):
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("median latency, ms")
     ax.set_ylabel(f"{'FID' if metric == 'fid' else 'held-out L1 to ground truth'} (lower is better)")

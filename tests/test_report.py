@@ -303,3 +303,24 @@ def test_devices_side_by_side_with_two_loopback_phones_and_the_host(pipeline_run
     for serial in serials:  # the page's number is the stored medians' ratio
         dense = medians.loc[("dense", "tflite", "xnnpack"), serial]
         assert speedup.loc[row, serial] == pytest.approx(dense / medians.loc[row, serial])
+
+
+def test_a_lower_precision_sits_at_its_own_quality_in_the_pareto_plot():
+    from reports.model import ReportData
+    from reports.render import pareto_points
+
+    models = pd.DataFrame([{"name": "compressed", "l1": 0.030, "l1_tflite-int8": 0.034}]).set_index("name")
+    rows = [
+        {
+            "model": "compressed",
+            "device": "host",
+            "runtime": runtime,
+            "delegate": "xnnpack",
+            "median_ms": ms,
+            "created": "2026-12-02T10:00:00+00:00",
+        }
+        for runtime, ms in (("tflite", 80.0), ("tflite int8", 60.0))
+    ]
+    points = pareto_points(ReportData("t", models, pd.DataFrame(rows), pd.DataFrame()))
+    assert points["host tflite/xnnpack"].loc["compressed"].to_dict() == {"latency_ms": 80.0, "quality": 0.030}
+    assert points["host tflite int8/xnnpack"].loc["compressed"].to_dict() == {"latency_ms": 60.0, "quality": 0.034}
