@@ -106,6 +106,18 @@ def run_job(
     """Run `job` (its bundle a local folder) on the connected device `t`; raises DeviceError
     (with the step) on failure. An "external:NAME" delegate is the library this host's
     `external_delegates` allowlist names NAME (a path on the phone); any other is refused."""
+    with tempfile.TemporaryDirectory(prefix="coronet-job-") as scratch:  # the check input and output
+        return _run_job(job, t, binaries, bench_dir, external_delegates, Path(scratch))
+
+
+def _run_job(
+    job: BenchJob,
+    t: AdbTransport,
+    binaries: Path,
+    bench_dir: str,
+    external_delegates: dict[str, str] | None,
+    scratch: Path,
+) -> BenchResult:
     bundle = Bundle.open(job.bundle)
     delegate = job.delegate
     if job.external_delegate is not None:
@@ -129,14 +141,14 @@ def run_job(
     sources = {"runner": RUNNER, "tool": local_tool, "model": model}
     layout = bundle.manifest["files"][job.file_key].get("layout", "NCHW")
     check_args: tuple[str, ...] = ()
+    remote_output = ""
     check_input = bundle.check_input() if job.runtime in OUTPUT_TOOLS else None
-    scratch = tempfile.TemporaryDirectory()
     if check_input is not None:  # the phone runs the check input and writes its output back
         if job.runtime == "tflite":
             name, shape, data = tensor_bytes(check_input, model, layout)
         else:  # a .pte takes NCHW float32
             name, shape, data = "x", list(check_input.shape), check_input.tobytes()
-        local_input = Path(scratch.name) / "input.bin"
+        local_input = scratch / "input.bin"
         local_input.write_bytes(data)
         sources["input"] = local_input
         remote["input"] = f"{bench_dir}/inputs/{hashlib.sha256(data).hexdigest()[:24]}.bin"
@@ -199,10 +211,9 @@ def run_job(
         init_ms, ran_on = et.load_ms or 0.0, "xnnpack"  # the program's own delegate
     output_check = None
     if check_args:
-        output_check = _check_output(t, bundle, job, ran_on, block, remote_output, Path(scratch.name), layout)
+        output_check = _check_output(t, bundle, job, ran_on, block, remote_output, scratch, layout)
         if output_check is None:
             flags.append("output-unchecked")  # an older benchmark_model without --output_filepath
-    scratch.cleanup()
     before, after = _state(block["before"]), _state(block["after"])
     waited = int(block["fields"].get("waited_s", "0"))
     if waited:
