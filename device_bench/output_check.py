@@ -64,7 +64,7 @@ def compare(got: np.ndarray, expected: np.ndarray, precision: str, reference: st
 
 def read_output(raw: bytes, path: str | Path) -> np.ndarray:
     """A TFLite file's first output from benchmark_model's --output_filepath bytes (the output
-    tensors' raw bytes, one after another), dequantized when int8, in NCHW."""
+    tensors' raw bytes, one after another), dequantized when int8, in the file's own layout."""
     from export.litert import interpreter
 
     it = interpreter(path, xnnpack=False)

@@ -263,15 +263,18 @@ def _check_output(
     t.shell(f"rm -f {shlex.quote(remote)}")
     reference, expected = _reference_output(bundle, job.runtime)
     raw = local.read_bytes()
-    if job.runtime == "tflite":
-        got = read_output(raw, bundle.file(job.file_key))
-        if layout == "NHWC" and got.ndim == 4:
-            got = got.transpose(0, 3, 1, 2)
-    elif len(raw) != expected.nbytes:  # a .pte's output: NCHW float32
-        raise DeviceError(t.serial, "check", f"the phone wrote {len(raw)} bytes of output, expected {expected.nbytes}")
-    else:
-        got = np.frombuffer(raw, dtype=np.float32).reshape(expected.shape)
-    check = compare(got, expected, job.precision, f"the {reference} file on the host")
+    try:
+        if job.runtime == "tflite":
+            got = read_output(raw, bundle.file(job.file_key))
+            if layout == "NHWC" and got.ndim == 4:
+                got = got.transpose(0, 3, 1, 2)
+        elif len(raw) != expected.nbytes:  # a .pte's output: NCHW float32
+            raise ValueError(f"the phone wrote {len(raw)} bytes of output, expected {expected.nbytes}")
+        else:
+            got = np.frombuffer(raw, dtype=np.float32).reshape(expected.shape)
+        check = compare(got, expected, job.precision, f"the {reference} file on the host")
+    except ValueError as exc:  # a short or misshapen output is the phone's failure, said in one line
+        raise DeviceError(t.serial, "check", str(exc)) from None
     if not check.ok:
         raise DeviceError(t.serial, "check", f"{ran_on} computed a wrong output: {check.describe()}; "
                           "no latency recorded")  # fmt: skip
