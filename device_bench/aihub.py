@@ -70,6 +70,8 @@ def read_profile(path: str | Path) -> AiHubProfile:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ProfileError(f"{path} does not exist; save ProfileJob.download_profile() as JSON there") from None
+    except OSError as exc:
+        raise ProfileError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path} is not JSON ({exc}); save ProfileJob.download_profile() with json.dump") from None
     summary = data.get("execution_summary") if isinstance(data, dict) else None

@@ -97,3 +97,5 @@ def test_a_file_that_is_not_a_profile_is_one_line(tmp_path, bundle, content, mes
     proc = _cli("import-aihub", str(tmp_path / "p.json"), "--bundle", str(bundle.path), "--device", "Pixel 8",
                 home=tmp_path)  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    proc = _cli("import-aihub", str(tmp_path), "--bundle", str(bundle.path), home=tmp_path)  # a folder
+    assert proc.returncode == 1 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
