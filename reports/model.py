@@ -162,12 +162,20 @@ def build_report(
 
 def _samples(bundle_dir: Path) -> dict[str, list[Path]]:
     """The sample PNGs the export wrote (samples/ in the bundle), those that exist, by column."""
+    from coronet.bundle import inside
+    from coronet.errors import IncompleteBundleError
+
     record = json.loads((bundle_dir / "manifest.json").read_text()).get("samples") or {}
     columns = {}
     for name, paths in (record.get("columns") or {}).items():
-        files = [bundle_dir / p for p in paths if isinstance(p, str) and ".." not in Path(p).parts]
+        if not isinstance(paths, list):
+            continue
+        try:  # names inside the bundle only: a hostile manifest copies nothing else into the site
+            files = [inside(bundle_dir, p) for p in paths]
+        except IncompleteBundleError:
+            continue
         if files and all(f.is_file() for f in files):
-            columns[name] = files
+            columns[str(name)] = files
     return columns
 
 

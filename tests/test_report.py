@@ -324,3 +324,16 @@ def test_a_lower_precision_sits_at_its_own_quality_in_the_pareto_plot():
     points = pareto_points(ReportData("t", models, pd.DataFrame(rows), pd.DataFrame()))
     assert points["host tflite/xnnpack"].loc["compressed"].to_dict() == {"latency_ms": 80.0, "quality": 0.030}
     assert points["host tflite int8/xnnpack"].loc["compressed"].to_dict() == {"latency_ms": 60.0, "quality": 0.034}
+
+
+def test_sample_paths_outside_the_bundle_are_not_copied(tmp_path):
+    from reports.model import _samples
+
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "onnx-0.png").write_bytes(b"\x89PNG")
+    (tmp_path / "secret").write_text("x")
+    (tmp_path / "samples" / "link-0.png").symlink_to(tmp_path.parent)
+    columns = {"onnx": ["samples/onnx-0.png"], "abs": ["/etc/hostname"], "up": ["../secret"],
+               "link": ["samples/link-0.png/x"], "odd": "samples/onnx-0.png"}  # fmt: skip
+    (tmp_path / "manifest.json").write_text(json.dumps({"samples": {"images": 1, "columns": columns}}))
+    assert _samples(tmp_path) == {"onnx": [tmp_path / "samples" / "onnx-0.png"]}
