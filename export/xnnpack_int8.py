@@ -35,9 +35,6 @@ class Requantized:
     clamps: int = 0  # standalone activations written as ADD(x, 0) with the activation fused
     constants: int = 0  # constants below one output quantum stored at the output's scale
 
-    def describe(self) -> str:
-        return f"{self.clamps} activations as fused ADDs, {self.constants} constants at their output's scale"
-
 
 def for_xnnpack(data: bytes) -> tuple[bytes, Requantized]:
     """The quantized TFLite file `data` with the rewrites above; how many of each."""
