@@ -7,6 +7,7 @@
 #             [--delegate cpu|xnnpack|gpu|nnapi|qnn|external:PATH]
 #             [--max-temp-c C] [--max-wait-s S] [--work DIR]
 #             [--input-layer NAME --input-shape 1,3,H,W --input-file PATH] [--output-file PATH]
+#             [--op-profile PATH]
 #
 # With --input-file, benchmark_model and executor_runner run on that input (the tensor's raw
 # bytes) instead of random data or ones; with --output-file they write the output's raw bytes
@@ -14,13 +15,17 @@
 # output_bytes field; -1: not written). executor_runner has no warm-up of its own: it runs
 # warm-up + timed executions and logs each one's time.
 #
+# With --op-profile, benchmark_model prints its per-op tables with its output
+# (--enable_op_profiling=true) and onnxruntime_perf_test writes its profile JSON to PATH (the
+# block's profile_bytes field; -1: not written); the timed runs then include the profiler's cost.
+#
 # ANDROID_ROOT_PREFIX (empty on a phone) prefixes /sys reads, so the loopback test device can
 # stand a folder in for the phone's sysfs.
 set -u
 
 tool="" bin="" model="" threads=1 cpus="" warmup=5 runs=20 delegate="xnnpack"
 max_temp_c=45 max_wait_s=300 work="${TMPDIR:-/data/local/tmp}"
-input_layer="" input_shape="" input_file="" output_file=""
+input_layer="" input_shape="" input_file="" output_file="" op_profile=""
 root="${ANDROID_ROOT_PREFIX:-}"
 
 die() { echo "runner: $*" >&2; exit 2; }
@@ -42,6 +47,7 @@ while [ $# -gt 0 ]; do
     --input-shape) input_shape="$2"; shift 2 ;;
     --input-file) input_file="$2"; shift 2 ;;
     --output-file) output_file="$2"; shift 2 ;;
+    --op-profile) op_profile="$2"; shift 2 ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -104,7 +110,8 @@ case "$tool" in
     if [ -n "$output_file" ]; then
       rm -f "$output_file"
       set -- "$@" --output_filepath="$output_file"
-    fi ;;
+    fi
+    [ -z "$op_profile" ] || set -- "$@" --enable_op_profiling=true ;;
   executor_runner)
     # a .pte carries its delegate (XNNPACK) inside: there is nothing to choose on the phone
     [ "$delegate" = xnnpack ] || die "executor_runner runs the program's own delegate (xnnpack), not $delegate"
@@ -116,7 +123,12 @@ case "$tool" in
     fi ;;
   onnxruntime_perf_test)
     case "$delegate" in cpu|nnapi|qnn|xnnpack) ;; *) die "unknown execution provider $delegate" ;; esac
-    set -- -I -m times -r "$runs" -x "$threads" -y 1 -e "$delegate" "$model" ;;
+    set -- -I -m times -r "$runs" -x "$threads" -y 1 -e "$delegate"
+    if [ -n "$op_profile" ]; then
+      rm -f "$op_profile" "$op_profile"_*.json
+      set -- "$@" -p "$op_profile"  # a prefix: the file is PREFIX_<date>_<time>.json
+    fi
+    set -- "$@" "$model" ;;
   *) die "unknown tool $tool" ;;
 esac
 
@@ -132,6 +144,12 @@ after=$(print_state)
 if [ "$tool" = executor_runner ] && [ -n "$output_file" ] && [ -f "$output_file-0.bin" ]; then
   mv "$output_file-0.bin" "$output_file"
 fi
+if [ "$tool" = onnxruntime_perf_test ] && [ -n "$op_profile" ]; then
+  for written in "$op_profile"_*.json; do
+    [ -f "$written" ] && mv "$written" "$op_profile"
+    break
+  done
+fi
 
 echo "=== CORONET-RESULT v1 BEGIN ==="
 echo "tool=$tool"
@@ -144,6 +162,9 @@ if [ -n "$output_file" ] && [ -f "$output_file" ]; then
   echo "output_bytes=$(wc -c <"$output_file" | tr -d ' ')"
 elif [ -n "$output_file" ]; then
   echo "output_bytes=-1"
+fi
+if [ "$tool" = onnxruntime_perf_test ] && [ -n "$op_profile" ]; then
+  if [ -f "$op_profile" ]; then echo "profile_bytes=$(wc -c <"$op_profile" | tr -d ' ')"; else echo "profile_bytes=-1"; fi
 fi
 echo "--- state before ---"
 echo "$before"

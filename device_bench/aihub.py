@@ -17,6 +17,7 @@ from typing import Any
 
 from coronet.bundle import Bundle, tool_versions
 from coronet.errors import ConfigError
+from device_bench.op_profile import OpTime
 from device_bench.records import BenchResult, LatencyStats
 
 # AI Hub's device names (hub.get_devices()) -> the chipset; others need --chipset
@@ -34,14 +35,6 @@ CHIPSETS = {
 
 class ProfileError(ConfigError):
     """An AI Hub profile file that is not one."""
-
-
-@dataclass(frozen=True)
-class OpTime:
-    name: str
-    type: str
-    compute_unit: str  # NPU, GPU or CPU
-    time_us: float
 
 
 @dataclass(frozen=True)
@@ -88,8 +81,9 @@ def read_profile(path: str | Path) -> AiHubProfile:
     for i, row in enumerate(data.get("execution_detail") or []):
         if not isinstance(row, dict):
             raise ProfileError(f"AI Hub profile: execution_detail[{i}] is not an object")
-        ops.append(OpTime(str(row.get("name", "")), str(row.get("type", "")), str(row.get("compute_unit", "?")),
-                          _number(row.get("execution_time", 0), f"execution_detail[{i}].execution_time")))  # fmt: skip
+        time_us = _number(row.get("execution_time", 0), f"execution_detail[{i}].execution_time")
+        ops.append(OpTime(str(row.get("name", "")), str(row.get("type", "")), time_us / 1e3,
+                          str(row.get("compute_unit", "?"))))  # fmt: skip
     return AiHubProfile(estimated, times, int(_number(peak, "peak memory")) if peak is not None else None,
                         _number(load, "load time") if load is not None else None, ops)  # fmt: skip
 
@@ -112,8 +106,7 @@ def to_result(profile: AiHubProfile, bundle: Bundle, key: str, device: str, chip
     runtime, precision = key_parts(key)
     units = profile.compute_units
     ran_on = "+".join(u.lower() for u, _ in sorted(units.items(), key=lambda kv: -kv[1])) or "aihub"
-    ops = [{"name": op.name, "type": op.type, "compute_unit": op.compute_unit, "time_ms": op.time_us / 1e3}
-           for op in profile.ops]  # fmt: skip
+    ops = [op.to_dict() for op in profile.ops]
     state = {"source": "Qualcomm AI Hub", "soc": chipset, "model": phone, "compute_units": units,
              "estimated_inference_ms": profile.estimated_us / 1e3, "peak_memory_bytes": profile.peak_memory_bytes,
              "op_profile": ops}  # fmt: skip

@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runs", type=int, default=20)
     r.add_argument("--binaries", default="bench-binaries", help="folder with the arm64-v8a tools to push")
     r.add_argument("--store", default="bench.db", help="SQLite results store (default bench.db)")
+    r.add_argument("--profile", action="store_true",
+                   help="also record each op's time (phones: the tool's op profiler, whose cost the timed runs then "
+                   "carry; host: ONNX Runtime's profiler, LiteRT ops timed alone, after the timed runs); the report's "
+                   "ops page lays them per layer")  # fmt: skip
 
     def queue_args(q: argparse.ArgumentParser, plan: bool = False) -> None:
         where = q.add_mutually_exclusive_group(required=not plan)
@@ -88,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     su.add_argument("--threads", type=int, default=1)
     su.add_argument("--runs", type=int, default=20)
     su.add_argument("--tag", default="", help="a label for the jobs (nightly uses 'nightly YYYY-MM-DD')")
+    su.add_argument("--profile", action="store_true", help="also record each op's time (see run --profile)")
     n = sub.add_parser("nightly", help="queue tonight's matrix of a lab plan (run it from cron)")
     queue_args(n, plan=True)
     n.add_argument("--plan", required=True, help="the lab plan (see configs/lab.toml)")
@@ -179,7 +184,7 @@ def _run(args) -> int:
     bundle = str(Path(args.bundle).resolve())  # the store outlives this working directory
     Bundle.open(bundle)  # a clear error for an incomplete bundle, before anything is stored
     job = BenchJob(bundle, args.device, args.runtime, args.delegate or "", args.threads, args.cluster, args.warmup,
-                   args.runs, precision=args.precision)  # fmt: skip
+                   args.runs, precision=args.precision, profile=args.profile)  # fmt: skip
     with ResultStore(args.store) as store:
         job_id = store.add_job(job)
         try:
@@ -199,6 +204,8 @@ def _run(args) -> int:
     flags = f"  flags: {', '.join(result.flags)}" if result.flags else ""
     check = result.output_check
     output = f", output checked (PSNR {check['psnr_db']:.1f} dB against fp32)" if check else ""
+    ops = result.device_state.get("op_profile")
+    output += f", {len(ops)} ops profiled" if ops else ""
     print(f"{result.device} {result.runtime}/{result.delegate} x{result.threads}: median {s.median_ms:.2f} ms, "
           f"p95 {p95} ms, min {s.min_ms:.2f} ms, n={s.n}{output}{flags}")  # fmt: skip
     return 0

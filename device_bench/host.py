@@ -32,6 +32,22 @@ def host_state() -> dict:
     return state
 
 
+def host_op_profile(bundle: Bundle, key: str, x: np.ndarray, threads: int, runs: int) -> dict:
+    """Per-op times of the file on this CPU, after its timed runs (so they do not disturb them):
+    ONNX Runtime's profiler; for LiteRT, each op timed alone with XNNPACK (op_profile.py)."""
+    from device_bench.op_profile import litert_op_times, onnx_op_times
+
+    runtime, _ = key_parts(key)
+    path, runs = bundle.file(key), max(3, min(runs, 20))
+    if runtime == "onnx":
+        ops, source = onnx_op_times(path, x, threads, runs), "onnxruntime profiler"
+    elif runtime == "tflite":
+        ops, source = litert_op_times(path, threads, runs), "litert: each op timed alone (xnnpack)"
+    else:
+        return {"op_profile_source": f"no per-op profile of {runtime} on the host"}
+    return {"op_profile": [op.to_dict() for op in ops], "op_profile_source": source}
+
+
 def run_host_benchmark(
     bundle: Bundle,
     key: str,
@@ -39,9 +55,10 @@ def run_host_benchmark(
     runs: int = 20,
     warmup_s: float = 1.0,
     seed: int = 0,
+    profile: bool = False,
 ) -> BenchResult:
     """Time `runs` inferences of the bundle's file `key` ("tflite", "onnx-int8", ...) after
-    warming up for `warmup_s`."""
+    warming up for `warmup_s`; with `profile`, then also each op's time (`host_op_profile`)."""
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     before = host_state()
@@ -64,6 +81,9 @@ def run_host_benchmark(
         runner.raw(x)
         samples.append((time.perf_counter_ns() - t) / 1e6)
     after = host_state()
+    state = {"before": before, "after": after}
+    if profile:
+        state.update(host_op_profile(bundle, key, x, threads, runs))
     return BenchResult(
         device="host",
         runtime=runtime,
@@ -75,7 +95,7 @@ def run_host_benchmark(
         stats=LatencyStats.from_samples(samples),
         init_ms=init_ms,
         warmup_runs=warmups,
-        device_state={"before": before, "after": after},
+        device_state=state,
         tool_versions=tool_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         precision=precision,

@@ -262,7 +262,7 @@ def submit_command(args: argparse.Namespace) -> int:
     ids = []
     for device in dict.fromkeys(args.device):
         for runtime, delegate in (split_runtime(r) for r in (args.runtime or ["tflite"])):
-            job = BenchJob(ref, device, runtime, delegate, threads=args.threads, runs=args.runs)
+            job = BenchJob(ref, device, runtime, delegate, threads=args.threads, runs=args.runs, profile=args.profile)
             ids.append(submitter.submit(job, args.tag))
     print(f"queued jobs {', '.join(map(str, ids))} (bundle {ref})")
     return 0

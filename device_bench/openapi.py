@@ -66,6 +66,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "threads": {"type": "integer", "minimum": 1, "maximum": 64},
             "precision": {"enum": ["fp32", "fp16", "int8"]},
+            "profile": {"type": "boolean", "description": "also record per-op times"},
             "cluster": {"enum": list(CLUSTERS)},
             "warmup": {"type": "integer", "minimum": 0, "maximum": 1000},
             "runs": {"type": "integer", "minimum": 1, "maximum": 100_000},

@@ -72,6 +72,7 @@ class BenchJob:
     unreachable_s: float = 30.0  # a phone unreachable this long while its job runs fails the job
     model: str = ""  # the bundle's model name, for listings
     precision: str = "fp32"  # which of the bundle's files of the runtime: fp32, fp16 or int8
+    profile: bool = False  # also record per-op times (device_bench/op_profile.py)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -96,6 +97,8 @@ class BenchJob:
             raise JobError(f"bench job: cluster must be little, big or prime, got {self.cluster!r}")
         if self.precision not in PRECISIONS:
             raise JobError(f"bench job: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.profile, bool):
+            raise JobError(f"bench job: profile must be true or false, got {self.profile!r}")
         _int("threads", self.threads, 1, 64)
         _int("warmup", self.warmup, 0, 1000)
         _int("runs", self.runs, 1, 100_000)

@@ -19,6 +19,7 @@ import numpy as np
 from coronet.bundle import Bundle, tool_versions
 from coronet.images import png_bytes
 from device_bench.adb import AdbTransport, DeviceError
+from device_bench.op_profile import OpTime, from_benchmark_model, read_ort_profile
 from device_bench.output_check import OutputCheck, compare, read_output, tensor_bytes
 from device_bench.parsers import parse_benchmark_model, parse_executor_runner, parse_perf_test
 from device_bench.profiles import DeviceProfile, clusters_from_policies, identify_soc, parse_getprop
@@ -45,7 +46,8 @@ def execute(
                            f"{job.delegate} needs a phone")  # fmt: skip
         from device_bench.host import run_host_benchmark
 
-        return run_host_benchmark(Bundle.open(job.bundle), job.file_key, job.threads, job.runs, job.warmup_s)
+        return run_host_benchmark(Bundle.open(job.bundle), job.file_key, job.threads, job.runs, job.warmup_s,
+                                  profile=job.profile)  # fmt: skip
     if transport is None:
         raise JobError(f"bench job for {job.device}: connect to the phone first")
     return run_job(job, transport, binaries, external_delegates=external_delegates)
@@ -155,6 +157,8 @@ def _run_job(
         remote_output = f"{bench_dir}/jobs/output-{uuid.uuid4().hex[:16]}.bin"
         check_args = ("--input-layer", name, "--input-shape", ",".join(map(str, shape)),
                       "--input-file", remote["input"], "--output-file", remote_output)  # fmt: skip
+    remote_profile = f"{bench_dir}/jobs/profile-{uuid.uuid4().hex[:16]}.json"
+    profile_args = ("--op-profile", remote_profile) if job.profile else ()
     pushed = [name for name, src in sources.items() if t.push(src, remote[name])]
     t.check(f"chmod 755 {shlex.quote(remote['tool'])} {shlex.quote(remote['runner'])}", "prepare")
     profile = detect_profile(t)
@@ -165,7 +169,7 @@ def _run_job(
             "sh", remote["runner"], "--tool", tool, "--bin", f"{bench_dir}/bin", "--model", remote["model"],
             "--threads", str(job.threads), "--cpus", cluster.mask, "--warmup", str(job.warmup),
             "--runs", str(job.runs), "--delegate", delegate, "--max-temp-c", str(job.max_temp_c),
-            "--max-wait-s", str(job.max_wait_s), "--work", bench_dir, *check_args,
+            "--max-wait-s", str(job.max_wait_s), "--work", bench_dir, *check_args, *profile_args,
         )
     )  # fmt: skip
     rc, output = t.run_detached(command, f"{bench_dir}/jobs", timeout_s=job.budget_s, poll_s=job.poll_s,
@@ -189,6 +193,7 @@ def _run_job(
         p95 = runs.p95 / 1e3 if runs.p95 is not None else None
         stats = LatencyStats(runs.count, median / 1e3, None, p95, runs.min / 1e3, runs.avg / 1e3)
         init_ms, ran_on, flags = (parsed.init_us or 0) / 1e3, parsed.ran_on, list(parsed.flags)
+        ops = from_benchmark_model(parsed.op_profile, "GPU" if ran_on == "gpu" else "CPU")
     elif job.runtime == "onnx":
         perf = parse_perf_test(block["raw"])
         if not perf.ok:
@@ -197,6 +202,7 @@ def _run_job(
         stats = LatencyStats(perf.requests or 0, lat.get("p50", perf.avg_ms), lat.get("p90"), lat.get("p95"),
                              lat.get("min", perf.avg_ms), perf.avg_ms)  # fmt: skip
         init_ms, ran_on = (perf.session_creation_s or 0) * 1e3, job.delegate
+        ops = _ort_profile(t, block, remote_profile, scratch) if job.profile else []
     else:
         et = parse_executor_runner(block["raw"])
         if not et.ok:
@@ -209,12 +215,17 @@ def _run_job(
             mean = et.total_ms / (et.executions or 1)
             stats, flags = LatencyStats(et.executions or 1, mean, None, None, mean, mean), ["mean-only"]
         init_ms, ran_on = et.load_ms or 0.0, "xnnpack"  # the program's own delegate
+        ops = []  # executor_runner has no per-op timing of its own (ETDump is a build option)
     output_check = None
     if check_args:
         output_check = _check_output(t, bundle, job, ran_on, block, remote_output, scratch, layout)
         if output_check is None:
             flags.append("output-unchecked")  # an older benchmark_model without --output_filepath
     before, after = _state(block["before"]), _state(block["after"])
+    profiled: dict = {}
+    if job.profile:  # its timed runs carried the profiler
+        flags.append("op-profiled" if ops else "no-op-profile")
+        profiled = {"op_profile": [op.to_dict() for op in ops], "op_profile_source": tool} if ops else {}
     waited = int(block["fields"].get("waited_s", "0"))
     if waited:
         flags.append("thermal-wait")
@@ -241,6 +252,7 @@ def _run_job(
             "after": after,
             "pushed": pushed,
             "runner_delegate": block["fields"].get("delegate", delegate),  # an external one as its library path
+            **profiled,
         },
         tool_versions={"host": tool_versions()},
         flags=flags,
@@ -248,6 +260,19 @@ def _run_job(
         precision=job.precision,
         output_check=output_check.to_dict() if output_check is not None else None,
     )
+
+
+def _ort_profile(t: AdbTransport, block: dict, remote: str, scratch: Path) -> list[OpTime]:
+    """onnxruntime_perf_test's profile JSON, pulled from the phone; its one warm-up run left out."""
+    if int(block["fields"].get("profile_bytes", "-1")) < 0:
+        return []
+    local = scratch / "profile.json"
+    t.pull(remote, local)
+    t.shell(f"rm -f {shlex.quote(remote)}")
+    try:
+        return read_ort_profile(local, warmup=1)
+    except ValueError as exc:  # JSONDecodeError included
+        raise DeviceError(t.serial, "parse", f"onnxruntime_perf_test's profile: {exc}") from None
 
 
 def _check_output(

@@ -20,7 +20,7 @@ from compress.hyper import HyperGenerator
 from compress.macs import count_macs
 from compress.metrics import paired_metrics
 from compress.models import example_input_shape
-from compress.plan import ChannelPlan
+from compress.plan import ChannelPlan, ConvSpec
 from compress.slim import slim_generator
 from coronet.bundle import (
     CHECK_INPUT,
@@ -190,6 +190,7 @@ def export_bundle(
         "model": {"name": name or out.resolve().name, "arch": plan.arch, "plan": plan.to_dict()},
         "input": {"shape": list(shape), "layout": "NCHW", "dtype": "float32"},
         "cost": count_macs(model, shape).to_dict(),
+        "layers": conv_layers(model),
         "files": files,
         "parity": parity,
         "structure": structure,
@@ -209,6 +210,17 @@ def export_bundle(
     manifest["check_input"] = _write_check_input(out, (images or inputs)[0])
     atomic_write_bytes(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode()))
     return Bundle(out, manifest)
+
+
+def conv_layers(model: nn.Module) -> list[dict[str, Any]]:
+    """The generator's convolutions in forward order (module pre-order is forward order for these
+    generators, the U-Net's nested blocks included): what a per-op profile is laid against."""
+    return [
+        {"name": name, "group": m.spec.out_group, "in": m.in_channels, "out": m.out_channels,
+         "kernel": m.spec.kernel, "stride": m.spec.stride, "transposed": m.spec.transposed}
+        for name, m in model.named_modules()
+        if isinstance(getattr(m, "spec", None), ConvSpec) and isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+    ]  # fmt: skip
 
 
 def _write_check_input(out: Path, x: np.ndarray) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import copy
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,18 +89,26 @@ def op_names(model) -> list[str]:
     return [names[codes[op.opcodeIndex]] for op in model.subgraphs[0].operators]
 
 
-def xnnpack_refused(path: str | Path) -> dict[str, int]:
-    """The ops XNNPACK does not take, by type: each op alone in a one-op model, offered to the
-    delegate. (The interpreter tells how many partitions, not which ops split them.)"""
+@dataclass(frozen=True)
+class SingleOp:
+    """One op of a file alone in a model of its own (its inputs the model's inputs)."""
+
+    kind: str  # the builtin op name: CONV_2D, ...
+    output: str  # its (first) output tensor's name, what benchmark_model calls the node
+    path: Path
+
+
+def single_ops(path: str | Path) -> Iterator[SingleOp]:
+    """Each op of the file's main graph in order, written alone into a one-op model (with only
+    its own constants) in a scratch folder that the next op's model replaces."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = read_model(Path(path).read_bytes())
     graph = model.subgraphs[0]
-    refused: Counter = Counter()
     empty = schema.BufferT()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="coronet-op-") as tmp:
         single = Path(tmp) / "op.tflite"
-        for name, op in zip(op_names(model), graph.operators, strict=True):
+        for kind, op in zip(op_names(model), graph.operators, strict=True):
             alone = copy.copy(graph)
             alone.operators = [op]
             alone.inputs = [i for i in op.inputs if i >= 0 and not is_constant(model, i)]
@@ -108,6 +118,12 @@ def xnnpack_refused(path: str | Path) -> dict[str, int]:
             used = {graph.tensors[i].buffer for i in op.inputs if i >= 0}  # only this op's constants: fast
             one.buffers = [buf if k in used else empty for k, buf in enumerate(model.buffers)]
             single.write_bytes(write_model(one))
-            if xnnpack_partitions(single) == 0:
-                refused[name] += 1
+            name = graph.tensors[op.outputs[0]].name
+            yield SingleOp(kind, name.decode() if isinstance(name, bytes) else str(name), single)
+
+
+def xnnpack_refused(path: str | Path) -> dict[str, int]:
+    """The ops XNNPACK does not take, by type: each op alone in a one-op model, offered to the
+    delegate. (The interpreter tells how many partitions, not which ops split them.)"""
+    refused = Counter(op.kind for op in single_ops(path) if xnnpack_partitions(op.path) == 0)
     return dict(refused)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from device_bench.op_profile import OpTime, by_type, layer_shape, per_layer
 from device_bench.store import ResultStore
 
 LATENCY_COLUMNS = ["model", "device", "runtime", "delegate", "threads", "median_ms", "p90_ms", "min_ms", "n",
@@ -32,6 +33,9 @@ class ReportData:
     samples: dict[str, dict[str, list[Path]]] = field(default_factory=dict)
     # model -> "device runtime/delegate" -> the newest output checked on that device: PNG bytes and PSNR
     device_outputs: dict[str, dict[str, tuple[bytes, float]]] = field(default_factory=dict)
+    # model -> "device runtime/delegate" -> the newest per-op profile there and that run's median ms
+    op_profiles: dict[str, dict[str, tuple[list[OpTime], float]]] = field(default_factory=dict)
+    layers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> its convs (manifest)
 
     @property
     def quality_metric(self) -> str | None:
@@ -126,10 +130,18 @@ def build_report(
                 by_sha[row[column]] = name
     latency_rows, states = [], {}
     outputs: dict[str, dict[str, tuple[str, bytes, float]]] = {}
+    profiles: dict[str, dict[str, tuple[str, list[OpTime], float]]] = {}
     for r in results:
         name = by_sha.get(r.model_sha256)
         if name is None:
             continue  # a model file no longer exported: kept in the store, not in this report
+        ops = r.device_state.get("op_profile")
+        if isinstance(ops, list) and ops:
+            label = f"{r.device} {_runtime_label(r.runtime, r.precision)}/{r.delegate}"
+            seen = profiles.setdefault(name, {}).get(label)
+            if seen is None or seen[0] <= r.created:
+                ops = [OpTime.from_dict(op) for op in ops if isinstance(op, dict)]
+                profiles[name][label] = (r.created, ops, r.stats.median_ms)
         image = (r.output_check or {}).get("image_png")
         if isinstance(image, str):
             label = f"{r.device} {_runtime_label(r.runtime, r.precision)}/{r.delegate}"
@@ -156,8 +168,55 @@ def build_report(
     samples = {row["name"]: _samples(Path(row["bundle"])) for row in rows}
     device_outputs = {name: {label: (png, psnr) for label, (_, png, psnr) in sorted(found.items())}
                       for name, found in outputs.items()}  # fmt: skip
+    op_profiles = {name: {label: (ops, ms) for label, (_, ops, ms) in sorted(found.items())}
+                   for name, found in profiles.items()}  # fmt: skip
+    layers = {row["name"]: _layers(Path(row["bundle"])) for row in rows}
     return ReportData(title, models, latency, failures, log, target_macs, states,
-                      {name: s for name, s in samples.items() if s}, device_outputs)  # fmt: skip
+                      {name: s for name, s in samples.items() if s}, device_outputs, op_profiles, layers)  # fmt: skip
+
+
+def _layers(bundle_dir: Path) -> list[dict[str, Any]]:
+    layers = json.loads((bundle_dir / "manifest.json").read_text()).get("layers") or []
+    keys = {"name", "group", "in", "out", "kernel", "stride"}
+    return [layer for layer in layers if isinstance(layer, dict) and keys <= set(layer)]
+
+
+def op_tables(data: ReportData, model: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The model's per-op profiles side by side: ms per layer of the plan (rows: the layers in
+    forward order; columns: device runtime/delegate; each layer its conv plus the ops on its
+    output, op_profile.per_layer), ms per op type, and the profiles whose convs could not be laid
+    against the layers (shown by type only). Both tables end with the sum of the profiled ops and
+    the run's measured median."""
+    layers = data.layers.get(model) or []
+    first = "input (before the first conv)"
+    order = [first] + [f"{layer['name']} · {layer['group']} · {layer_shape(layer)}" for layer in layers]
+    per_layer_columns, type_columns, unmatched = {}, {}, []
+    medians = {}
+    for label, (ops, median_ms) in data.op_profiles.get(model, {}).items():
+        medians[label] = median_ms
+        type_columns[label] = pd.Series(by_type(ops))
+        rows = per_layer(layers, ops)
+        if rows is None:
+            unmatched.append(label)
+            continue
+        index = [f"{r.layer} · {r.group} · {r.shape}" if r.group else first for r in rows]
+        per_layer_columns[label] = pd.Series([r.total_ms for r in rows], index=index).reindex(order)
+    totals = {"sum of ops": {k: float(v.sum()) for k, v in type_columns.items()}, "measured median": medians}
+
+    def with_totals(columns: dict[str, pd.Series]) -> pd.DataFrame:
+        if not columns:
+            return pd.DataFrame()
+        frame = pd.DataFrame(columns).dropna(how="all")
+        tail = pd.DataFrame({name: {k: v for k, v in values.items() if k in columns}
+                             for name, values in totals.items()}).T  # fmt: skip
+        return pd.concat([frame, tail[frame.columns]])
+
+    by_type_frame = with_totals(type_columns)
+    if not by_type_frame.empty:  # the types costing most first (over every profile)
+        body = by_type_frame.iloc[:-2]
+        order = body.fillna(0).sum(axis=1).sort_values(ascending=False).index
+        by_type_frame = pd.concat([body.loc[order], by_type_frame.iloc[-2:]])
+    return with_totals(per_layer_columns), by_type_frame, unmatched
 
 
 def _samples(bundle_dir: Path) -> dict[str, list[Path]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from coronet.errors import ReportError
-from reports.model import ReportData, device_comparison, latency_pivot, summary_table
+from reports.model import ReportData, device_comparison, latency_pivot, op_tables, summary_table
 from reports.trends import SERIES, TrendRule, trend_table
 
 CSS = """
@@ -172,6 +172,26 @@ def plot_latency(data: ReportData, path: Path, device: str | None = None) -> boo
     return _save(fig, path)
 
 
+def plot_layers(per_layer: pd.DataFrame, path: Path) -> bool:
+    """Each layer's share of its profile's time, one bar per device and runtime: shares, so a
+    phone and the host sit on one axis, and the slow layer of each stands out."""
+    layers = per_layer.iloc[:-2]  # without the sum and measured rows
+    if layers.empty:
+        return False
+    shares = layers / layers.sum()
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(shares.index) * max(1, len(shares.columns)) ** 0.5 + 1.5))
+    height = 0.8 / len(shares.columns)
+    for i, label in enumerate(shares.columns):
+        ys = [j + i * height for j in range(len(shares.index))]
+        ax.barh(ys, shares[label].fillna(0).to_numpy() * 100, height, label=label)
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(shares.index))], shares.index, fontsize=7)
+    ax.invert_yaxis()  # forward order from the top
+    ax.set_xlabel("share of the profiled time, %")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def pareto_points(data: ReportData) -> dict[str, pd.DataFrame]:
     """Per device/runtime column: each rated model's (latency ms, quality). A lower precision's
     point sits at its own file's held-out L1 (run in its runtime), not at the PyTorch model's."""
@@ -314,6 +334,7 @@ def _render_into(data: ReportData, out: Path) -> None:
         '<a href="index.html">index</a>'
         + ('<a href="devices.html">devices side by side</a>' if devices else "")
         + ('<a href="trends.html">trends</a>' if not trends.empty else "")
+        + "".join(f'<a href="ops-{slug(m)}.html">ops: {html.escape(m)}</a>' for m in models if m in data.op_profiles)
         + "".join(f'<a href="model-{slug(m)}.html">{html.escape(m)}</a>' for m in models)
         + "".join(f'<a href="device-{slug(d)}.html">{html.escape(d)}</a>' for d in devices)
     )
@@ -376,6 +397,9 @@ def _render_into(data: ReportData, out: Path) -> None:
                 _table(rows[columns].rename(columns=LATENCY_HEADERS), "latency", index=False)]  # fmt: skip
         if model in data.samples:
             page += ["<h2>Samples</h2>", sample_grid(data, model, out)]
+        if model in data.op_profiles:
+            _render_ops(data, model, out, nav)
+            page.append(f'<p><a href="ops-{slug(model)}.html">Per-op profiles, per layer</a></p>')
         (out / f"model-{slug(model)}.html").write_text(_page(f"Model {model}", "\n".join(page), nav))
     for device in devices:
         rows = data.latency[data.latency["device"] == device]
@@ -388,6 +412,30 @@ def _render_into(data: ReportData, out: Path) -> None:
             page += ["<h2>Device state and tools (latest result)</h2>",
                      f"<pre>{html.escape(json.dumps(state, indent=2, default=str))}</pre>"]  # fmt: skip
         (out / f"device-{slug(device)}.html").write_text(_page(f"Device {device}", "\n".join(page), nav))
+
+
+def _render_ops(data: ReportData, model: str, out: Path, nav: str) -> None:
+    layers, types, unmatched = op_tables(data, model)
+    name = slug(model)
+    page = [
+        '<p class="note">Each profiled op\'s mean time per inference, in ms, from the newest profiled run on each '
+        "device and runtime: phones from their tool's op profiler (benchmark_model --enable_op_profiling, "
+        "onnxruntime_perf_test -p; the profiler's own cost is in those runs), the host from ONNX Runtime's profiler "
+        "and, for LiteRT, each op timed alone (LiteRT's Python API has no profiler), Qualcomm AI Hub from its "
+        "profile. A layer is its convolution plus every op on its output up to the next convolution (norm, "
+        "activation, the next pad, layout reorders): what shrinks with that channel group.</p>",
+    ]  # fmt: skip
+    if not layers.empty:
+        page += ["<h2>Per layer, ms</h2>", _table(layers, "ops-layers")]
+        if plot_layers(layers, out / f"ops-{name}.png"):
+            page.append(_img(f"ops-{name}.png", f"share of time per layer of {model}"))
+        layers.to_csv(out / f"ops-{name}-layers.csv")
+    if unmatched:
+        page.append(f'<p class="note" id="ops-unmatched">Not laid against the layers (their convolution ops are not '
+                    f"one per layer of the plan): {html.escape(', '.join(unmatched))}.</p>")  # fmt: skip
+    page += ["<h2>Per op type, ms</h2>", _table(types, "ops-types")]
+    types.to_csv(out / f"ops-{name}-types.csv")
+    (out / f"ops-{name}.html").write_text(_page(f"Per-op profiles: {model}", "\n".join(page), nav))
 
 
 def _render_devices(data: ReportData, out: Path, nav: str) -> None:

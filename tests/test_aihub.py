@@ -65,8 +65,9 @@ def test_an_aihub_profile_is_stored_and_reported_beside_the_lab(tmp_path, bundle
     assert ops[2] == {"name": "up_1", "type": "TransposeConv2d", "compute_unit": "NPU", "time_ms": 1.49}
     assert result.device_state["soc"] == "SM8450" and result.device_state["compute_units"] == {"NPU": 3, "CPU": 1}
     proc = _cli("run", "--device", "host", "--bundle", str(bundle.path), "--runs", "3", "--store", str(store),
-                home=tmp_path)  # fmt: skip
+                "--profile", home=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert "ops profiled" in proc.stdout
     proc = _cli("report", "--store", str(store), "--out", str(tmp_path / "site"), home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     with sync_playwright() as p:
@@ -77,6 +78,21 @@ def test_an_aihub_profile_is_stored_and_reported_beside_the_lab(tmp_path, bundle
         devices = page.eval_on_selector_all("#latency tbody tr td:nth-child(2)", cells)
         assert sorted(devices) == ["aihub:SM8450:Samsung_Galaxy_S22_Family", "host"]
         page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
+        # the per-op page: AI Hub's rows by type beside the host's LiteRT profile; its 2 convs are
+        # not the plan's 8 layers, so only the host's is laid per layer
+        page.click("text=ops: ")
+        heads = page.eval_on_selector_all("#ops-types thead th", cells)
+        assert "aihub:SM8450:Samsung_Galaxy_S22_Family tflite/npu+cpu" in heads and "host tflite/xnnpack" in heads
+        rows = page.eval_on_selector_all("#ops-types tbody th", cells)
+        assert {"TransposeConv2d", "InstanceNorm", "CONV_2D", "sum of ops", "measured median"} <= set(rows)
+        column = heads.index("aihub:SM8450:Samsung_Galaxy_S22_Family tflite/npu+cpu")
+        conv = page.eval_on_selector_all(f"#ops-types tbody tr:has(th:text-is('Conv2d')) td:nth-child({column + 1})",
+                                         cells)  # fmt: skip
+        assert conv == ["0.82"]
+        assert "aihub" in page.text_content("#ops-unmatched")
+        layer_rows = page.eval_on_selector_all("#ops-layers tbody th", cells)
+        assert len(layer_rows) == len(bundle.manifest["layers"]) + 3  # input, 8 layers, sum, measured
+        page.screenshot(path=str(tmp_path / "ops.png"), full_page=True)
         browser.close()
 
 

@@ -15,7 +15,8 @@ import re, statistics, sys, time
 import numpy as np
 args = dict(re.findall(r"--(\w+)=(\S*)", " ".join(sys.argv[1:])))
 known = {"graph", "num_threads", "warmup_runs", "num_runs", "use_xnnpack", "use_gpu", "use_nnapi",
-         "external_delegate_path", "input_layer", "input_layer_shape", "input_layer_value_files", "output_filepath"}
+         "external_delegate_path", "input_layer", "input_layer_shape", "input_layer_value_files", "output_filepath",
+         "enable_op_profiling"}
 XNNPACK_LINE = "Explicitly applied XNNPACK delegate, and the model graph will be completely executed by the delegate."
 GPU_LINE = "Though GPU delegate is explicitly applied, the model graph will not be executed by the delegate."
 GPU_FULL = "Explicitly applied GPU delegate, and the model graph will be completely executed by the delegate."
@@ -78,6 +79,41 @@ avg = lambda v: f"{statistics.fmean(v):.6g}" if v else "nan"
 print(f"INFO: Inference timings in us: Init: {int(init_us)}, First inference: {int(warm[0]) if warm else 0}, "
       f"Warmup (avg): {avg(warm)}, Inference (avg): {avg(timed)}")
 print("INFO: Memory footprint delta from the start of the tool (MB): init=12.5 overall=20.25")
+if args.get("enable_op_profiling") == "true":  # the ops timed for real (each alone), in the tool's tables
+    from device_bench.op_profile import litert_op_times
+    ops = litert_op_times(args["graph"], threads, runs=3, xnnpack=xnnpack)
+    kind = "QS8" if inp["dtype"] != np.float32 or any("QUANTIZE" == o.type for o in ops) else "F32"
+    # what XNNPACK's own profiling calls its operators (as benchmark_model prints them when it runs them)
+    names = {"CONV_2D": f"Convolution (NHWC, {kind}) IGEMM", "TRANSPOSE_CONV": f"Deconvolution (NHWC, {kind})",
+             "ADD": f"Add (ND, {kind})", "MUL": f"Multiply (ND, {kind})", "SUB": f"Subtract (ND, {kind})",
+             "MEAN": f"Mean (ND, {kind})", "PAD": "Constant Pad (ND, X32)", "TRANSPOSE": "Transpose (ND, X32)",
+             "CONVERT": "Convert (NC, F32, QS8)", "QUANTIZE": "Convert (NC, F32, QS8)", "TANH": f"TanH (NC, {kind})"}
+    total = sum(o.time_ms for o in ops) or 1.0
+    field = lambda v, w: "\t" + str(v).rjust(w)
+    header = (field("[node type]", 24) + field("[first]", 9) + field("[avg ms]", 9) + field("[%]", 8)
+              + field("[cdf%]", 8) + field("[mem KB]", 10) + field("[times called]", 9) + "\t[Name]")
+    print("Profiling Info for Benchmark Initialization:")
+    print("============================== Run Order ==============================")
+    print(header)
+    init_ms = f"{init_us / 1e3:.3f}"
+    print(field("ModifyGraphWithDelegate", 24) + field(init_ms, 9) + field(init_ms, 9) + field("100.000%", 8)
+          + field("100.000%", 8) + field("0.000", 10) + field(1, 9) + "\tModifyGraphWithDelegate/0")
+    print()
+    print("Operator-wise Profiling Info for Regular Benchmark Runs:")
+    print("============================== Run Order ==============================")
+    print(header)
+    cdf = 0.0
+    for i, op in enumerate(ops):
+        name = names.get(op.type, op.type) if xnnpack else op.type
+        cdf += op.time_ms / total * 100
+        label = f"Delegate/{name}:{i}" if xnnpack else f"{op.name}:{i}"
+        print(field(name, 24) + field(f"{op.time_ms:.3f}", 9) + field(f"{op.time_ms:.3f}", 9)
+              + field(f"{op.time_ms / total * 100:.3f}%", 8) + field(f"{cdf:.3f}%", 8) + field("0.000", 10)
+              + field(1, 9) + "\t" + label)
+    print()
+    print(f"Timings (microseconds): count={len(timed)} first={int(total * 1e3)} curr={int(total * 1e3)}")
+    print("Memory (bytes): count=0")
+    print(f"{len(ops)} nodes observed")
 if args.get("output_filepath"):
     with open(args["output_filepath"], "wb") as f:
         for detail in it.get_output_details():
@@ -103,6 +139,8 @@ model = argv[-1]
 import onnxruntime as ort
 so = ort.SessionOptions()
 so.intra_op_num_threads, so.inter_op_num_threads = int(opts.get("-x", 1)), int(opts.get("-y", 1))
+if "-p" in opts:  # ORT's profiler writes PREFIX_<date>_<time>.json, as the real tool's -p does
+    so.enable_profiling, so.profile_file_prefix = True, opts["-p"]
 t0 = time.perf_counter()
 sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 print(f"Session creation time cost: {time.perf_counter() - t0:.4g} s")
@@ -126,6 +164,8 @@ print(f"Min Latency: {s[0]:.4g} s")
 print(f"Max Latency: {s[-1]:.4g} s")
 for name, p in (("P50", 0.5), ("P90", 0.9), ("P95", 0.95), ("P99", 0.99), ("P999", 0.999)):
     print(f"{name} Latency: {q(p):.4g} s")
+if "-p" in opts:
+    sess.end_profiling()
 """
 
 
