@@ -262,7 +262,7 @@ def _bench(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     from device_bench.suite import SuiteSettings, bench_bundles
 
     b = config.bench
-    settings = SuiteSettings(b.threads, b.runs, b.warmup_s, b.warmup, b.cluster, Path(b.binaries))
+    settings = SuiteSettings(b.threads, b.runs, b.warmup_s, b.warmup, b.cluster, Path(b.binaries), b.profile)
     bundles = [run_dir / d for d in (EXPORT_DIR, DENSE_EXPORT_DIR) if (run_dir / d).is_dir()]
     from tqdm import tqdm
 

@@ -116,8 +116,13 @@ class BenchConfig:
     warmup: int = 5  # phones: warm-up runs of the lab tool
     cluster: str = "big"
     binaries: str = "bench-binaries"
+    # also record each op's time for the report's per-layer page: on the host after the timed
+    # runs; on a phone in one more run of each file (the profiler slows the run it is in)
+    profile: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.profile, bool):
+            raise ConfigError(f"bench.profile must be true or false, got {self.profile!r}")
         if not self.devices or not all(isinstance(d, str) and d for d in self.devices):
             raise ConfigError("bench.devices must list 'host' and/or ADB devices (HOST:PORT or SERIAL), e.g. ['host']")
         bad = [r for r in self.runtimes if r not in RUNTIMES]

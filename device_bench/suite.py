@@ -25,11 +25,25 @@ class SuiteSettings:
     warmup: int = 5  # phones
     cluster: str = "big"
     binaries: Path = Path("bench-binaries")
+    profile: bool = False  # per-op times: the host's job records them; a phone gets one more job each
 
 
 def _files(bundles: list[Bundle], runtimes: list[str]) -> list[tuple[Bundle, str, str]]:
     """(bundle, runtime, precision) of every file of the chosen runtimes, in bundle order."""
     return [(b, r, p) for b in bundles for r in runtimes for p in (b.precisions(r) if r in b.runtimes else ["fp32"])]
+
+
+def _jobs(
+    bundles: list[Bundle], runtimes: list[str], device: str, profile: bool
+) -> list[tuple[Bundle, str, str, bool]]:
+    """(bundle, runtime, precision, profile) of each job on `device`: with `profile`, the host
+    profiles in its timed job (after the timing); a phone runs each file once more, profiled."""
+    files = _files(bundles, runtimes)
+    if not profile:
+        return [(*f, False) for f in files]
+    if device == "host":
+        return [(*f, True) for f in files]
+    return [(*f, False) for f in files] + [(*f, True) for f in files if f[1] != "executorch"]
 
 
 def bench_bundles(
@@ -50,11 +64,11 @@ def bench_bundles(
         for device in devices:
             transport = None
             try:
-                for bundle, runtime, precision in _files(opened, runtimes):
+                for bundle, runtime, precision, profile in _jobs(opened, runtimes, device, settings.profile):
                     name = bundle.manifest["model"].get("name", "") or bundle.path.name
                     job = BenchJob(str(bundle.path), device, runtime, threads=settings.threads, precision=precision,
                                    cluster=settings.cluster, warmup=settings.warmup, runs=settings.runs,
-                                   warmup_s=settings.warmup_s, model=name)  # fmt: skip
+                                   warmup_s=settings.warmup_s, model=name, profile=profile)  # fmt: skip
                     job_id = store.add_job(job)
                     try:
                         if device != "host":

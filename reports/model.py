@@ -142,6 +142,8 @@ def build_report(
             if seen is None or seen[0] <= r.created:
                 ops = [OpTime.from_dict(op) for op in ops if isinstance(op, dict)]
                 profiles[name][label] = (r.created, ops, r.stats.median_ms)
+        if "op-profiled" in r.flags:
+            continue  # timed with the profiler running: its ops page shows it, no latency table does
         image = (r.output_check or {}).get("image_png")
         if isinstance(image, str):
             label = f"{r.device} {_runtime_label(r.runtime, r.precision)}/{r.delegate}"

@@ -113,6 +113,19 @@ def test_host_profile_lays_every_conv_on_its_layer(bundle, runtime):
     assert "op_profile" not in plain.device_state  # only when asked
 
 
+def test_the_suite_profiles_on_the_host_in_its_timed_jobs_and_on_phones_in_extra_ones(bundle):
+    from coronet.bundle import Bundle
+    from device_bench.suite import _jobs
+
+    opened = [Bundle.open(bundle.path)]
+    host = _jobs(opened, ["tflite", "onnx"], "host", True)
+    assert [(runtime, profile) for _, runtime, _, profile in host] == [("tflite", True), ("onnx", True)]
+    phone = _jobs(opened, ["tflite", "onnx"], "127.0.0.1:5555", True)
+    assert [(runtime, profile) for _, runtime, _, profile in phone] == [
+        ("tflite", False), ("onnx", False), ("tflite", True), ("onnx", True)]  # fmt: skip
+    assert not any(profile for *_, profile in _jobs(opened, ["tflite"], "host", False))
+
+
 def test_phone_profiles_reach_the_ops_page_in_chromium(bundle, tmp_path):
     """A loopback phone's benchmark_model and onnxruntime_perf_test profiles (through the real
     runner: --enable_op_profiling, -p FILE pulled back) beside the host's, per layer."""
@@ -139,6 +152,7 @@ def test_phone_profiles_reach_the_ops_page_in_chromium(bundle, tmp_path):
         host = BenchJob(str(bundle.path), "host", "onnx", runs=3, warmup_s=0.01, profile=True)
         store.finish(store.add_job(host), execute(host))
     data = build_report(store_path, [bundle.path])
+    assert set(data.latency["device"]) == {"host"}  # the phone's runs carried the profiler: not latencies
     render_site(data, tmp_path / "site")
     cells = "cells => cells.map(c => c.textContent)"
     with sync_playwright() as p:
