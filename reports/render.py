@@ -430,7 +430,10 @@ def _render_ops(data: ReportData, model: str, out: Path, nav: str) -> None:
         if plot_layers(layers, out / f"ops-{name}.png"):
             page.append(_img(f"ops-{name}.png", f"share of time per layer of {model}"))
         layers.to_csv(out / f"ops-{name}-layers.csv")
-    if unmatched:
+    if unmatched and not data.layers.get(model):
+        page.append('<p class="note" id="ops-unmatched">This bundle\'s manifest lists no layers (exported before '
+                    "they were recorded): export it again to see its profiles per layer.</p>")  # fmt: skip
+    elif unmatched:
         page.append(f'<p class="note" id="ops-unmatched">Not laid against the layers (their convolution ops are not '
                     f"one per layer of the plan): {html.escape(', '.join(unmatched))}.</p>")  # fmt: skip
     page += ["<h2>Per op type, ms</h2>", _table(types, "ops-types")]
