@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
             "  compress-and-ship configs/demo.toml --run-dir runs/demo\n"
             "  compress-and-ship configs/demo.toml --target-macs 0.1 --devices host,192.168.1.20:5555\n"
             "  compress-and-ship configs/demo.toml --from export --precision fp16\n"
+            "  device-bench calibrate --config configs/demo.toml --runtime tflite --out lat.json\n"
+            "  compress-and-ship configs/demo.toml --target-latency 1.5 --latency-model lat.json\n"
             "  compress-and-ship --init-from latest_net_G_A.pth --from export   # time your model as it is\n"
             "  compress-and-ship my.toml --init-from latest_net_G_A.pth --target-macs 0.1\n"
             "The report is RUN_DIR/site/index.html (open it in a browser; no server needed)."
@@ -62,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", nargs="?", help="TOML config (see configs/demo.toml); default: built-in demo settings")
     p.add_argument("--target-macs", type=float, help="fraction of the dense MACs to keep, e.g. 0.1 keeps 10%%")
+    p.add_argument("--target-latency", type=float, metavar="MS",
+                   help="a latency target instead: the slim model's predicted median ms on the --latency-model's "
+                   "device, runtime and threads (that device must be among --devices)")  # fmt: skip
+    p.add_argument(
+        "--latency-model",
+        metavar="FILE",
+        help="the latency model the target is predicted with (device-bench calibrate --out FILE)",
+    )
     p.add_argument(
         "--init-from",
         metavar="FILE",
@@ -92,6 +102,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
     sections: dict[str, dict[str, Any]] = {"search": {}, "export": {}, "bench": {}}
     for section, key, value in (
         ("search", "target_macs", args.target_macs),
+        ("search", "target_latency_ms", args.target_latency),
+        ("search", "latency_model", args.latency_model),
         ("search", "init_from", args.init_from),
         ("search", "max_steps", args.max_steps),
         ("search", "round_to", args.round_to),
@@ -134,8 +146,10 @@ def _stage_inputs(stage: str, config, run_dir: Path) -> tuple[dict[str, Any], di
         files = {"slim": run_dir / SLIM_CHECKPOINT, "gan": run_dir / GAN_STATE, **dense_sources}
         return converge_inputs(config), files
     if stage == "export":
-        return {"export": asdict(config.export)}, {"converged": run_dir / CONVERGED_CHECKPOINT,
-                                                   "dense": run_dir / DENSE_CHECKPOINT}  # fmt: skip
+        files = {"converged": run_dir / CONVERGED_CHECKPOINT, "dense": run_dir / DENSE_CHECKPOINT}
+        if config.search.latency_model:  # the predictions it records
+            files["latency_model"] = Path(config.search.latency_model).expanduser()
+        return {"export": asdict(config.export), "target_latency_ms": config.search.target_latency_ms}, files
     if stage == "bench":
         return {"bench": asdict(config.bench)}, _manifests(run_dir)
     names = ("converge.json", "dense.json", "search_log.jsonl", str(BENCH_RECORD))
@@ -168,6 +182,9 @@ def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     result = search_stage(config, run_dir, progress=progress)
     line = (f"reached MACs ratio {result.ratio:.4f} (target {config.search.target_macs}, "
             f"tolerance {config.search.tolerance}) in {result.steps} steps")  # fmt: skip
+    if result.predicted_ms is not None:
+        line = (f"reached a predicted {result.predicted_ms:.3g} ms (target {config.search.target_latency_ms:g} ms) "
+                f"in {result.steps} steps, MACs ratio {result.ratio:.4f}")  # fmt: skip
     if result.resumed_from:
         line += f", resumed from step {result.resumed_from}"
     outputs = [run_dir / HYPER_CHECKPOINT, run_dir / GAN_STATE, run_dir / "search.json", run_dir / "search_log.jsonl"]
@@ -205,7 +222,14 @@ def _converge(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
 
 def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     from compress.errors import CheckpointError
-    from compress.stages import CONVERGED_CHECKPOINT, DENSE_CHECKPOINT, dense_source, export_images, export_shape
+    from compress.stages import (
+        CONVERGED_CHECKPOINT,
+        DENSE_CHECKPOINT,
+        dense_source,
+        export_images,
+        export_shape,
+        latency_budget,
+    )
     from export import export_bundle
 
     e = config.export
@@ -220,6 +244,9 @@ def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
         "sample_images": e.sample_images,
     }
     options["calibration"], options["held_out"] = export_images(config, export_shape(config))
+    budget = latency_budget(config)
+    if budget is not None:  # each bundle records its predicted latency, for the report to check
+        options["latency_model"] = budget.model
     compressed, dense = run_dir / CONVERGED_CHECKPOINT, run_dir / DENSE_CHECKPOINT
     if not compressed.is_file() and not dense_source(config):
         raise CheckpointError(f"{compressed} does not exist; run the stages before export (--from search)")
@@ -227,7 +254,8 @@ def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
         raise CheckpointError(f"{dense} does not exist; run the dense stage first (--from dense)")
     lines, outputs = [], []
     if compressed.is_file():
-        bundle = export_bundle(compressed, run_dir / EXPORT_DIR, name="compressed", **options)
+        target = {"target_ms": budget.target_ms} if budget is not None else {}
+        bundle = export_bundle(compressed, run_dir / EXPORT_DIR, name="compressed", **options, **target)
         outputs += _bundle_files(run_dir, EXPORT_DIR)
         lines.append(f"wrote {bundle.path}/ ({_export_summary(bundle.manifest)})")
     else:

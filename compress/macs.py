@@ -110,14 +110,14 @@ class PlanCost:
         probe = build_generator(plan.arch, probe_plan)
         batch = self.input_shape[0]
         sizes = _trace_convs(probe, self.input_shape)
-        self._convs: list[_ConvCost] = []
+        self.convs: list[_ConvCost] = []
         for name, module in probe.named_modules():
             if _conv_geometry(module) is not None:
                 in_numel, out_numel = sizes[name]
                 spec = module.spec
                 in_spatial = in_numel // (batch * probe_plan.in_width(spec))
                 out_spatial = out_numel // (batch * probe_plan[spec.out_group])
-                self._convs.append(_ConvCost(spec, out_spatial * batch, in_spatial * batch))
+                self.convs.append(_ConvCost(spec, out_spatial * batch, in_spatial * batch))
         # Per-channel parameters of norms etc. (BatchNorm: weight and bias per channel).
         self._per_channel_params: dict[str, int] = {}
         for module in probe.modules():
@@ -129,7 +129,7 @@ class PlanCost:
 
     def count(self, widths: Mapping[str, int]) -> MacCount:
         macs = true_macs = params = 0
-        for conv in self._convs:
+        for conv in self.convs:
             spec = conv.spec
             c_in = sum(widths[g] for g in spec.in_groups)
             c_out = widths[spec.out_group]

@@ -53,6 +53,11 @@ class SearchConfig:
     # torch.compile the weight generation: ~3x faster generation on full-size generators for a
     # one-off compile of ~15-25 s (CPU, measured); the same weights within float rounding
     compile: bool = False
+    # A latency target instead of a MACs one: the predicted median ms of the latency model
+    # (device-bench calibrate) on its device; the stop window is then [target - tolerance x
+    # dense ms, target] and each group's latents shrink in proportion to its ms per channel.
+    target_latency_ms: float = 0.0
+    latency_model: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.target_macs <= 1:
@@ -68,6 +73,9 @@ class SearchConfig:
             raise ConfigError(f"search.fit must be scale or offset, got {self.fit!r}")
         if self.shrink not in ("auto", "all", "below_cut"):
             raise ConfigError(f"search.shrink must be auto, all or below_cut, got {self.shrink!r}")
+        if (self.target_latency_ms > 0) != bool(self.latency_model) or self.target_latency_ms < 0:
+            raise ConfigError("a latency target needs both search.target_latency_ms (> 0) and search.latency_model "
+                              "(--target-latency MS --latency-model FILE, from device-bench calibrate)")  # fmt: skip
         for name in ("max_steps", "check_every", "min_channels", "round_to", "embedding_dim", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -83,6 +91,7 @@ class SearchResult:
     full_macs: MacCount
     log: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int = 0  # the step a resumed search went on from (0: it started afresh)
+    predicted_ms: float | None = None  # with a latency target: the plan's predicted latency
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,21 +102,31 @@ class SearchResult:
             "macs": self.macs.to_dict(),
             "full_macs": self.full_macs.to_dict(),
             "resumed_from": self.resumed_from,
+            "predicted_ms": self.predicted_ms,
         }
 
 
 class ControlledPruner:
-    """The proximal step with a floor: a step that would take the remaining-MACs ratio below
+    """The proximal step with a floor: a step that would take the remaining-cost ratio below
     target - tolerance shrinks only as far as the floor allows (the largest shrink, among the
     points where a channel dies, that stays at or above the floor). If the ratio is then still
-    above the target, the channel next in line costs more MACs than the window is wide, so the
+    above the target, the channel next in line costs more than the window is wide, so the
     cheapest way into the window is taken instead: the smallest-|z| channels whose removal keeps
     the ratio at or above the floor are pruned, until the ratio is at most the target.
-    Everywhere else it is the plain soft threshold by lam * lr."""
+    Everywhere else it is the plain soft threshold by lam * lr.
 
-    def __init__(self, hyper: HyperGenerator, cost: PlanCost, config: SearchConfig) -> None:
-        self.hyper, self.cost, self.config = hyper, cost, config
-        self.floor = config.target_macs - config.tolerance
+    The cost is MACs (`cost`, a PlanCost) or, given a `budget` (compress.latency.LatencyBudget),
+    the predicted latency: then each group's latents shrink by lam * lr times the group's price
+    (its predicted ms per channel against the average channel's), so the channels that cost the
+    most time go first."""
+
+    def __init__(self, hyper: HyperGenerator, cost: PlanCost, config: SearchConfig, budget: Any = None) -> None:
+        self.hyper, self.config = hyper, config
+        self.cost = budget if budget is not None else cost
+        self.target = budget.target if budget is not None else config.target_macs
+        self.floor = self.target - config.tolerance
+        self.priced = budget is not None and hasattr(budget, "prices")
+        self.prices: dict[str, float] = dict.fromkeys(hyper.prunable_groups, 1.0)
         self.clamped_steps = 0
         self.shrinks_below_cut = config.shrink == "below_cut" or (config.shrink == "auto" and bool(config.init_from))
 
@@ -120,11 +139,12 @@ class ControlledPruner:
         return widths
 
     def _amounts(self, shrink: float, cut: float) -> dict[str, Shrink]:
-        """Per group, how far each latent shrinks: `shrink` for those at or under the cut."""
-        h = self.hyper
+        """Per group, how far each latent shrinks: `shrink` times the group's price for those
+        whose death point is at or under the cut."""
+        h, p = self.hyper, self.prices
         if math.isinf(cut):
-            return {g: shrink for g in h.prunable_groups}
-        return {g: ((h.latents[g].detach().abs() - h.threshold) <= cut).to(h.latents[g].dtype) * shrink
+            return {g: shrink * p[g] for g in h.prunable_groups}
+        return {g: ((h.latents[g].detach().abs() - h.threshold) / p[g] <= cut).to(h.latents[g].dtype) * shrink * p[g]
                 for g in h.prunable_groups}  # fmt: skip
 
     def _cut(self) -> float:
@@ -135,7 +155,7 @@ class ControlledPruner:
         lo, hi, best = 0, len(breakpoints) - 1, math.inf
         while lo <= hi:  # the ratio only falls as the shrink grows
             mid = (lo + hi) // 2
-            if self.cost.ratio(self._widths(breakpoints[mid])) <= self.config.target_macs:
+            if self.cost.ratio(self._widths(breakpoints[mid])) <= self.target:
                 best, hi = breakpoints[mid], mid - 1
             else:
                 lo = mid + 1
@@ -143,8 +163,10 @@ class ControlledPruner:
 
     @torch.no_grad()
     def step(self, lr: float) -> float:
-        """Apply the proximal step after an optimizer step; returns the new MACs ratio."""
+        """Apply the proximal step after an optimizer step; returns the new cost ratio."""
         shrink = self.config.lam * lr
+        if self.priced:
+            self.prices = self.cost.prices(self.hyper.pruned_widths())
         cut = self._cut() if self.shrinks_below_cut else math.inf
         c = self.config
         if self.cost.ratio(self._widths(shrink, cut)) >= self.floor:
@@ -153,7 +175,7 @@ class ControlledPruner:
         self.clamped_steps += 1
         safe = self._largest_safe_shrink(shrink, cut)
         apply_shrink(self.hyper, self._amounts(safe, cut), c.min_channels, c.round_to)
-        if self.ratio() > self.config.target_macs:
+        if self.ratio() > self.target:
             self._land_in_window()
         return self.ratio()
 
@@ -168,7 +190,7 @@ class ControlledPruner:
             order = kept[torch.argsort(h.latents[g].detach()[kept].abs())]
             for start in range(0, len(order) - step + 1, step):
                 block = order[start : start + step]
-                blocks.append((float(h.latents[g].detach()[block].abs().max()), g, block))
+                blocks.append((float(h.latents[g].detach()[block].abs().max()) / self.prices[g], g, block))
         for _, g, block in sorted(blocks, key=lambda b: b[0]):
             if widths[g] - step < max(self.config.min_channels, 1):
                 continue
@@ -176,13 +198,14 @@ class ControlledPruner:
             if self.cost.ratio(trial) >= self.floor:
                 h.latents[g][block] = 0.0
                 widths = trial
-                if self.cost.ratio(widths) <= self.config.target_macs:
+                if self.cost.ratio(widths) <= self.target:
                     return
 
     def _deaths(self) -> torch.Tensor:
-        """Every prunable latent's distance above the threshold: the shrink at which it dies."""
+        """Every prunable latent's distance above the threshold over its group's price: the shrink
+        at which it dies."""
         h = self.hyper
-        return torch.cat([(h.latents[g].detach().abs() - h.threshold) for g in h.prunable_groups])
+        return torch.cat([(h.latents[g].detach().abs() - h.threshold) / self.prices[g] for g in h.prunable_groups])
 
     def _largest_safe_shrink(self, shrink: float, cut: float = math.inf) -> float:
         breakpoints = sorted({float(d) for d in self._deaths() if 0 < d < shrink and d <= cut})
@@ -199,7 +222,7 @@ class ControlledPruner:
         return self.cost.ratio(self.hyper.pruned_widths())
 
     def in_window(self, ratio: float) -> bool:
-        return self.floor <= ratio <= self.config.target_macs
+        return self.floor <= ratio <= self.target
 
 
 TrainStep = Callable[[int], dict[str, float]]
@@ -217,9 +240,11 @@ def run_search(
     save_state: Callable[[int], None] | None = None,
     writer: Any = None,
     on_check: Callable[[], dict[str, Any]] | None = None,
+    budget: Any = None,
 ) -> SearchResult:
     """Alternate `train_step(step)` (one optimizer step of the GAN, returning its losses) with
-    the controlled proximal step until the MACs ratio lands in the target window.
+    the controlled proximal step until the MACs ratio (or, with a `budget`, the predicted
+    latency ratio: compress.latency.LatencyBudget) lands in the target window.
 
     `start_step` > 0 resumes (the log is appended to); `save_state(step)` is called every
     `checkpoint_every` steps and when the loop ends or is interrupted; `writer` is an optional
@@ -227,7 +252,7 @@ def run_search(
     and returns more fields for that step's log record."""
     from coronet.progress import Progress
 
-    pruner = ControlledPruner(hyper, cost, config)
+    pruner = ControlledPruner(hyper, cost, config, budget)
     lr_of = current_lr or (lambda: config.lr)
     log: list[dict[str, Any]] = []
     log_file = None
@@ -248,12 +273,14 @@ def run_search(
             bar.update(1)
             if step % config.check_every == 0 or step == config.max_steps:
                 reached = pruner.in_window(ratio)
+                widths = hyper.pruned_widths()
                 record = {
                     "step": step,
                     "losses": {k: float(v) for k, v in losses.items()},
-                    "macs_ratio": ratio,
+                    "macs_ratio": cost.ratio(widths) if budget is not None else ratio,
                     "lr": lr,
-                    "widths": hyper.pruned_widths(),
+                    "widths": widths,
+                    **({"latency_ratio": ratio, "predicted_ms": budget.predict(widths)} if budget is not None else {}),
                     **(on_check() if on_check is not None else {}),
                 }
                 log.append(record)
@@ -264,7 +291,10 @@ def run_search(
                     writer.add_scalar("search/macs_ratio", ratio, step)
                     for name, value in record["losses"].items():
                         writer.add_scalar(f"search/{name}", value, step)
-                bar.show(**record["losses"], macs_ratio=ratio, target=config.target_macs)
+                if budget is not None:
+                    bar.show(**record["losses"], predicted_ms=record["predicted_ms"], target_ms=budget.target_ms)
+                else:
+                    bar.show(**record["losses"], macs_ratio=ratio, target=config.target_macs)
             done = step  # this step's update, proximal step and log record are all in
             if reached:
                 break
@@ -277,13 +307,16 @@ def run_search(
         if save_state is not None and done > start_step:
             save_state(done)  # also on Ctrl-C or an error: the search resumes after the last whole step
     if not reached and not config.allow_miss:
+        what = "a predicted latency ratio" if budget is not None else "a MACs ratio"
         raise SearchMissError(
-            f"the search stopped after {step} steps at a MACs ratio of {ratio:.4f}, outside "
-            f"[{pruner.floor:.4f}, {config.target_macs:.4f}]; raise max_steps or lam "
+            f"the search stopped after {step} steps at {what} of {ratio:.4f}, outside "
+            f"[{pruner.floor:.4f}, {pruner.target:.4f}]; raise max_steps or lam "
             "(or pass --allow-miss to keep the result)"
         )
     plan = hyper.pruned_plan()
-    return SearchResult(step, ratio, reached, plan, cost.count(plan.widths), cost.full, log, start_step)
+    predicted = budget.predict(plan.widths) if budget is not None else None
+    return SearchResult(step, cost.ratio(plan.widths), reached, plan, cost.count(plan.widths), cost.full, log,
+                        start_step, predicted)  # fmt: skip
 
 
 def make_adam(params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:

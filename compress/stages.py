@@ -69,6 +69,9 @@ def search_inputs(config: PipelineConfig) -> dict[str, Any]:
     c = config.to_dict()
     train = {k: v for k, v in c["train"].items() if k not in CONVERGE_ONLY_TRAIN_KEYS}
     search = {k: v for k, v in c["search"].items() if k != "compile"}  # how fast, not what
+    model = Path(search["latency_model"]).expanduser() if search.get("latency_model") else None
+    if model is not None and model.is_file():  # a recalibrated model is another search
+        search["latency_model_sha256"] = sha256_file(model)
     return {k: c[k] for k in ("model", "data", "seed", "device")} | {"search": search, "train": train}
 
 
@@ -179,6 +182,7 @@ def preflight(config: PipelineConfig) -> None:
             raise ConfigError(f"data.image_size {size} is too small for the discriminator (train.n_layers_d "
                               f"{t.n_layers_d}); use larger images or fewer layers") from None  # fmt: skip
     widest = max((plan.widths[g] for g in plan.prunable), default=0)
+    latency_budget(config)  # a latency model for another device, runtime or generator: one line now
     if config.search.round_to >= widest:
         raise ConfigError(f"search.round_to {config.search.round_to} leaves nothing to prune: the widest prunable "
                           f"channel group has {widest} channels; use a smaller round_to")  # fmt: skip
@@ -189,6 +193,41 @@ def preflight(config: PipelineConfig) -> None:
     if weights and not (digest := sha256_file(Path(weights).expanduser())).startswith(FID_WEIGHTS_SHA256_PREFIX):
         raise ConfigError(f"eval.fid_weights {weights} is not pytorch-fid's Inception weights (SHA-256 "
                           f"{digest[:12]}…, expected {FID_WEIGHTS_SHA256_PREFIX}…); give {FID_WEIGHTS}")  # fmt: skip
+
+
+def latency_budget(config: PipelineConfig):
+    """The search's latency budget (compress.latency.LatencyBudget) when it has a latency
+    target, else None. The model must be of this generator at the export size, and of a device,
+    runtime and thread count this run benches (so its prediction is measured); on the host, of
+    the runtime version installed here. Anything else is one line."""
+    s, b = config.search, config.bench
+    if not s.latency_model:
+        return None
+    from compress.latency import LatencyBudget, LatencyModel, LatencyModelError
+
+    model = LatencyModel.load(Path(s.latency_model).expanduser())
+    model.check(model.key, plan=full_plan(config.model.arch, **config.model.sizes), input_shape=export_shape(config))
+    k = model.key
+    if k.device not in b.devices or k.runtime not in b.runtimes or k.threads != b.threads:
+        raise LatencyModelError(f"the latency model was measured on {k.describe()}, but this run benches "
+                                f"{', '.join(b.runtimes)} on {', '.join(b.devices)} with {b.threads} thread(s): "
+                                "calibrate for one of those, or bench where the model was measured")  # fmt: skip
+    if k.precision not in ("fp32", config.export.precision):
+        raise LatencyModelError(f"the latency model is for {k.precision} files; this run exports "
+                                f"{config.export.precision}")  # fmt: skip
+    if k.device == "host":  # a newer runtime here makes the model stale
+        from device_bench.calibrate import measured_tools
+
+        model.check(k, measured_tools("host", k.runtime, Path(b.binaries)))
+    if not 0 < s.target_latency_ms < model.dense_ms:
+        raise LatencyModelError(f"search.target_latency_ms {s.target_latency_ms:g} must be below the dense model's "
+                                f"predicted {model.dense_ms:.3g} ms on {k.describe()}")  # fmt: skip
+    fastest = model.predict(dict.fromkeys(model.plan.prunable, s.min_channels))
+    if s.target_latency_ms < fastest:
+        raise LatencyModelError(f"search.target_latency_ms {s.target_latency_ms:g} is below the fastest plan's "
+                                f"predicted {fastest:.3g} ms on {k.describe()} (every group at min_channels): "
+                                "what remains is fixed cost; pick a larger target")  # fmt: skip
+    return LatencyBudget(model, s.target_latency_ms)
 
 
 def export_shape(config: PipelineConfig) -> tuple[int, ...]:
@@ -365,6 +404,10 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     for group in trainer.opt_g.param_groups:
         group["lr"] = config.search.lr * lr_factor(config.train.lr_scaling)
     cost = PlanCost(plan, example_input_shape(plan, config.data.image_size))
+    budget = latency_budget(config)
+    search_config = config.search
+    if budget is not None and search_config.round_to == 1:  # widths the device's kernels do not pad
+        search_config = dataclasses.replace(search_config, round_to=budget.model.granularity)
     state_path = run_dir / SEARCH_STATE
     # A search resumes when everything it reads but its step budget is unchanged.
     inputs = search_inputs(config)
@@ -404,7 +447,7 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
         result = run_search(
             hyper,
             lambda _: trainer.step(next(batches)),
-            config.search,
+            search_config,
             cost,
             current_lr=lambda: trainer.opt_g.param_groups[0]["lr"],
             log_path=run_dir / "search_log.jsonl" if dist_info.is_main else None,
@@ -413,6 +456,7 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
             save_state=save_state if dist_info.is_main else None,
             writer=writer,
             on_check=check_ranks if dist_info.world_size > 1 else None,
+            budget=budget,
         )
     finally:
         if writer is not None:

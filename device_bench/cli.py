@@ -97,6 +97,24 @@ def _parser() -> argparse.ArgumentParser:
     queue_args(n, plan=True)
     n.add_argument("--plan", required=True, help="the lab plan (see configs/lab.toml)")
     n.add_argument("--date", default=None, help="the night to queue (default today, UTC); queued once per night")
+    ca = sub.add_parser("calibrate", help="measure a latency model of a generator on one device and runtime",
+                        description="Time the dense plan and random pruned plans of the config's generator on the "
+                        "device (each exported and run as an ordinary bench job), fit a latency model and write it: "
+                        "search.latency_model / --latency-model then drive the search by milliseconds.")  # fmt: skip
+    ca.add_argument("--config", default=None, help="the run config whose [model] (and image size) to calibrate for "
+                    "(default: the built-in defaults)")  # fmt: skip
+    ca.add_argument("--device", default="host", help="'host' or a phone (HOST:PORT, SERIAL)")
+    ca.add_argument("--runtime", choices=("tflite", "onnx", "executorch"), default="tflite")
+    ca.add_argument("--delegate", default="", help="default: the runtime's (xnnpack for tflite, cpu for onnx)")
+    ca.add_argument("--threads", type=int, default=1)
+    ca.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    ca.add_argument("--image-size", type=int, default=None, help="default: the config's export/data image size")
+    ca.add_argument("--plans", type=int, default=24, help="random plans to fit on (plus the dense one)")
+    ca.add_argument("--held-out", type=int, default=8, help="further random plans to report the error on")
+    ca.add_argument("--runs", type=int, default=10, help="timed runs per plan")
+    ca.add_argument("--seed", type=int, default=0)
+    ca.add_argument("--binaries", default="bench-binaries", help="folder with the arm64-v8a tools to push")
+    ca.add_argument("--out", required=True, help="the latency model file to write (JSON)")
     ai = sub.add_parser("import-aihub", help="store a Qualcomm AI Hub profile beside the lab's results",
                         description="Store a downloaded AI Hub profile (ProfileJob.download_profile(), saved as "
                         "JSON) as results of the bundle's file on a device named after the profiled phone and its "
@@ -175,6 +193,22 @@ def _devices(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    from coronet.errors import ConfigError
+    from device_bench.calibrate import calibrate_device
+
+    if args.plans < 4 or args.held_out < 0 or args.runs < 1 or args.threads < 1:
+        raise ConfigError("--plans must be >= 4, --held-out >= 0, --runs and --threads >= 1")
+    model = calibrate_device(args.config, args.device, args.runtime, args.threads, Path(args.out), args.precision,
+                             args.delegate, args.image_size, args.plans, args.held_out, args.runs,
+                             binaries=Path(args.binaries), seed=args.seed)  # fmt: skip
+    fit, test = model.calibration["fit_error"], model.calibration.get("held_out_error") or {}
+    held = f"; held-out plans: median {test['median']:.1%}, max {test['max']:.1%}" if test else ""
+    print(f"{args.out}: {model.key.describe()}, dense {model.dense_ms:.3g} ms, channels counted in multiples of "
+          f"{model.granularity}; fit error median {fit['median']:.1%}, max {fit['max']:.1%}{held}")  # fmt: skip
+    return 0
+
+
 def _run(args) -> int:
     from coronet.bundle import Bundle
     from device_bench.records import BenchJob
@@ -219,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         from device_bench import lab
 
         commands = {"devices": _devices, "run": _run, "report": _report, "import-aihub": _import_aihub,
+                    "calibrate": _calibrate,
                     "serve": lab.serve_command,
                     "agent": lab.agent_command, "submit": lab.submit_command,
                     "nightly": lab.nightly_command}  # fmt: skip

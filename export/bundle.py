@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,8 @@ def export_bundle(
     int8_io: bool = False,
     int8_norm: str = "integer",
     sample_images: int = 8,
+    latency_model: Any = None,
+    target_ms: float | None = None,
 ) -> Bundle:
     """Export a slim (or dense) generator, check every file, and write the manifest last.
 
@@ -117,6 +120,8 @@ def export_bundle(
     against its runtime's fp32 file is flagged. `int8_io` and `int8_norm`: see `to_tflite`.
     The first `sample_images` held-out inputs (or calibration inputs, for DCGAN's noise), their
     true outputs and every file's outputs are written as PNGs under samples/ for the report.
+    With a `latency_model` (compress.latency), the plan's predicted latency on its device is
+    recorded (and the search's `target_ms`), for the report to set beside what the bench measures.
     """
     unknown = [t for t in targets if t not in FILENAMES]
     if unknown or not targets:
@@ -197,6 +202,11 @@ def export_bundle(
         "tools": tool_versions(),
         "source": source_record,
     }
+    if latency_model is not None:
+        predicted = latency_model.predict(plan.widths)
+        manifest["latency_prediction"] = {"predicted_ms": predicted, "target_ms": target_ms,
+                                          **asdict(latency_model.key),
+                                          "model_measured": latency_model.measured}  # fmt: skip
     left_out = [file_key(rt, precision) for rt in targets if precision not in TARGET_PRECISIONS[rt]]
     if left_out:  # said in the manifest rather than silently missing
         manifest["not_exported"] = {key: "no export of this runtime in this precision yet" for key in left_out}

@@ -18,6 +18,7 @@ from device_bench.store import ResultStore
 LATENCY_COLUMNS = ["model", "device", "runtime", "delegate", "threads", "median_ms", "p90_ms", "min_ms", "n",
                    "init_ms", "thermal", "fallback", "flags", "created"]  # fmt: skip
 FAILURE_COLUMNS = ["job", "created", "device", "runtime", "model", "reason"]
+PREDICTION_KEY = ("device", "runtime", "delegate", "threads", "precision")  # what a latency model predicts for
 
 
 @dataclass
@@ -70,6 +71,11 @@ def _model_row(bundle_dir: Path, qualities: dict[str, dict[str, Any]]) -> dict[s
             row[f"psnr_loss_db_{key}"] = measured["psnr_loss_db"]
         if "l1" in measured:  # each file's own held-out L1, for the quality-latency plot
             row[f"l1_{key}"] = measured["l1"]
+    prediction = manifest.get("latency_prediction")
+    if isinstance(prediction, dict) and isinstance(prediction.get("predicted_ms"), int | float):
+        row["predicted_ms"] = float(prediction["predicted_ms"])
+        row["target_ms"] = prediction.get("target_ms")
+        row["predicted_on"] = json.dumps({k: prediction.get(k) for k in PREDICTION_KEY})
     quality = qualities.get(name) or {}
     paired = quality.get("paired") or {}
     fid = quality.get("fid") or {}
@@ -273,6 +279,38 @@ def summary_table(data: ReportData) -> pd.DataFrame:
         latency.columns = [f"{c} ms" for c in latency.columns]
         table = table.join(latency)
     return table
+
+
+def latency_predictions(data: ReportData) -> pd.DataFrame:
+    """Each model whose export recorded a predicted latency (a latency-targeted search): the
+    prediction beside the newest median measured where the latency model was calibrated (same
+    device, runtime, delegate, threads and precision), the error, and whether the measurement
+    meets the search's target."""
+    if "predicted_ms" not in data.models:
+        return pd.DataFrame()
+    rows = []
+    for name, model in data.models.iterrows():
+        if not isinstance(model.get("predicted_on"), str):
+            continue
+        key = json.loads(model["predicted_on"])
+        label = _runtime_label(key["runtime"], key["precision"])
+        where = f"{key['device']} {label}/{key['delegate']} x{key['threads']}"
+        runs = data.latency[(data.latency["model"] == name) & (data.latency["device"] == key["device"])
+                            & (data.latency["runtime"] == label) & (data.latency["delegate"] == key["delegate"])
+                            & (data.latency["threads"] == key["threads"])]  # fmt: skip
+        measured = float(runs.sort_values("created")["median_ms"].iloc[-1]) if not runs.empty else float("nan")
+        target = model.get("target_ms")
+        target = float(target) if isinstance(target, int | float) and target == target else float("nan")
+        if measured != measured:
+            verdict = "not measured there yet"
+        elif target != target:
+            verdict = ""
+        else:
+            verdict = "meets its target" if measured <= target else f"misses its target by {measured / target - 1:.0%}"
+        rows.append({"model": name, "predicted on": where, "predicted ms": model["predicted_ms"],
+                     "measured ms": measured, "error %": (measured / model["predicted_ms"] - 1) * 100,
+                     "target ms": target, "verdict": verdict})  # fmt: skip
+    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
 
 
 def device_comparison(data: ReportData, reference: str = "dense") -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -14,7 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from coronet.errors import ReportError
-from reports.model import ReportData, device_comparison, latency_pivot, op_tables, summary_table
+from reports.model import (
+    ReportData,
+    device_comparison,
+    latency_pivot,
+    latency_predictions,
+    op_tables,
+    summary_table,
+)
 from reports.trends import SERIES, TrendRule, trend_table
 
 CSS = """
@@ -349,6 +356,18 @@ def _render_into(data: ReportData, out: Path) -> None:
     _write_csv(summary, out / "summary.csv", index=True)
 
     body = ["<h2>Dense vs compressed</h2>", _table(summary, "summary")]
+    predictions = latency_predictions(data)
+    if not predictions.empty:
+        _write_csv(predictions, out / "predictions.csv", index=True)
+        misses = int(predictions["verdict"].str.startswith("misses").sum())
+        body += ["<h2>Predicted against measured latency</h2>",
+                 '<p class="note">The latency model the search was driven by predicted each exported plan\'s median '
+                 "on the device, runtime and threads it was calibrated on; the bench measured it there. Error: "
+                 "measured over predicted, minus one.</p>",
+                 _table(predictions, "predictions")]  # fmt: skip
+        if misses:
+            body.append(f'<p class="note" id="prediction-misses"><strong>{misses} model{"s" if misses > 1 else ""} '
+                        "measured slower than the target.</strong></p>")  # fmt: skip
     shown = [m for m in models if m in data.samples and m != "dense"] or [m for m in models if m in data.samples]
     for model in shown:
         body += [f"<h2>Samples: {html.escape(model)}</h2>", sample_grid(data, model, out)]

@@ -1,0 +1,109 @@
+"""`device-bench calibrate`: a latency model (compress/latency.py) for one device, runtime,
+delegate, thread count and precision, measured through the ordinary job path: each random plan
+of the architecture is exported into a scratch bundle and timed as a BenchJob on the device
+(the host in this process, a phone over ADB), exactly as the bench stage would time it."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from coronet.bundle import tool_versions
+from device_bench.records import BenchJob, default_delegate
+from device_bench.run import TOOLS
+
+# the package whose version decides a host runtime's speed
+RUNTIME_PACKAGES = {"onnx": "onnxruntime", "tflite": "ai-edge-litert", "executorch": "executorch"}
+
+
+def measured_tools(device: str, runtime: str, binaries: Path) -> dict[str, Any]:
+    """The tool versions a latency model depends on: the host's runtime package, or the hash of
+    the phone tool pushed from `binaries` (phone tools print no version)."""
+    if device == "host":
+        package = RUNTIME_PACKAGES[runtime]
+        return {package: tool_versions().get(package)}
+    tool = Path(binaries) / TOOLS[runtime]
+    digest = hashlib.sha256(tool.read_bytes()).hexdigest()[:16] if tool.is_file() else None
+    return {TOOLS[runtime]: digest}
+
+
+def calibrate_device(
+    config_path: str | None,
+    device: str,
+    runtime: str,
+    threads: int,
+    out: Path,
+    precision: str = "fp32",
+    delegate: str = "",
+    image_size: int | None = None,
+    plans: int = 24,
+    held_out: int = 8,
+    runs: int = 10,
+    warmup_s: float = 0.5,
+    binaries: Path = Path("bench-binaries"),
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Calibrate and write the latency model for the config's generator; returns it."""
+    import numpy as np
+    import torch
+
+    from compress.config import load_config
+    from compress.latency import LatencyKey, calibrate
+    from compress.models import build_generator, example_input_shape, full_plan
+    from coronet.progress import Progress
+    from device_bench.run import execute
+    from export import export_bundle
+
+    config = load_config(config_path)
+    plan = full_plan(config.model.arch, **config.model.sizes)
+    size = image_size or config.export.image_size or config.data.image_size
+    shape = example_input_shape(plan, size)
+    key = LatencyKey(device, runtime, delegate or default_delegate(runtime), threads, precision)
+    calibration = None
+    if precision == "int8":  # calibrated on images of the right size; values matter little for timing
+        rng = np.random.default_rng(seed)
+        calibration = [rng.uniform(-1, 1, shape).astype(np.float32) for _ in range(4)]
+    transport = None
+    if device != "host":
+        from device_bench.adb import AdbTransport
+
+        transport = AdbTransport(device)
+        transport.connect()
+    bar = Progress("calibrate", plans + held_out + 1, enabled=progress)
+    try:
+        with tempfile.TemporaryDirectory(prefix="coronet-calibrate-") as scratch:
+
+            def time_plan(candidate):
+                torch.manual_seed(seed)
+                model = build_generator(candidate.arch, candidate).eval()
+                folder = Path(scratch) / "bundle"
+                bundle = export_bundle(model, folder, (runtime,), image_size=size, precision=precision,
+                                       parity_inputs=1, calibration=calibration, sample_images=0)  # fmt: skip
+                job = BenchJob(str(bundle.path), device, runtime, key.delegate, threads, runs=runs,
+                               warmup_s=warmup_s, precision=precision)  # fmt: skip
+                result = execute(job, transport, binaries)
+                shutil.rmtree(folder, ignore_errors=True)
+                bar.show(plan_ms=result.stats.median_ms)
+                return result.stats.median_ms, measured_tools(device, runtime, binaries), _profile(result)
+
+            model = calibrate(plan, shape, key, time_plan, plans, held_out, seed,
+                              progress=lambda done, total: bar.update(1))  # fmt: skip
+    finally:
+        bar.close()
+        if transport is not None:
+            transport.close()
+    model.save(out)
+    return model
+
+
+def _profile(result) -> dict[str, Any]:
+    """What the device was: the phone's chip and model, or the host's CPU."""
+    state = result.device_state
+    if result.device == "host":
+        before = state.get("before", {})
+        return {"cpu": before.get("cpu"), "cpu_count": before.get("cpu_count"), "platform": before.get("platform")}
+    return {"soc": state.get("soc"), "model": state.get("model"), "cluster": state.get("cluster")}

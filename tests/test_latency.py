@@ -1,0 +1,181 @@
+"""Latency models: fitting, predictions that grow with every width, calibration on the host
+through the real job path (the CLI), a search driven by a predicted target, refusals of a model
+made for something else, and predicted against measured in the report (headless Chromium)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import compress
+from compress.data import builtin_paired, random_batches
+from compress.latency import LatencyBudget, LatencyKey, LatencyModel, LatencyModelError, features, fit, random_plans
+from compress.search import SearchConfig, regression_train_step, run_search
+from tests.test_report import CHROMIUM_ARGS
+from tests.tools import require
+
+PLAN = compress.full_plan("resnet", ngf=16, n_blocks=2)
+SHAPE = (1, 3, 32, 32)
+HOST_ONNX = LatencyKey("host", "onnx", "cpu", 1, "fp32")
+
+
+def _synthetic(coefficients: dict[str, float], intercept: float = 0.2, granularity: int = 8) -> LatencyModel:
+    return LatencyModel(HOST_ONNX, PLAN, SHAPE, granularity, intercept, coefficients, {"onnxruntime": "1.0"},
+                        {"cpu": "test"}, "2026-12-02T00:00:00+00:00")  # fmt: skip
+
+
+def _truth() -> LatencyModel:
+    """A device whose costs are the model's form, with what MACs do not see: per-element
+    costs (norms, pads) and a stride-2 conv dearer per MAC than the others."""
+    coefficients = {f"{cls}:macs": 2e-8 * (2.0 if cls == "k3s2" else 1.0) for cls in ("k7s1", "k3s2", "k3s1", "t3s2")}
+    return _synthetic({**coefficients, "in": 1e-6, "out": 3e-6})
+
+
+def test_fit_recovers_a_device_of_its_form_and_predicts_unseen_plans():
+    truth = _truth()
+    cost = compress.PlanCost(PLAN, SHAPE)
+    samples = [(w, truth.predict(w)) for w in [dict(PLAN.widths), *random_plans(PLAN, 20, seed=1)]]
+    granularity, intercept, coefficients, loo = fit(cost, samples)
+    assert granularity == 8 and loo < 0.01
+    model = _synthetic(coefficients, intercept, granularity)
+    for widths in random_plans(PLAN, 10, seed=2):  # plans it was not fitted on
+        assert model.predict(widths) == pytest.approx(truth.predict(widths), rel=0.02)
+
+
+def test_predictions_grow_with_every_width():
+    model = _truth()
+    base = {g: max(1, PLAN[g] // 2) for g in PLAN.prunable}
+    for group in PLAN.prunable:
+        wider = {**base, group: base[group] + 8}  # one granule more
+        assert model.predict(wider) > model.predict(base), group
+        assert model.channel_ms(base)[group] > 0
+    # MACs miss the stride-2 price and the per-element terms; the model does not
+    f = features(model.cost, PLAN.widths, 8)
+    assert f["k3s2:macs"] > 0 and f["out"] > 0
+
+
+def _search(budget: LatencyBudget, max_steps: int = 400):
+    torch.manual_seed(0)
+    hyper = compress.HyperGenerator("resnet", PLAN, embedding_dim=4)
+    config = SearchConfig(tolerance=0.02, lam=50.0, lr=1e-3, max_steps=max_steps, target_latency_ms=budget.target_ms,
+                          latency_model="lat.json")  # fmt: skip
+    a, b = builtin_paired(8, 32, seed=0)
+    step, _ = regression_train_step(hyper, random_batches(a, b, 2, 0), config)
+    cost = compress.PlanCost(PLAN, SHAPE)
+    return run_search(hyper, step, config, cost, progress=False, budget=budget)
+
+
+@pytest.mark.parametrize("fraction", [0.85, 0.7, 0.55])  # the fastest plan of this device: 0.43 of dense
+def test_the_search_stops_within_tolerance_of_the_predicted_target(fraction):
+    model = _truth()
+    budget = LatencyBudget(model, fraction * model.dense_ms)
+    result = _search(budget)
+    assert result.reached and result.predicted_ms == pytest.approx(model.predict(result.plan.widths))
+    assert budget.target - 0.02 <= result.predicted_ms / model.dense_ms <= budget.target
+    assert all(r["latency_ratio"] >= budget.target - 0.02 for r in result.log)  # never below the floor
+    assert result.log[-1]["predicted_ms"] == pytest.approx(result.predicted_ms)
+
+
+def test_channels_are_priced_by_their_predicted_time():
+    model = _truth()
+    prices = LatencyBudget(model, model.dense_ms / 2).prices(dict(PLAN.widths))
+    costs = model.channel_ms(dict(PLAN.widths))
+    dearest, cheapest = max(costs, key=costs.get), min(costs, key=costs.get)
+    assert prices[dearest] > 1 > prices[cheapest]
+    assert prices[dearest] / prices[cheapest] == pytest.approx(costs[dearest] / costs[cheapest], rel=1e-6)
+
+
+def test_a_model_for_something_else_is_refused_in_one_line(tmp_path):
+    model = _truth()
+    path = model.save(tmp_path / "lat.json")
+    loaded = LatencyModel.load(path)
+    assert loaded.predict(PLAN.widths) == pytest.approx(model.dense_ms)
+    with pytest.raises(LatencyModelError, match="measured on host onnx/cpu x1 fp32, not host onnx/cpu x2 fp32"):
+        loaded.check(LatencyKey("host", "onnx", "cpu", 2))
+    with pytest.raises(LatencyModelError, match=r"measured with onnxruntime 1\.0, this is 1\.1: calibrate it again"):
+        loaded.check(HOST_ONNX, {"onnxruntime": "1.1"})
+    with pytest.raises(LatencyModelError, match="calibrate it at that image size"):
+        loaded.check(HOST_ONNX, input_shape=(1, 3, 64, 64))
+    data = json.loads(path.read_text())
+    for broken, message in ((dict(data, version=0), "version 0"), ("{", "is not a latency model"),
+                            (dict(data, coefficients={"k3s1:macs": -1}), "damaged")):  # fmt: skip
+        path.write_text(broken if isinstance(broken, str) else json.dumps(broken))
+        with pytest.raises(LatencyModelError, match=message):
+            LatencyModel.load(path)
+
+
+def _run(*args, cwd, module="device_bench.cli"):
+    env = {**os.environ, "CORONET_PROGRESS_EVERY_S": "0"}
+    return subprocess.run([sys.executable, "-m", module, *args] if module else [sys.executable, *args],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=600)  # fmt: skip
+
+
+def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
+    """`device-bench calibrate` through the ordinary job path, then compress-and-ship refusing it
+    for a run that benches elsewhere, with one line and before anything trains."""
+    config = tmp_path / "tiny.toml"
+    config.write_text('[model]\narch = "resnet"\nngf = 4\nn_blocks = 1\n[data]\nimage_size = 32\n')
+    proc = _run("calibrate", "--config", str(config), "--runtime", "onnx", "--plans", "5", "--held-out", "2",
+                "--runs", "3", "--out", str(tmp_path / "lat.json"), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "host onnx/cpu x1 fp32" in proc.stdout and "held-out plans" in proc.stdout
+    model = LatencyModel.load(tmp_path / "lat.json")
+    assert model.key == HOST_ONNX and model.tools["onnxruntime"] and model.device_profile["cpu"]
+    assert model.measured.startswith("20") and model.calibration["fitted_plans"] == 6
+    assert len(model.calibration["points"]) == 8 and all(p["measured_ms"] > 0 for p in model.calibration["points"])
+    assert model.predict({g: 1 for g in model.plan.prunable}) < model.dense_ms
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ship = os.path.join(repo, "compress_and_ship.py")
+    for extra, message in (
+        (["--runtimes", "tflite"], "measured on host onnx/cpu x1 fp32, but this run benches tflite"),
+        (["--image-size", "64"], "calibrate it at that image size"),
+    ):
+        proc = _run(ship, str(config), "--target-latency", "0.5", "--latency-model", str(tmp_path / "lat.json"),
+                    "--run-dir", str(tmp_path / "run"), *extra, cwd=tmp_path, module="")  # fmt: skip
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    proc = _run(ship, str(config), "--target-latency", "0.5", "--run-dir", str(tmp_path / "run"), cwd=tmp_path,
+                module="")  # fmt: skip
+    assert proc.returncode != 0 and "needs both search.target_latency_ms" in proc.stderr
+
+
+def test_the_report_sets_the_prediction_beside_the_measurement(tmp_path):
+    chromium = require("chromium")
+    from playwright.sync_api import sync_playwright
+
+    import export
+    from device_bench.run import BenchJob, execute
+    from device_bench.store import ResultStore
+    from reports import build_report, render_site
+
+    torch.manual_seed(0)
+    model = _truth()
+    widths = {g: max(1, PLAN[g] // 3) for g in PLAN.prunable}
+    bundles = {}
+    for name, plan, target in (("compressed", PLAN.with_widths(widths), 1e-3), ("dense", PLAN, None)):
+        generator = compress.build_generator("resnet", plan).eval()
+        bundles[name] = export.export_bundle(generator, tmp_path / name, ("onnx",), image_size=32, name=name,
+                                             latency_model=model, target_ms=target, sample_images=0)  # fmt: skip
+        assert bundles[name].manifest["latency_prediction"]["predicted_ms"] == pytest.approx(model.predict(plan.widths))
+    with ResultStore(tmp_path / "bench.db") as store:
+        for bundle in bundles.values():
+            job = BenchJob(str(bundle.path), "host", "onnx", runs=3, warmup_s=0.01)
+            store.finish(store.add_job(job), execute(job))
+    render_site(build_report(tmp_path / "bench.db", [b.path for b in bundles.values()]), tmp_path / "site")
+    cells = "cells => cells.map(c => c.textContent)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto((tmp_path / "site" / "index.html").as_uri())
+        heads = page.eval_on_selector_all("#predictions thead th", cells)
+        assert {"predicted ms", "measured ms", "error %", "target ms", "verdict"} <= set(heads)
+        rows = page.eval_on_selector_all("#predictions tbody tr", "rows => rows.map(r => r.textContent)")
+        assert len(rows) == 2 and all("host onnx/cpu x1" in r for r in rows)
+        compressed = next(r for r in rows if r.strip().startswith("compressed"))
+        assert "misses its target by" in compressed  # a 1 µs target no CPU meets: flagged
+        assert "1 model measured slower than the target" in page.text_content("#prediction-misses")
+        page.screenshot(path=str(tmp_path / "predictions.png"), full_page=True)
+        browser.close()
