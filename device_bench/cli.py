@@ -4,6 +4,7 @@ device-bench devices --device 192.168.1.20:5555
 device-bench run --device host --bundle runs/demo/export --runtime tflite --threads 2
 device-bench run --device 127.0.0.1:5555 --bundle DIR --runtime onnx --delegate cpu --binaries CACHE
 device-bench report --store bench.db --out site/
+device-bench calibrate --config configs/demo.toml --device host --runtime tflite --threads 2 --out lat.json
 
 The lab (one service, one agent per host with phones, nightly runs from cron):
 device-bench serve --store lab.db --host 0.0.0.0 --token-file ~/.config/coronet/token

@@ -118,14 +118,14 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
     for a run that benches elsewhere, with one line and before anything trains."""
     config = tmp_path / "tiny.toml"
     config.write_text('[model]\narch = "resnet"\nngf = 4\nn_blocks = 1\n[data]\nimage_size = 32\n')
-    proc = _run("calibrate", "--config", str(config), "--runtime", "onnx", "--plans", "5", "--held-out", "2",
-                "--runs", "3", "--out", str(tmp_path / "lat.json"), cwd=tmp_path)  # fmt: skip
+    proc = _run("calibrate", "--config", str(config), "--runtime", "onnx", "--plans", "4", "--held-out", "1",
+                "--runs", "2", "--out", str(tmp_path / "lat.json"), cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "host onnx/cpu x1 fp32" in proc.stdout and "held-out plans" in proc.stdout
     model = LatencyModel.load(tmp_path / "lat.json")
     assert model.key == HOST_ONNX and model.tools["onnxruntime"] and model.device_profile["cpu"]
-    assert model.measured.startswith("20") and model.calibration["fitted_plans"] == 6
-    assert len(model.calibration["points"]) == 8 and all(p["measured_ms"] > 0 for p in model.calibration["points"])
+    assert model.measured.startswith("20") and model.calibration["fitted_plans"] == 5
+    assert len(model.calibration["points"]) == 6 and all(p["measured_ms"] > 0 for p in model.calibration["points"])
     assert model.predict({g: 1 for g in model.plan.prunable}) < model.dense_ms
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ship = os.path.join(repo, "compress_and_ship.py")
