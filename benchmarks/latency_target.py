@@ -5,7 +5,8 @@ ResNet ngf 64 / 9 blocks at 256² (untrained weights: timing only), `--threads` 
 runtime (ONNX Runtime, LiteRT with XNNPACK):
 
 (a) calibrate a latency model (`device-bench calibrate`'s code: `--plans` random plans plus the
-    dense one, each exported and timed as an ordinary host bench job), then time `--test` more
+    dense one, each exported and timed as an ordinary host bench job, its per-op profile laid
+    per layer: the fit is per layer, scaled to the medians), then time `--test` more
     random plans it never saw and report the prediction error (goal: median |error| <= 5 %,
     max <= 15 %);
 (b) for targets of 1/4, 1/8 and 1/16 of the dense model's predicted latency, run the search with
@@ -41,24 +42,10 @@ from compress.data import builtin_paired, random_batches
 from compress.latency import LatencyBudget, LatencyKey, calibrate
 from compress.search import SearchConfig, regression_train_step, run_search
 from coronet.bundle import tool_versions
-from device_bench.calibrate import _profile, measured_tools
+from device_bench.calibrate import plan_timer
 from device_bench.host import host_state
-from device_bench.run import BenchJob, execute
 
 SHAPE = (1, 3, 256, 256)
-
-
-def _timer(runtime: str, threads: int, runs: int, scratch: Path):
-    def time_plan(plan):
-        torch.manual_seed(0)
-        model = compress.build_generator("resnet", plan).eval()
-        bundle = export.export_bundle(model, scratch / "bundle", (runtime,), image_size=256, parity_inputs=1,
-                                      sample_images=0)  # fmt: skip
-        job = BenchJob(str(bundle.path), "host", runtime, threads=threads, runs=runs, warmup_s=0.5)
-        result = execute(job)
-        return result.stats.median_ms, measured_tools("host", runtime, Path(".")), _profile(result)
-
-    return time_plan
 
 
 def _search(model, target_ms: float, steps: int) -> compress.ChannelPlan:
@@ -111,7 +98,7 @@ def main() -> None:
             scratch = Path(tmp)
             key = LatencyKey("host", runtime, "cpu" if runtime == "onnx" else "xnnpack", args.threads)
             t0 = time.perf_counter()
-            timer = _timer(runtime, args.threads, args.runs, scratch)
+            timer = plan_timer(key, 256, scratch, args.runs)
             model = calibrate(plan, SHAPE, key, timer, args.plans, args.test, seed=0,
                               progress=lambda i, n: print(f"  timed {i}/{n}", flush=True))  # fmt: skip
             calibration_s = time.perf_counter() - t0

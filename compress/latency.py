@@ -17,9 +17,12 @@ on unseen plans with them, exact without). Channel counts
 are taken rounded up to the device's `granularity` (the SIMD width its kernels pad to, chosen
 in the fit), so widths between two multiples cost the same and the search rounds to them.
 
-The coefficients are fitted, non-negative (so a prediction grows with every width), to the
-measured medians of random plans timed through device_bench's ordinary job path (`calibrate`),
-minimising the relative error. The file records what it was measured with: the device and its
+A width that is not a multiple of 8 adds a per-class penalty on its MACs (ONNX Runtime's
+blocked kernels fall back), and each conv one fixed op cost. The coefficients are fitted,
+non-negative (so a prediction grows with every width), to random plans timed through
+device_bench's ordinary job path (`calibrate`): per layer from each plan's per-op profile when
+the device gives one (`fit_layers`: every layer a row, the sum scaled to the medians), else to
+the medians alone (`fit`), minimising the relative error. The file records what it was measured with: the device and its
 profile, runtime, delegate, threads, precision, tool versions and the date; `check` refuses a
 model used for anything else with one line.
 """
@@ -72,17 +75,31 @@ def _padded(channels: np.ndarray, granularity: int) -> np.ndarray:
     return np.ceil(channels / granularity) * granularity
 
 
-def features(cost: PlanCost, widths: Mapping[str, int], granularity: int) -> dict[str, float]:
-    """The model's terms of one plan, summed per conv class: {"k3s1:macs": ..., ...}."""
-    out: dict[str, float] = {}
+def layer_features(cost: PlanCost, widths: Mapping[str, int], granularity: int) -> list[dict[str, float]]:
+    """Each conv's terms (with the ops on its output), in forward order: its class's MACs, the
+    same MACs again when a width is not a multiple of 8 (ONNX Runtime's blocked NCHWc kernels
+    then fall back to slower ones: measured at ngf 64, 256², 2 threads, every width one below a
+    multiple of 16 was 13 % slower than the multiple), the elements read and written, and one
+    op."""
+    rows = []
     for conv in cost.convs:
         spec = conv.spec
-        c_in = float(_padded(np.array(sum(widths[g] for g in spec.in_groups)), granularity))
-        c_out = float(_padded(np.array(widths[spec.out_group]), granularity))
+        raw_in, raw_out = sum(widths[g] for g in spec.in_groups), widths[spec.out_group]
+        c_in, c_out = float(_padded(np.array(raw_in), granularity)), float(_padded(np.array(raw_out), granularity))
         k2 = spec.kernel * spec.kernel
         macs = (conv.in_spatial if spec.transposed else conv.out_spatial) * c_in * c_out * k2
         cls = conv_class(spec.kernel, spec.stride, spec.transposed)
-        for name, value in ((f"{cls}:macs", macs), ("in", c_in * conv.in_spatial), ("out", c_out * conv.out_spatial)):
+        misaligned = macs if raw_in % 8 or raw_out % 8 else 0.0
+        rows.append({f"{cls}:macs": macs, f"{cls}:misaligned": misaligned, "in": c_in * conv.in_spatial,
+                     "out": c_out * conv.out_spatial, "op": 1.0})  # fmt: skip
+    return rows
+
+
+def features(cost: PlanCost, widths: Mapping[str, int], granularity: int) -> dict[str, float]:
+    """The model's terms of one plan, summed over its convs: {"k3s1:macs": ..., "in": ...}."""
+    out: dict[str, float] = {}
+    for row in layer_features(cost, widths, granularity):
+        for name, value in row.items():
             out[name] = out.get(name, 0.0) + value
     return out
 
@@ -135,6 +152,8 @@ class LatencyModel:
             spatial = conv.in_spatial if spec.transposed else conv.out_spatial
             cls = conv_class(spec.kernel, spec.stride, spec.transposed)
             a, b, o = (self.coefficients.get(name, 0.0) for name in (f"{cls}:macs", "in", "out"))
+            if (c_in % 8 or c_out % 8) and f"{cls}:misaligned" in self.coefficients:
+                a += self.coefficients[f"{cls}:misaligned"]
             if spec.out_group in costs:
                 costs[spec.out_group] += a * spatial * c_in * k2 + o * conv.out_spatial
             for g in spec.in_groups:
@@ -243,6 +262,69 @@ def fit(cost: PlanCost, samples: list[tuple[Mapping[str, int], float]]) -> tuple
     return granularity, float(theta[0]), {k: float(v) for k, v in zip(names, theta[1:], strict=True)}, score
 
 
+@dataclass
+class _LayerRows:
+    """The per-layer fit's data: scaled features, layer times, row weights, each row's plan, and
+    each plan's measured median."""
+
+    x: np.ndarray
+    t: np.ndarray
+    weight: np.ndarray
+    plan_of: np.ndarray
+    y: np.ndarray
+
+    def sums(self, theta: np.ndarray) -> np.ndarray:
+        """Each plan's predicted sum of layer times."""
+        return np.bincount(self.plan_of, weights=self.x @ theta, minlength=len(self.y))
+
+    def solve(self, keep: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """(layer coefficients, scale, intercept) fitted on the plans `keep` marks."""
+        from scipy.optimize import nnls
+
+        rows = keep[self.plan_of]
+        theta, _ = nnls(self.x[rows] * self.weight[rows, None], self.t[rows] * self.weight[rows])
+        sums = self.sums(theta)
+        ab, _ = nnls(np.stack([sums, np.ones_like(sums)], axis=1)[keep] / self.y[keep, None], np.ones(keep.sum()))
+        return theta, float(ab[0]), float(ab[1])
+
+
+def fit_layers(
+    cost: PlanCost, samples: list[tuple[Mapping[str, int], float, list[float]]]
+) -> tuple[int, float, dict[str, float], float]:
+    """Like `fit`, from per-layer times as well: (widths, median ms, each conv layer's profiled
+    ms) per plan. Each layer (its conv and the ops on its output) is one row of a non-negative
+    fit, so a calibration of 25 plans of a 24-conv generator gives 600 rows instead of 25; the
+    profiled layer times are then scaled to the whole model's measured median (a profiler's own
+    cost, ops timed alone, what lies between the layers: `scale` and an intercept, fitted to
+    the medians). Leave-one-plan-out error chooses the granularity."""
+    if len(samples) < 4:
+        raise LatencyModelError("a latency model needs at least 4 timed plans")
+    y = np.array([ms for _, ms, _ in samples])
+    best: tuple[float, int, float, dict[str, float]] | None = None
+    for granularity in GRANULARITIES:
+        rows = [layer_features(cost, {**cost.full_plan.widths, **w}, granularity) for w, _, _ in samples]
+        names = sorted({k for plan_rows in rows for row in plan_rows for k in row})
+        x = np.array([[row.get(k, 0.0) for k in names] for plan_rows in rows for row in plan_rows])
+        t = np.array([ms for _, _, layers in samples for ms in layers])
+        plan_of = np.repeat(np.arange(len(samples)), [len(r) for r in rows])
+        scale = x.max(axis=0)
+        scale[scale == 0] = 1.0
+        weight = 1.0 / (t + np.median(t))  # relative for the large layers, absolute for the tiny (noisy) ones
+        layers = _LayerRows(x / scale, t, weight, plan_of, y)
+        errors = []
+        for i in range(len(y)):  # leave one plan out: how it predicts a plan it was not fitted on
+            keep = np.arange(len(y)) != i
+            theta, a, b = layers.solve(keep)
+            errors.append(abs((a * layers.sums(theta)[i] + b) / y[i] - 1.0))
+        score = float(np.median(errors))
+        if best is None or score < best[0] - 1e-4:
+            theta, a, b = layers.solve(np.ones(len(y), dtype=bool))
+            theta = theta / scale
+            best = (score, granularity, b, {k: float(a * v) for k, v in zip(names, theta, strict=True)})
+    score, granularity, intercept, coefficients = best
+    return granularity, intercept, coefficients, score
+
+
 def random_plans(plan: ChannelPlan, count: int, seed: int, low: float = 0.12) -> list[dict[str, int]]:
     """`count` random width settings of the plan's prunable groups: an overall scale drawn
     log-uniformly in [low, 1], and each group's own factor around it (log-normal, σ 0.6: about
@@ -284,37 +366,56 @@ class LatencyBudget:
 
 
 @dataclass
+class Timing:
+    """One plan timed on the device: its median, what it was measured with, and (when the
+    device could profile it) each conv layer's ms in forward order, the ops on its output in."""
+
+    median_ms: float
+    tools: dict[str, Any]
+    device_profile: dict[str, Any]
+    layer_ms: list[float] | None = None
+
+
+@dataclass
 class CalibrationPoint:
     widths: dict[str, int]
     measured_ms: float
     predicted_ms: float = 0.0
+    layer_ms: list[float] | None = None
 
 
 def calibrate(
     plan: ChannelPlan,
     input_shape: tuple[int, ...],
     key: LatencyKey,
-    time_plan: Callable[[ChannelPlan], tuple[float, dict[str, Any], dict[str, Any]]],
+    time_plan: Callable[[ChannelPlan], Timing],
     plans: int = 24,
     held_out: int = 8,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> LatencyModel:
-    """Time the dense plan and `plans` random ones with `time_plan` (a plan -> (median ms, tool
-    versions, device profile): an export and a device_bench job), fit, and report the fit's
-    error on `held_out` further random plans it was not fitted on."""
+    """Time the dense plan and `plans` random ones with `time_plan` (an export and a
+    device_bench job), fit (per layer when every plan came with its layer times, else on the
+    medians alone), and report the fit's error on `held_out` further random plans it was not
+    fitted on."""
     settings = [dict(plan.widths), *random_plans(plan, plans + held_out, seed)]
-    points, tools, profile = [], {}, {}
+    points: list[CalibrationPoint] = []
+    timing = Timing(0.0, {}, {})
     for i, widths in enumerate(settings):
-        ms, tools, profile = time_plan(plan.with_widths({g: widths[g] for g in plan.prunable}))
-        points.append(CalibrationPoint(widths, ms))
+        timing = time_plan(plan.with_widths({g: widths[g] for g in plan.prunable}))
+        points.append(CalibrationPoint(widths, timing.median_ms, layer_ms=timing.layer_ms))
         if progress is not None:
             progress(i + 1, len(settings))
     fitted, test = points[: plans + 1], points[plans + 1 :]
     cost = PlanCost(plan, input_shape)
-    granularity, intercept, coefficients, loo = fit(cost, [(p.widths, p.measured_ms) for p in fitted])
-    model = LatencyModel(key, plan, tuple(input_shape), granularity, intercept, coefficients, dict(tools),
-                         dict(profile), datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
+    per_layer = all(p.layer_ms is not None and len(p.layer_ms) == len(cost.convs) for p in fitted)
+    if per_layer:
+        samples = [(p.widths, p.measured_ms, p.layer_ms) for p in fitted]
+        granularity, intercept, coefficients, loo = fit_layers(cost, samples)
+    else:
+        granularity, intercept, coefficients, loo = fit(cost, [(p.widths, p.measured_ms) for p in fitted])
+    model = LatencyModel(key, plan, tuple(input_shape), granularity, intercept, coefficients, dict(timing.tools),
+                         dict(timing.device_profile), datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
     model._cost = cost
     for p in points:
         p.predicted_ms = model.predict(p.widths)
@@ -324,6 +425,7 @@ def calibrate(
         return {"median": float(np.median(e)), "max": float(np.max(e))} if e else {}
 
     model.calibration = {
+        "method": "per layer" if per_layer else "whole model",
         "fitted_plans": len(fitted), "held_out_plans": len(test), "leave_one_out_median": loo,
         "fit_error": errors(fitted), "held_out_error": errors(test),
         "points": [asdict(p) | {"held_out": i > plans} for i, p in enumerate(points)],

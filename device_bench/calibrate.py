@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,57 @@ def measured_tools(device: str, runtime: str, binaries: Path) -> dict[str, Any]:
     return {TOOLS[runtime]: digest}
 
 
+def plan_timer(
+    key,
+    image_size: int,
+    scratch: Path,
+    runs: int = 10,
+    warmup_s: float = 0.5,
+    binaries: Path = Path("bench-binaries"),
+    transport=None,
+    calibration: list | None = None,
+    seed: int = 0,
+    on_timed: Callable[[float], None] | None = None,
+) -> Callable:
+    """plan -> compress.latency.Timing: the plan's generator (random weights) exported into a
+    scratch bundle and timed as an ordinary BenchJob on the key's device, with its per-op profile
+    laid per layer (op_profile.per_layer). The host profiles after its timed runs; a phone, whose
+    profiler slows the run it is in, gets a second, profiled job for the layer times."""
+    import torch
+
+    from compress.latency import Timing
+    from compress.models import build_generator
+    from device_bench.op_profile import OpTime, per_layer
+    from device_bench.run import execute
+    from export import export_bundle
+
+    def time_plan(plan) -> Timing:
+        torch.manual_seed(seed)
+        model = build_generator(plan.arch, plan).eval()
+        folder = Path(scratch) / "bundle"
+        bundle = export_bundle(model, folder, (key.runtime,), image_size=image_size, precision=key.precision,
+                               parity_inputs=1, calibration=calibration, sample_images=0)  # fmt: skip
+
+        def job(profile: bool) -> BenchJob:
+            return BenchJob(str(bundle.path), key.device, key.runtime, key.delegate, key.threads, runs=runs,
+                            warmup_s=warmup_s, precision=key.precision, profile=profile)  # fmt: skip
+
+        result = execute(job(key.device == "host"), transport, binaries)
+        profiled = result
+        if key.device != "host" and key.runtime != "executorch":
+            profiled = execute(job(True), transport, binaries)
+        ops = [OpTime.from_dict(op) for op in profiled.device_state.get("op_profile") or []]
+        rows = per_layer(bundle.manifest["layers"], ops) if ops else None
+        layer_ms = [r.total_ms for r in rows if r.group] if rows else None
+        shutil.rmtree(folder, ignore_errors=True)
+        if on_timed is not None:
+            on_timed(result.stats.median_ms)
+        return Timing(result.stats.median_ms, measured_tools(key.device, key.runtime, binaries), _profile(result),
+                      layer_ms)  # fmt: skip
+
+    return time_plan
+
+
 def calibrate_device(
     config_path: str | None,
     device: str,
@@ -49,14 +101,11 @@ def calibrate_device(
 ):
     """Calibrate and write the latency model for the config's generator; returns it."""
     import numpy as np
-    import torch
 
     from compress.config import load_config
     from compress.latency import LatencyKey, calibrate
-    from compress.models import build_generator, example_input_shape, full_plan
+    from compress.models import example_input_shape, full_plan
     from coronet.progress import Progress
-    from device_bench.run import execute
-    from export import export_bundle
 
     config = load_config(config_path)
     plan = full_plan(config.model.arch, **config.model.sizes)
@@ -76,20 +125,8 @@ def calibrate_device(
     bar = Progress("calibrate", plans + held_out + 1, enabled=progress)
     try:
         with tempfile.TemporaryDirectory(prefix="coronet-calibrate-") as scratch:
-
-            def time_plan(candidate):
-                torch.manual_seed(seed)
-                model = build_generator(candidate.arch, candidate).eval()
-                folder = Path(scratch) / "bundle"
-                bundle = export_bundle(model, folder, (runtime,), image_size=size, precision=precision,
-                                       parity_inputs=1, calibration=calibration, sample_images=0)  # fmt: skip
-                job = BenchJob(str(bundle.path), device, runtime, key.delegate, threads, runs=runs,
-                               warmup_s=warmup_s, precision=precision)  # fmt: skip
-                result = execute(job, transport, binaries)
-                shutil.rmtree(folder, ignore_errors=True)
-                bar.show(plan_ms=result.stats.median_ms)
-                return result.stats.median_ms, measured_tools(device, runtime, binaries), _profile(result)
-
+            time_plan = plan_timer(key, size, Path(scratch), runs, warmup_s, binaries, transport, calibration, seed,
+                                   on_timed=lambda ms: bar.show(plan_ms=ms))  # fmt: skip
             model = calibrate(plan, shape, key, time_plan, plans, held_out, seed,
                               progress=lambda done, total: bar.update(1))  # fmt: skip
     finally:

@@ -12,7 +12,17 @@ import torch
 
 import compress
 from compress.data import builtin_paired, random_batches
-from compress.latency import LatencyBudget, LatencyKey, LatencyModel, LatencyModelError, features, fit, random_plans
+from compress.latency import (
+    LatencyBudget,
+    LatencyKey,
+    LatencyModel,
+    LatencyModelError,
+    features,
+    fit,
+    fit_layers,
+    layer_features,
+    random_plans,
+)
 from compress.search import SearchConfig, regression_train_step, run_search
 from tests.test_report import CHROMIUM_ARGS
 from tests.tools import require
@@ -43,6 +53,23 @@ def test_fit_recovers_a_device_of_its_form_and_predicts_unseen_plans():
     model = _synthetic(coefficients, intercept, granularity)
     for widths in random_plans(PLAN, 10, seed=2):  # plans it was not fitted on
         assert model.predict(widths) == pytest.approx(truth.predict(widths), rel=0.02)
+
+
+def test_the_per_layer_fit_recovers_a_device_from_few_plans():
+    """Per-layer times (what a profile gives) pin the coefficients down from 6 plans, where the
+    medians alone would leave them underdetermined; the sum is scaled to the medians."""
+    truth = _truth()
+    cost = compress.PlanCost(PLAN, SHAPE)
+    samples = []
+    for widths in [dict(PLAN.widths), *random_plans(PLAN, 5, seed=3)]:
+        rows = layer_features(cost, {**PLAN.widths, **widths}, 8)
+        layers = [sum(truth.coefficients.get(k, 0.0) * v for k, v in row.items()) * 1.3 for row in rows]
+        samples.append((widths, truth.predict(widths), layers))  # the profiler reads 30 % high
+    granularity, intercept, coefficients, loo = fit_layers(cost, samples)
+    model = _synthetic(coefficients, intercept, granularity)
+    assert granularity == 8 and loo < 0.01
+    for widths in random_plans(PLAN, 10, seed=4):
+        assert model.predict(widths) == pytest.approx(truth.predict(widths), rel=0.01)
 
 
 def test_predictions_grow_with_every_width():
@@ -125,6 +152,7 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
     model = LatencyModel.load(tmp_path / "lat.json")
     assert model.key == HOST_ONNX and model.tools["onnxruntime"] and model.device_profile["cpu"]
     assert model.measured.startswith("20") and model.calibration["fitted_plans"] == 5
+    assert model.calibration["method"] == "per layer"  # ONNX Runtime's profile, laid per layer
     assert len(model.calibration["points"]) == 6 and all(p["measured_ms"] > 0 for p in model.calibration["points"])
     assert model.predict({g: 1 for g in model.plan.prunable}) < model.dense_ms
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
