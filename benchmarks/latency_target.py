@@ -133,7 +133,15 @@ def main() -> None:
                 "calibration_minutes": calibration_s / 60, "fit_error": model.calibration["fit_error"],
                 "held_out_error": held, "points": model.calibration["points"], "targets": rows,
             }  # fmt: skip
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    out = Path(args.out)
+    if out.is_file():  # a run of some runtimes keeps the others' records (each with its own settings)
+        earlier = json.loads(out.read_text())
+        for runtime, measured in earlier.get("runtimes", {}).items():
+            if runtime not in record["runtimes"]:
+                record["runtimes"][runtime] = {**measured, "settings": measured.get("settings", earlier["settings"])}
+    for measured in record["runtimes"].values():
+        measured.setdefault("settings", vars(args))
+    out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -63,7 +63,9 @@ def onnx_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
 
 
 def tflite_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
-    """The same for CONV_2D / TRANSPOSE_CONV of a TFLite file (weights are O x kh x kw x I)."""
+    """The same for CONV_2D / TRANSPOSE_CONV of a TFLite file (weights are O x kh x kw x I), and
+    the DEPTHWISE_CONV_2D the converter makes of a conv with one input channel (weights 1 x kh x
+    kw x O: a plan whose group was pruned to one channel)."""
     from export.litert import interpreter
 
     it = interpreter(path, xnnpack=False)
@@ -72,10 +74,16 @@ def tflite_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
     dequantized = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops if op["op_name"] == "DEQUANTIZE"}
     found = []
     for op in ops:
-        if op["op_name"] not in ("CONV_2D", "TRANSPOSE_CONV"):
+        if op["op_name"] not in ("CONV_2D", "TRANSPOSE_CONV", "DEPTHWISE_CONV_2D"):
             continue
         index = int(op["inputs"][1])
         w = it.get_tensor(dequantized.get(index, index))
+        if op["op_name"] == "DEPTHWISE_CONV_2D":
+            if it.get_tensor_details()[int(op["inputs"][0])]["shape"][-1] != 1:
+                continue  # a real depthwise conv: none of our generators has one
+            _, k, _, c_out = w.shape
+            found.append(((False, c_out, 1, k), _zero_channels(w, 3)))
+            continue
         c_out, k, _, c_in = w.shape
         found.append(((op["op_name"] == "TRANSPOSE_CONV", c_out, c_in, k), _zero_channels(w, 0)))
     return found

@@ -62,6 +62,18 @@ def test_bundle_for_each_generator(tmp_path, arch, variant):
         assert np.abs(reopened.run(x, runtime) - ref).max() < 1e-4
 
 
+def test_a_group_pruned_to_one_channel_exports_and_checks(tmp_path):
+    """The converter makes a DEPTHWISE_CONV_2D of a conv that reads one channel (found when a
+    latency-targeted search pruned a block's inner group to 1); the structure check reads it."""
+    plan = compress.full_plan("resnet", ngf=8, n_blocks=2)
+    plan = plan.with_widths({"block0": 1, "block1": 1})
+    torch.manual_seed(0)
+    model = compress.build_generator("resnet", plan).eval()
+    bundle = export.export_bundle(model, tmp_path, ("tflite",), image_size=32, sample_images=0)
+    assert bundle.manifest["structure"]["tflite"] == {"convs": 10, "ok": True}
+    assert bundle.manifest["parity"]["tflite"]["max_abs"] < 1e-4
+
+
 def test_bundle_from_a_checkpoint_records_its_source(tmp_path):
     model = _slim("resnet")
     ckpt = compress.save_checkpoint(tmp_path / "slim.pt", model, {"data": {"image_size": 32}})
