@@ -154,7 +154,8 @@ def _stage_inputs(stage: str, config, run_dir: Path) -> tuple[dict[str, Any], di
         return {"bench": asdict(config.bench)}, _manifests(run_dir)
     names = ("converge.json", "dense.json", "search_log.jsonl", str(BENCH_RECORD))
     files = {name: run_dir / name for name in names}
-    return {"target": config.search.target_macs}, {**files, **_manifests(run_dir)}
+    target = {"target": config.search.target_macs, "target_latency_ms": config.search.target_latency_ms}
+    return target, {**files, **_manifests(run_dir)}
 
 
 def _manifests(run_dir: Path) -> dict[str, Path]:
@@ -337,10 +338,13 @@ def report_data(config, run_dir: Path):
         if (run_dir / file).is_file():
             quality[name] = json.loads((run_dir / file).read_text()).get("quality")
     bundles = [run_dir / d for d in (EXPORT_DIR, DENSE_EXPORT_DIR) if (run_dir / d / "manifest.json").is_file()]
-    title = f"CoroNet report: {config.model.arch} at {config.search.target_macs:.0%} of the dense MACs"
+    s = config.search
+    title, target = f"CoroNet report: {config.model.arch} at {s.target_macs:.0%} of the dense MACs", s.target_macs
+    if s.latency_model:  # the search plot's MACs line has no target then; the predictions table has it
+        title, target = f"CoroNet report: {config.model.arch} at a target of {s.target_latency_ms:g} ms", None
     if not (run_dir / EXPORT_DIR / "manifest.json").is_file():  # --from export on a generator as it is
         title = f"CoroNet report: the {config.model.arch} generator as it is (no compressed model yet)"
-    return build_report(run_dir / STORE, bundles, quality, run_dir / "search_log.jsonl", config.search.target_macs,
+    return build_report(run_dir / STORE, bundles, quality, run_dir / "search_log.jsonl", target,
                         title=title)  # fmt: skip
 
 
