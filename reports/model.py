@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,13 @@ def build_report(
             label = f"{r.device} {_runtime_label(r.runtime, r.precision)}/{r.delegate}"
             seen = profiles.setdefault(name, {}).get(label)
             if seen is None or seen[0] <= r.created:
-                ops = [OpTime.from_dict(op) for op in ops if isinstance(op, dict)]
-                profiles[name][label] = (r.created, ops, r.stats.median_ms)
+                try:  # an agent's record is checked for numbers, not this list's insides
+                    ops = [OpTime.from_dict(op) for op in ops if isinstance(op, dict)]
+                except (TypeError, ValueError):
+                    ops = []
+                ops = [op for op in ops if math.isfinite(op.time_ms) and op.time_ms >= 0]
+                if ops:
+                    profiles[name][label] = (r.created, ops, r.stats.median_ms)
         if "op-profiled" in r.flags:
             continue  # timed with the profiler running: its ops page shows it, no latency table does
         image = (r.output_check or {}).get("image_png")

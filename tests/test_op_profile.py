@@ -175,3 +175,16 @@ def test_phone_profiles_reach_the_ops_page_in_chromium(bundle, tmp_path):
         browser.close()
     layers_csv = (tmp_path / "site" / f"ops-{bundle.path.name}-layers.csv").read_text().splitlines()
     assert len(layers_csv) == 1 + len(rows)  # the per-layer table as CSV too
+
+
+def test_a_malformed_profile_from_an_agent_leaves_the_report_whole(bundle, tmp_path):
+    """A result's numbers are validated when it is stored; the op list inside its device state is
+    read by the report, which skips a profile it cannot read instead of failing the report."""
+    result = execute(BenchJob(str(bundle.path), "host", "onnx", runs=2, warmup_s=0.01))
+    result.device_state["op_profile"] = [{"name": "conv", "type": "Conv", "time_ms": "fast"}]
+    with ResultStore(tmp_path / "bench.db") as store:
+        store.finish(store.add_job(BenchJob(str(bundle.path), "host", "onnx")), result)
+    data = build_report(tmp_path / "bench.db", [bundle.path])
+    assert data.op_profiles == {} and len(data.latency) == 1
+    render_site(data, tmp_path / "site")
+    assert not list((tmp_path / "site").glob("ops-*.html"))
