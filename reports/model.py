@@ -145,7 +145,7 @@ def build_report(
         ops = r.device_state.get("op_profile")
         if isinstance(ops, list) and ops:
             label = f"{r.device} {_runtime_label(r.runtime, r.precision)}/{r.delegate}"
-            seen = profiles.setdefault(name, {}).get(label)
+            seen = profiles.get(name, {}).get(label)
             if seen is None or seen[0] <= r.created:
                 try:  # an agent's record is checked for numbers, not this list's insides
                     ops = [OpTime.from_dict(op) for op in ops if isinstance(op, dict)]
@@ -153,7 +153,7 @@ def build_report(
                     ops = []
                 ops = [op for op in ops if math.isfinite(op.time_ms) and op.time_ms >= 0]
                 if ops:
-                    profiles[name][label] = (r.created, ops, r.stats.median_ms)
+                    profiles.setdefault(name, {})[label] = (r.created, ops, r.stats.median_ms)
         if "op-profiled" in r.flags:
             continue  # timed with the profiler running: its ops page shows it, no latency table does
         image = (r.output_check or {}).get("image_png")
