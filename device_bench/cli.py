@@ -200,6 +200,8 @@ def _calibrate(args) -> int:
 
     if args.plans < 4 or args.held_out < 0 or args.runs < 1 or args.threads < 1:
         raise ConfigError("--plans must be >= 4, --held-out >= 0, --runs and --threads >= 1")
+    if not Path(args.out).resolve().parent.is_dir():  # said now, not after the calibration's minutes
+        raise ConfigError(f"--out {args.out}: its folder does not exist; create it or pick another path")
     model = calibrate_device(args.config, args.device, args.runtime, args.threads, Path(args.out), args.precision,
                              args.delegate, args.image_size, args.plans, args.held_out, args.runs,
                              binaries=Path(args.binaries), seed=args.seed)  # fmt: skip
