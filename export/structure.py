@@ -12,6 +12,7 @@ import numpy as np
 from compress.models import build_generator
 from compress.plan import ChannelPlan
 from export.errors import StructureError
+from export.passes import subpixel_kernel
 
 # (transposed, C_out, C_in, k)
 ConvShape = tuple[bool, int, int, int]
@@ -26,13 +27,20 @@ class StructureReport:
         return {"convs": self.convs, "ok": self.ok}
 
 
-def expected_convs(plan: ChannelPlan) -> Counter:
+def expected_convs(plan: ChannelPlan, subpixel: bool = False) -> Counter:
+    """The plan's conv shapes; with `subpixel`, each transposed conv the TFLite export computes
+    as one conv and a pixel shuffle (export.passes) in that form: s²·C_out outputs, its kernel."""
     model = build_generator(plan.arch, plan)
-    shapes = [
-        (m.spec.transposed, plan[m.spec.out_group], plan.in_width(m.spec), m.spec.kernel)
-        for m in model.modules()
-        if hasattr(m, "spec")
-    ]
+    shapes = []
+    for m in model.modules():
+        if not hasattr(m, "spec"):
+            continue
+        spec, c_out, c_in = m.spec, plan[m.spec.out_group], plan.in_width(m.spec)
+        kernel = subpixel_kernel(spec.kernel, spec.stride, spec.padding, spec.output_padding)
+        if subpixel and spec.transposed and kernel is not None:
+            shapes.append((False, c_out * spec.stride**2, c_in, kernel))
+        else:
+            shapes.append((spec.transposed, c_out, c_in, spec.kernel))
     return Counter(shapes)
 
 
@@ -99,10 +107,13 @@ def check_structure(path: str | Path, runtime: str, plan: ChannelPlan) -> Struct
                 "export the slim generator, not the hyper or dense one"
             )
     # Compared without the transposed flag: the converter may lower a transposed conv on a 1x1
-    # input (DCGAN's first layer) to a padded CONV_2D with the same channels and kernel.
+    # input (DCGAN's first layer) to a padded CONV_2D with the same channels and kernel. A TFLite
+    # file has its transposed convs as sub-pixel convs (files exported before that: as they are).
     got = Counter(shape[1:] for shape, _ in found)
-    want = Counter(shape[1:] for shape in expected_convs(plan).elements())
-    if got != want:
+    forms = (True, False) if runtime == "tflite" else (False,)
+    wants = [Counter(shape[1:] for shape in expected_convs(plan, subpixel).elements()) for subpixel in forms]
+    want = wants[0]
+    if got not in wants:
         missing, extra = want - got, got - want
         raise StructureError(
             f"{Path(path).name}: conv shapes differ from the plan (out, in, k): "

@@ -177,6 +177,9 @@ def test_tflite_structure_check_reads_the_file(tmp_path):
     model = _slim("unet")
     out = export.to_tflite(model, tmp_path, (1, 3, 32, 32))
     assert check_structure(out.path, "tflite", model.plan).convs == 10
+    from export.litert import op_counts
+
+    assert "TRANSPOSE_CONV" not in op_counts(out.path)  # the up convs are sub-pixel convs (export.passes)
     with pytest.raises(export.StructureError):
         check_structure(out.path, "tflite", compress.full_plan("unet", **TINY["unet"][0]))
 
