@@ -32,6 +32,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -78,8 +79,10 @@ def _quality(model, held_out) -> dict[str, float]:
 
 
 def _coronet(
-    full, cost, target: float, steps: int, seed: int, data, start=None, lr_scale: float = 1.0
+    full, cost, target: float, steps: int, seed: int, data, start=None, lr_scale: float = 1.0, budget=None
 ) -> tuple[torch.nn.Module, dict]:
+    """CoroNet to a MACs ratio `target`, or with `budget` (compress.latency.LatencyBudget) to its
+    predicted latency, widths rounded to the latency model's granularity, as the pipeline does."""
     torch.manual_seed(seed)
     hyper = compress.HyperGenerator("resnet", full, embedding_dim=8)
     if start is not None:
@@ -94,8 +97,11 @@ def _coronet(
     # at lr_scale 1, so the search leaves at least 60 % of the steps to converging.
     lam = 2.0 / (0.4 * steps * config.lr)
     search = SearchConfig(target_macs=target, tolerance=0.02, lam=lam, lr=config.lr * lr_scale, max_steps=steps)
+    if budget is not None:
+        search = replace(search, target_latency_ms=budget.target_ms, latency_model="(in memory)",
+                         round_to=budget.model.granularity)  # fmt: skip
     t0 = time.perf_counter()
-    result = run_search(hyper, lambda _: trainer.step(next(batches)), search, cost, progress=False)
+    result = run_search(hyper, lambda _: trainer.step(next(batches)), search, cost, progress=False, budget=budget)
     t_search = time.perf_counter() - t0
     slim = compress.slim_generator(hyper).train()
     trainer.g = slim

@@ -1,21 +1,26 @@
 """Does a slim generator run faster in proportion to its MACs once exported?
 
-The dense ResNet generator (ngf 64, 9 blocks, 256x256) and slim plans with 4x, 10x and 20x fewer
-MACs are exported (ONNX + TFLite, export passes on) and timed on this CPU in one run: ONNX
-Runtime with 1 and 2 threads, LiteRT/XNNPACK with 2 threads. The slim plans are deterministic
-but irregular like a search result: every prunable group is scaled by a common factor times a
-seeded per-group jitter (0.7-1.3), rounded to a multiple of 8; the factor is bisected to hit
-the MACs reduction. Weights are random: latency does not depend on their values.
+The dense ResNet generator (ngf 64, 9 blocks) with slim plans of 4x, 10x and 20x fewer MACs, and
+the dense pix2pix U-Net-256 (ngf 64) with a 4x plan, all at 256x256, are exported (ONNX + TFLite,
+export passes on) and timed on this CPU in one run, interleaved: every round runs `--runs` /
+`--rounds` inferences of each (model, runtime, threads) in turn, after two warm-ups each; the
+median of all of a setting's samples. Settings: ONNX Runtime with 1 and 2 threads, LiteRT/XNNPACK
+with 2 threads. The slim plans are deterministic but irregular like a search result: every
+prunable group is scaled by a common factor times a seeded per-group jitter (0.7-1.3), rounded to
+a multiple of 8; the factor is bisected to hit the MACs reduction. Weights are random: latency
+does not depend on their values.
 
-    python benchmarks/export_speedup.py [--runs 10] [--reductions 4 10 20]
+    python benchmarks/export_speedup.py [--runs 10] [--rounds 5] [--reductions 4 10 20] [--unet-reductions 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import compress
 import export
-from device_bench.host import host_state, run_host_benchmark
+from device_bench.host import host_state
 from export.bundle import tool_versions
 
 SETTINGS = [("onnx", 1), ("onnx", 2), ("tflite", 2)]
@@ -45,30 +50,42 @@ def slim_plan(full: compress.ChannelPlan, cost: compress.PlanCost, reduction: fl
     return full.with_widths(widths(hi))
 
 
+def _plans(args: argparse.Namespace, shape: tuple[int, ...]) -> list[tuple[str, str, compress.ChannelPlan]]:
+    """(arch, name, plan) of every model timed."""
+    out = []
+    for arch, reductions in (("resnet", args.reductions), ("unet", args.unet_reductions)):
+        sizes = {"ngf": args.ngf, "n_blocks": 9} if arch == "resnet" else {"ngf": args.ngf}
+        full = compress.full_plan(arch, **sizes)
+        cost = compress.PlanCost(full, shape)
+        out += [(arch, "dense", full)] + [(arch, f"{r:g}x", slim_plan(full, cost, r)) for r in reductions]
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reductions", type=float, nargs="+", default=[4, 10, 20])
+    p.add_argument("--unet-reductions", type=float, nargs="*", default=[4])
     p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "export_speedup.json"))
     args = p.parse_args()
-    full = compress.full_plan("resnet", ngf=args.ngf, n_blocks=9)
     shape = (1, 3, args.image_size, args.image_size)
-    cost = compress.PlanCost(full, shape)
-    plans = [("dense", full)] + [(f"{r:g}x", slim_plan(full, cost, r)) for r in args.reductions]
-    rows = []
+    rows, runners = [], {}
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, plan in plans:
+        for arch, name, plan in _plans(args, shape):
             torch.manual_seed(0)
-            model = compress.build_generator("resnet", plan).eval()
-            print(f"exporting {name} ...", flush=True)
-            bundle = export.export_bundle(model, Path(tmp) / name, image_size=args.image_size)
-            count = cost.count(plan.widths)
+            model = compress.build_generator(arch, plan).eval()
+            print(f"exporting {arch} {name} ...", flush=True)
+            bundle = export.export_bundle(model, Path(tmp) / f"{arch}-{name}", image_size=args.image_size)
+            count = compress.PlanCost(plan, shape).count(plan.widths)
             for runtime, threads in SETTINGS:
-                result = run_host_benchmark(bundle, runtime, threads=threads, runs=args.runs, warmup_s=2.0)
+                runners[len(rows)] = bundle.runner(runtime, threads=threads)
                 rows.append(
                     {
+                        "arch": arch,
                         "model": name,
                         "plan": plan.to_dict(),
                         "macs": count.macs,
@@ -77,30 +94,44 @@ def main() -> int:
                         "xnnpack_partitions": bundle.manifest["files"]["tflite"]["xnnpack_partitions"],
                         "runtime": runtime,
                         "threads": threads,
-                        "median_ms": result.stats.median_ms,
-                        "p90_ms": result.stats.p90_ms,
-                        "samples_ms": result.samples_ms,
+                        "samples_ms": [],
                     }
                 )
-    dense = {(r["runtime"], r["threads"]): r for r in rows if r["model"] == "dense"}
+        for run in runners.values():  # warm-up: first-run allocation and weight packing
+            run(x)
+            run(x)
+        per_round = max(1, args.runs // args.rounds)
+        for round_ in range(args.rounds):
+            print(f"timing round {round_ + 1}/{args.rounds} ...", flush=True)
+            for i, run in runners.items():
+                for _ in range(per_round):
+                    t = time.perf_counter()
+                    run(x)
+                    rows[i]["samples_ms"].append((time.perf_counter() - t) * 1e3)
+    for r in rows:
+        r["median_ms"] = statistics.median(r["samples_ms"])
+        r["p90_ms"] = float(np.percentile(r["samples_ms"], 90))
+    dense = {(r["arch"], r["runtime"], r["threads"]): r for r in rows if r["model"] == "dense"}
     print(
-        f"\n{'model':<7}{'GMACs':>7}{'true':>7}{'runtime':>9}{'thr':>4}{'median ms':>11}"
+        f"\n{'arch':<7}{'model':<7}{'GMACs':>7}{'true':>7}{'runtime':>9}{'thr':>4}{'median ms':>11}"
         f"{'speedup':>9}{'eff':>6}{'eff(true)':>10}"
     )
     for r in rows:
-        d = dense[(r["runtime"], r["threads"])]
+        d = dense[(r["arch"], r["runtime"], r["threads"])]
         r["speedup"] = d["median_ms"] / r["median_ms"]
         r["macs_reduction"] = d["macs"] / r["macs"]
         r["true_macs_reduction"] = d["true_macs"] / r["true_macs"]
         r["efficiency"] = r["speedup"] / r["macs_reduction"]
         r["efficiency_true"] = r["speedup"] / r["true_macs_reduction"]
         print(
-            f"{r['model']:<7}{r['macs'] / 1e9:>7.2f}{r['true_macs'] / 1e9:>7.2f}{r['runtime']:>9}{r['threads']:>4}"
+            f"{r['arch']:<7}{r['model']:<7}{r['macs'] / 1e9:>7.2f}{r['true_macs'] / 1e9:>7.2f}"
+            f"{r['runtime']:>9}{r['threads']:>4}"
             f"{r['median_ms']:>11.1f}{r['speedup']:>9.2f}{r['efficiency']:>6.2f}{r['efficiency_true']:>10.2f}"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": host_state(), "tools": tool_versions(), "runs": args.runs, "results": rows}
+    payload = {"machine": host_state(), "tools": tool_versions(), "runs": args.runs, "rounds": args.rounds,
+               "timing": "interleaved rounds, two warm-ups per setting", "results": rows}  # fmt: skip
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

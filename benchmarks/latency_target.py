@@ -8,12 +8,15 @@ runtime (ONNX Runtime, LiteRT with XNNPACK):
     dense one, each exported and timed as an ordinary host bench job, its per-op profile laid
     per layer: the fit is per layer, scaled to the medians), then time `--test` more
     random plans it never saw and report the prediction error (goal: median |error| <= 5 %,
-    max <= 15 %);
+    max <= 15 %); every plan is timed in `--repeats` passes in alternating order, its latency
+    the median of its passes;
 (b) for targets of 1/4, 1/8 and 1/16 of the dense model's predicted latency, run the search with
     that target (the hypernetwork trained on the built-in pix2pix task at 64², an L1 step, for
     at most `--search-steps`), export the slim model at 256² and time it; the measured/target
     ratio (goal: in [0.90, 1.03]). The dense model and the three searched ones are timed
     interleaved: every round times `--runs` inferences of each in turn; medians of all rounds.
+    The machine's drift between (a) and (b) is the dense model's latency in (b) over its
+    latency in (a); the JSON also gives each ratio divided by that drift.
 
     python benchmarks/latency_target.py [--runtimes onnx,tflite] [--plans 24] [--test 20]
 Writes benchmarks/results/latency_target.json. (c) of the issue, quality at equal latency against
@@ -86,6 +89,7 @@ def main() -> None:
     p.add_argument("--test", type=int, default=20)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--search-steps", type=int, default=600)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "latency_target.json"))
     args = p.parse_args()
@@ -99,7 +103,7 @@ def main() -> None:
             key = LatencyKey("host", runtime, "cpu" if runtime == "onnx" else "xnnpack", args.threads)
             t0 = time.perf_counter()
             timer = plan_timer(key, 256, scratch, args.runs)
-            model = calibrate(plan, SHAPE, key, timer, args.plans, args.test, seed=0,
+            model = calibrate(plan, SHAPE, key, timer, args.plans, args.test, seed=0, repeats=args.repeats,
                               progress=lambda i, n: print(f"  timed {i}/{n}", flush=True))  # fmt: skip
             calibration_s = time.perf_counter() - t0
             model.save(scratch / "lat.json")
@@ -120,14 +124,18 @@ def main() -> None:
                                               sample_images=0)  # fmt: skip
                 runners[name] = bundle.runner(runtime, threads=args.threads)
             measured = _time_interleaved(runners, args.rounds, args.runs)
+            drift = measured["dense"] / model.calibration["points"][0]["measured_ms"]
             rows = {name: {"target_ms": targets[name], "predicted_ms": predicted[name], "measured_ms": measured[name],
                            "measured_over_target": measured[name] / targets[name],
+                           "over_target_drift_removed": measured[name] / targets[name] / drift,
                            "in_band": 0.90 <= measured[name] / targets[name] <= 1.03} for name in targets}  # fmt: skip
+            print(f"  drift: the dense model ran {drift:.3f}x its (a) latency in (b)", flush=True)
             for name, row in rows.items():
                 print(f"  (b) {name}: target {row['target_ms']:.1f} ms, predicted {row['predicted_ms']:.1f}, measured "
-                      f"{row['measured_ms']:.1f} ({row['measured_over_target']:.2f}x target)", flush=True)  # fmt: skip
+                      f"{row['measured_ms']:.1f} ({row['measured_over_target']:.2f}x target, "
+                      f"{row['over_target_drift_removed']:.2f}x without the drift)", flush=True)  # fmt: skip
             record["runtimes"][runtime] = {
-                "dense_predicted_ms": model.dense_ms, "dense_measured_ms": measured["dense"],
+                "dense_predicted_ms": model.dense_ms, "dense_measured_ms": measured["dense"], "drift": drift,
                 "granularity": model.granularity, "coefficients": model.coefficients,
                 "intercept_ms": model.intercept_ms,
                 "calibration_minutes": calibration_s / 60, "fit_error": model.calibration["fit_error"],

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -376,36 +376,64 @@ class Timing:
     layer_ms: list[float] | None = None
 
 
+class PlanTimer(Protocol):
+    """Times one plan on the device (device_bench.calibrate.plan_timer); `profile=False` for a
+    plan timed before, again: its median only."""
+
+    def __call__(self, plan: ChannelPlan, profile: bool = True) -> Timing: ...
+
+
 @dataclass
 class CalibrationPoint:
     widths: dict[str, int]
-    measured_ms: float
+    measured_ms: float  # the median of `passes_ms` when the plan was timed more than once
     predicted_ms: float = 0.0
     layer_ms: list[float] | None = None
+    passes_ms: list[float] | None = None
 
 
 def calibrate(
     plan: ChannelPlan,
     input_shape: tuple[int, ...],
     key: LatencyKey,
-    time_plan: Callable[[ChannelPlan], Timing],
+    time_plan: PlanTimer,
     plans: int = 24,
     held_out: int = 8,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    repeats: int = 1,
 ) -> LatencyModel:
     """Time the dense plan and `plans` random ones with `time_plan` (an export and a
     device_bench job), fit (per layer when every plan came with its layer times, else on the
     medians alone), and report the fit's error on `held_out` further random plans it was not
-    fitted on."""
+    fitted on.
+
+    With `repeats` > 1 every plan is timed again in further passes, each in the reverse order
+    of the one before (`time_plan(plan, profile=False)`: the file already exported, no
+    profile), and a plan's latency is the median of its passes. A shared machine drifts by
+    ±5-8 % over minutes; alternating the order cancels a steady drift between plans."""
     settings = [dict(plan.widths), *random_plans(plan, plans + held_out, seed)]
+    slim = [plan.with_widths({g: w[g] for g in plan.prunable}) for w in settings]
     points: list[CalibrationPoint] = []
     timing = Timing(0.0, {}, {})
-    for i, widths in enumerate(settings):
-        timing = time_plan(plan.with_widths({g: widths[g] for g in plan.prunable}))
+    done, total = 0, len(settings) * max(1, repeats)
+    for widths, p in zip(settings, slim, strict=True):
+        timing = time_plan(p)
         points.append(CalibrationPoint(widths, timing.median_ms, layer_ms=timing.layer_ms))
+        done += 1
         if progress is not None:
-            progress(i + 1, len(settings))
+            progress(done, total)
+    passes = [[p.measured_ms] for p in points]
+    for r in range(1, max(1, repeats)):
+        order = range(len(slim) - 1, -1, -1) if r % 2 else range(len(slim))
+        for i in order:
+            passes[i].append(time_plan(slim[i], profile=False).median_ms)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    for p, measured in zip(points, passes, strict=True):
+        p.measured_ms = float(np.median(measured))
+        p.passes_ms = measured if len(measured) > 1 else None
     fitted, test = points[: plans + 1], points[plans + 1 :]
     cost = PlanCost(plan, input_shape)
     per_layer = all(p.layer_ms is not None and len(p.layer_ms) == len(cost.convs) for p in fitted)
@@ -425,7 +453,7 @@ def calibrate(
         return {"median": float(np.median(e)), "max": float(np.max(e))} if e else {}
 
     model.calibration = {
-        "method": "per layer" if per_layer else "whole model",
+        "method": "per layer" if per_layer else "whole model", "repeats": max(1, repeats),
         "fitted_plans": len(fitted), "held_out_plans": len(test), "leave_one_out_median": loo,
         "fit_error": errors(fitted), "held_out_error": errors(test),
         "points": [asdict(p) | {"held_out": i > plans} for i, p in enumerate(points)],

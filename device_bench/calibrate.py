@@ -6,7 +6,6 @@ of the architecture is exported into a scratch bundle and timed as a BenchJob on
 from __future__ import annotations
 
 import hashlib
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -43,10 +42,11 @@ def plan_timer(
     seed: int = 0,
     on_timed: Callable[[float], None] | None = None,
 ) -> Callable:
-    """plan -> compress.latency.Timing: the plan's generator (random weights) exported into a
-    scratch bundle and timed as an ordinary BenchJob on the key's device, with its per-op profile
-    laid per layer (op_profile.per_layer). The host profiles after its timed runs; a phone, whose
-    profiler slows the run it is in, gets a second, profiled job for the layer times."""
+    """A compress.latency.PlanTimer: the plan's generator (random weights) exported into a
+    bundle in `scratch` and timed as an ordinary BenchJob on the key's device, with its per-op
+    profile laid per layer (op_profile.per_layer). The host profiles after its timed runs; a
+    phone, whose profiler slows the run it is in, gets a second, profiled job for the layer
+    times. A plan timed again (`profile=False`) reuses its bundle: no export, no profile."""
     import torch
 
     from compress.latency import Timing
@@ -55,25 +55,30 @@ def plan_timer(
     from device_bench.run import execute
     from export import export_bundle
 
-    def time_plan(plan) -> Timing:
-        torch.manual_seed(seed)
-        model = build_generator(plan.arch, plan).eval()
-        folder = Path(scratch) / "bundle"
-        bundle = export_bundle(model, folder, (key.runtime,), image_size=image_size, precision=key.precision,
-                               parity_inputs=1, calibration=calibration, sample_images=0)  # fmt: skip
+    bundles: dict[tuple[tuple[str, int], ...], Any] = {}
+
+    def time_plan(plan, profile: bool = True) -> Timing:
+        widths = tuple(sorted(plan.widths.items()))
+        bundle = bundles.get(widths)
+        if bundle is None:
+            torch.manual_seed(seed)
+            model = build_generator(plan.arch, plan).eval()
+            folder = Path(scratch) / f"plan-{len(bundles)}"
+            bundle = export_bundle(model, folder, (key.runtime,), image_size=image_size, precision=key.precision,
+                                   parity_inputs=1, calibration=calibration, sample_images=0)  # fmt: skip
+            bundles[widths] = bundle
 
         def job(profile: bool) -> BenchJob:
             return BenchJob(str(bundle.path), key.device, key.runtime, key.delegate, key.threads, runs=runs,
                             warmup_s=warmup_s, precision=key.precision, profile=profile)  # fmt: skip
 
-        result = execute(job(key.device == "host"), transport, binaries)
+        result = execute(job(profile and key.device == "host"), transport, binaries)
         profiled = result
-        if key.device != "host" and key.runtime != "executorch":
+        if profile and key.device != "host" and key.runtime != "executorch":
             profiled = execute(job(True), transport, binaries)
         ops = [OpTime.from_dict(op) for op in profiled.device_state.get("op_profile") or []]
         rows = per_layer(bundle.manifest["layers"], ops) if ops else None
         layer_ms = [r.total_ms for r in rows if r.group] if rows else None
-        shutil.rmtree(folder, ignore_errors=True)
         if on_timed is not None:
             on_timed(result.stats.median_ms)
         return Timing(result.stats.median_ms, measured_tools(key.device, key.runtime, binaries), _profile(result),
@@ -98,6 +103,7 @@ def calibrate_device(
     binaries: Path = Path("bench-binaries"),
     seed: int = 0,
     progress: bool = True,
+    repeats: int = 2,
 ):
     """Calibrate and write the latency model for the config's generator; returns it."""
     import numpy as np
@@ -122,13 +128,13 @@ def calibrate_device(
 
         transport = AdbTransport(device)
         transport.connect()
-    bar = Progress("calibrate", plans + held_out + 1, enabled=progress)
+    bar = Progress("calibrate", (plans + held_out + 1) * repeats, enabled=progress)
     try:
         with tempfile.TemporaryDirectory(prefix="coronet-calibrate-") as scratch:
             time_plan = plan_timer(key, size, Path(scratch), runs, warmup_s, binaries, transport, calibration, seed,
                                    on_timed=lambda ms: bar.show(plan_ms=ms))  # fmt: skip
             model = calibrate(plan, shape, key, time_plan, plans, held_out, seed,
-                              progress=lambda done, total: bar.update(1))  # fmt: skip
+                              progress=lambda done, total: bar.update(1), repeats=repeats)  # fmt: skip
     finally:
         bar.close()
         if transport is not None:

@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--plans", type=int, default=24, help="random plans to fit on (plus the dense one)")
     ca.add_argument("--held-out", type=int, default=8, help="further random plans to report the error on")
     ca.add_argument("--runs", type=int, default=10, help="timed runs per plan")
+    ca.add_argument("--repeats", type=int, default=2, help="passes over all plans, alternating their order; "
+                    "a plan's latency is the median of its passes (a shared machine drifts in minutes)")  # fmt: skip
     ca.add_argument("--seed", type=int, default=0)
     ca.add_argument("--binaries", default="bench-binaries", help="folder with the arm64-v8a tools to push")
     ca.add_argument("--out", required=True, help="the latency model file to write (JSON)")
@@ -198,13 +200,13 @@ def _calibrate(args) -> int:
     from coronet.errors import ConfigError
     from device_bench.calibrate import calibrate_device
 
-    if args.plans < 4 or args.held_out < 0 or args.runs < 1 or args.threads < 1:
-        raise ConfigError("--plans must be >= 4, --held-out >= 0, --runs and --threads >= 1")
+    if args.plans < 4 or args.held_out < 0 or min(args.runs, args.threads, args.repeats) < 1:
+        raise ConfigError("--plans must be >= 4, --held-out >= 0, --runs, --threads and --repeats >= 1")
     if not Path(args.out).resolve().parent.is_dir():  # said now, not after the calibration's minutes
         raise ConfigError(f"--out {args.out}: its folder does not exist; create it or pick another path")
     model = calibrate_device(args.config, args.device, args.runtime, args.threads, Path(args.out), args.precision,
                              args.delegate, args.image_size, args.plans, args.held_out, args.runs,
-                             binaries=Path(args.binaries), seed=args.seed)  # fmt: skip
+                             binaries=Path(args.binaries), seed=args.seed, repeats=args.repeats)  # fmt: skip
     fit, test = model.calibration["fit_error"], model.calibration.get("held_out_error") or {}
     held = f"; held-out plans: median {test['median']:.1%}, max {test['max']:.1%}" if test else ""
     print(f"{args.out}: {model.key.describe()}, dense {model.dense_ms:.3g} ms, channels counted in multiples of "

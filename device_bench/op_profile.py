@@ -163,20 +163,32 @@ def layer_shape(layer: dict[str, Any]) -> str:
 
 
 def per_layer(layers: list[dict[str, Any]], ops: list[OpTime]) -> list[LayerTime] | None:
-    """`ops` (in execution order) laid against `layers` (the manifest's convs in forward order);
-    None when the profile's conv ops are not one per layer."""
+    """`ops` (in execution order) laid against `layers` (the manifest's convs in forward order):
+    one conv op per layer (ONNX), or a transposed layer's `phases` conv ops in a row (a TFLite
+    file computes it as one conv per output phase); None when the profile's conv ops are
+    neither. A layer's conv time sums its conv ops; its other ops are the non-conv ops after
+    its first conv op, up to the next layer's."""
     convs = [i for i, op in enumerate(ops) if op.is_conv]
-    if not layers or len(convs) != len(layers):
+    if not layers:
         return None
+    if len(convs) == len(layers):
+        per = [1] * len(layers)
+    elif len(convs) == sum(int(layer.get("phases", 1)) for layer in layers):
+        per = [int(layer.get("phases", 1)) for layer in layers]
+    else:
+        return None
+    firsts = [convs[sum(per[:k])] for k in range(len(layers))]
     rows = []
-    bounds = [*convs, len(ops)]
+    bounds = [*firsts, len(ops)]
     if convs[0] > 0:
         before = ops[: convs[0]]
         rows.append(LayerTime("input", "", "", 0.0, sum(o.time_ms for o in before), _kinds(before)))
     for k, layer in enumerate(layers):
-        conv, rest = ops[bounds[k]], ops[bounds[k] + 1 : bounds[k + 1]]
-        rows.append(LayerTime(layer["name"], layer["group"], layer_shape(layer), conv.time_ms,
-                              sum(o.time_ms for o in rest), _kinds(rest)))  # fmt: skip
+        span = ops[bounds[k] : bounds[k + 1]]
+        rest = [o for o in span if not o.is_conv]
+        rows.append(LayerTime(layer["name"], layer["group"], layer_shape(layer),
+                              sum(o.time_ms for o in span if o.is_conv), sum(o.time_ms for o in rest),
+                              _kinds(rest)))  # fmt: skip
     return rows
 
 

@@ -41,6 +41,7 @@ from export.integer import check_integer
 from export.litert import xnnpack_refused
 from export.onnx_export import to_onnx
 from export.parity import check_parity, random_inputs
+from export.passes import phase_kernels
 from export.quantize import onnx_fp16, onnx_int8
 from export.runtimes import make_runner
 from export.structure import check_structure
@@ -224,13 +225,18 @@ def export_bundle(
 
 def conv_layers(model: nn.Module) -> list[dict[str, Any]]:
     """The generator's convolutions in forward order (module pre-order is forward order for these
-    generators, the U-Net's nested blocks included): what a per-op profile is laid against."""
-    return [
-        {"name": name, "group": m.spec.out_group, "in": m.in_channels, "out": m.out_channels,
-         "kernel": m.spec.kernel, "stride": m.spec.stride, "transposed": m.spec.transposed}
-        for name, m in model.named_modules()
-        if isinstance(getattr(m, "spec", None), ConvSpec) and isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
-    ]  # fmt: skip
+    generators, the U-Net's nested blocks included): what a per-op profile is laid against.
+    `phases`: how many convs the TFLite file computes a transposed conv with (export.passes)."""
+    layers = []
+    for name, m in model.named_modules():
+        spec = getattr(m, "spec", None)
+        if not isinstance(spec, ConvSpec) or not isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            continue
+        kernels = phase_kernels(spec.kernel, spec.stride, spec.padding, spec.output_padding)
+        layers.append({"name": name, "group": spec.out_group, "in": m.in_channels, "out": m.out_channels,
+                       "kernel": spec.kernel, "stride": spec.stride, "transposed": spec.transposed,
+                       "phases": len(kernels) if spec.transposed and kernels else 1})  # fmt: skip
+    return layers
 
 
 def _write_check_input(out: Path, x: np.ndarray) -> dict[str, Any]:

@@ -5,10 +5,12 @@ the same function up to float32 rounding; tests check each one alone.
 Why these (measured with litert-torch 0.10 / XNNPACK here):
 - XNNPACK's TRANSPOSE_CONV is slow: in a U-Net ngf 8 at 256² (1 thread) the transposed convs
   took 28 of 31 ms, the last one (16 -> 3 channels) alone 15.6. A stride-s transposed conv whose
-  output is s times its input is s² ordinary convs on the input, one per output phase: computed
-  as one CONV_2D with s²·C_out channels and a pixel shuffle, the U-Net ran in 10.7 ms instead
-  of 19.5 (2 threads, interleaved) and a ResNet ngf 16 in 154 instead of 171, the same numbers
-  to 1e-6. The shuffle lowers to reshapes and transposes, which XNNPACK takes.
+  output is s times its input is s² ordinary convs on the input, one per output phase, with
+  only that phase's taps; the phases interleave by reshapes and transposes, which XNNPACK
+  takes. U-Net ngf 8 at 256², 2 threads: 20.5 -> 11.1 ms as one 3x3 conv with 4·C_out channels
+  and a pixel shuffle, whose zero taps cost 2.25x the MACs; per phase (exact MACs), U-Net ngf 64
+  at 4x fewer MACs 50.9 -> 40.1 ms and ResNet ngf 64 at 10x 108 -> 95 ms against the one-conv
+  form (interleaved; the same numbers to 1e-6).
 - Where that does not apply (DCGAN's first layer on a 1x1 input): `ConvTranspose2d(k3, s2, p1,
   output_padding=1)` does not convert at all ("failed to legalize mhlo.convolution"); an
   unpadded transposed conv followed by a crop does.
@@ -29,6 +31,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 Pass = Callable[[nn.Module], nn.Module]
 
@@ -83,54 +86,56 @@ def _phase_taps(kernel: int, stride: int, padding: int) -> list[list[tuple[int, 
     ]
 
 
-def _subpixel_window(kernel: int, stride: int, padding: int, output_padding: int) -> tuple[int, int] | None:
-    """(first, last) input offset the phases of a square transposed conv read, or None where the
-    rewrite does not apply: stride 1, a kernel smaller than the stride (a phase with no taps),
-    an output that is not exactly s times the input, or a window that does not hold offset 0."""
+def phase_kernels(kernel: int, stride: int, padding: int, output_padding: int) -> list[tuple[int, int]] | None:
+    """The (height, width) kernel of each phase conv of a square transposed conv, phases in
+    row-major order (a_h, a_w), or None where the rewrite does not apply: stride 1, a kernel
+    smaller than the stride (a phase with no taps), an output that is not exactly s times the
+    input, or a phase whose taps do not cover input offset 0 (it would need a crop)."""
     if stride < 2 or kernel < stride or kernel + output_padding - 2 * padding != stride:
         return None
-    offsets = [d for phase in _phase_taps(kernel, stride, padding) for d, _ in phase]
-    return (min(offsets), max(offsets)) if min(offsets) <= 0 <= max(offsets) else None
+    windows = [[d for d, _ in phase] for phase in _phase_taps(kernel, stride, padding)]
+    if not all(min(w) <= 0 <= max(w) for w in windows):
+        return None
+    sizes = [max(w) - min(w) + 1 for w in windows]
+    return [(h, w) for h in sizes for w in sizes]
 
 
-def subpixel_kernel(kernel: int, stride: int, padding: int, output_padding: int) -> int | None:
-    """The kernel of the ordinary conv that computes the transposed conv's s² output phases (the
-    window all phases read: 3 for k4 s2 p1, 2 for k3 s2 p1 op1), or None (`_subpixel_window`)."""
-    window = _subpixel_window(kernel, stride, padding, output_padding)
-    return None if window is None else window[1] - window[0] + 1
-
-
-class SubPixelConvTranspose2d(nn.Module):
-    """A stride-s ConvTranspose2d as one Conv2d with s²·C_out output channels (channel c·s² +
-    a_h·s + a_w holds phase (a_h, a_w) of output channel c) and a PixelShuffle(s). The conv's
-    window spans the input offsets the phases read, zero-padded before and after (a pad the
-    runtimes fold into the conv when the two sides differ)."""
+class PhaseConvTranspose2d(nn.Module):
+    """A stride-s ConvTranspose2d as s² ordinary convs on the input, one per output phase
+    (a_h, a_w), each with only that phase's taps (a k4 s2 transposed conv: four 2x2 convs; k3 s2:
+    1x1, 1x2, 2x1, 2x2), zero-padded on the sides its taps reach, and the phases interleaved into
+    the s-times larger output. The same MACs as the transposed conv's true ones."""
 
     def __init__(self, m: nn.ConvTranspose2d) -> None:
         super().__init__()
-        (k, _), (s, _), (p, _), (op, _) = m.kernel_size, m.stride, m.padding, m.output_padding
-        window = _subpixel_window(k, s, p, op)
-        assert window is not None, "check subpixel_kernel before building one"
-        before, after = -window[0], window[1]
-        size = before + after + 1
+        (k, _), (s, _), (p, _) = m.kernel_size, m.stride, m.padding
+        assert phase_kernels(k, s, p, m.output_padding[0]) is not None, "check phase_kernels before building one"
         taps = _phase_taps(k, s, p)
         w = m.weight.detach()  # (C_in, C_out, k, k)
-        weight = torch.zeros(m.out_channels, s, s, m.in_channels, size, size)
-        for a_h, row_taps in enumerate(taps):
-            for a_w, col_taps in enumerate(taps):
-                for d_h, k_h in row_taps:
-                    for d_w, k_w in col_taps:
-                        weight[:, a_h, a_w, :, before + d_h, before + d_w] = w[:, :, k_h, k_w].t()
-        symmetric = before if before == after else 0
-        self.pad = nn.Identity() if before == after else nn.ZeroPad2d((before, after, before, after))
-        self.conv = nn.Conv2d(m.in_channels, m.out_channels * s * s, size, padding=symmetric, bias=m.bias is not None)
-        self.conv.weight = nn.Parameter(weight.reshape(-1, m.in_channels, size, size))
-        if m.bias is not None:
-            self.conv.bias = nn.Parameter(m.bias.detach().repeat_interleave(s * s))
-        self.shuffle = nn.PixelShuffle(s)
+        self.stride = s
+        self.pads: list[tuple[int, int, int, int]] = []
+        self.convs = nn.ModuleList()
+        for rows in taps:
+            for cols in taps:
+                top, left = -min(d for d, _ in rows), -min(d for d, _ in cols)
+                bottom, right = max(d for d, _ in rows), max(d for d, _ in cols)
+                weight = torch.zeros(m.out_channels, m.in_channels, top + bottom + 1, left + right + 1)
+                for d_h, k_h in rows:
+                    for d_w, k_w in cols:
+                        weight[:, :, top + d_h, left + d_w] = w[:, :, k_h, k_w].t()
+                conv = nn.Conv2d(m.in_channels, m.out_channels, tuple(weight.shape[2:]), bias=m.bias is not None)
+                conv.weight = nn.Parameter(weight)
+                if m.bias is not None:
+                    conv.bias = nn.Parameter(m.bias.detach().clone())
+                self.convs.append(conv)
+                self.pads.append((left, right, top, bottom))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.conv(self.pad(x)))
+        phases = [conv(F.pad(x, pad)) for conv, pad in zip(self.convs, self.pads, strict=True)]
+        n, c, h, w = phases[0].shape
+        s = self.stride
+        y = torch.stack(phases, 2).reshape(n, c, s, s, h, w)  # (.., a_h, a_w, h, w)
+        return y.permute(0, 1, 4, 2, 5, 3).reshape(n, c, h * s, w * s)
 
 
 class MeanInstanceNorm2d(nn.Module):
@@ -194,13 +199,13 @@ def transposed_conv_without_padding(model: nn.Module) -> nn.Module:
     return _replace(model, make)
 
 
-def transposed_conv_as_subpixel(model: nn.Module) -> nn.Module:
+def transposed_conv_as_phases(model: nn.Module) -> nn.Module:
     def make(m: nn.Module) -> nn.Module | None:
         if not isinstance(m, nn.ConvTranspose2d) or m.groups != 1 or m.dilation != (1, 1):
             return None
         square = all(v[0] == v[1] for v in (m.kernel_size, m.stride, m.padding, m.output_padding))
-        kernel = subpixel_kernel(m.kernel_size[0], m.stride[0], m.padding[0], m.output_padding[0])
-        return SubPixelConvTranspose2d(m) if square and kernel is not None else None
+        kernels = phase_kernels(m.kernel_size[0], m.stride[0], m.padding[0], m.output_padding[0])
+        return PhaseConvTranspose2d(m) if square and kernels is not None else None
 
     return _replace(model, make)
 
@@ -259,7 +264,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 ONNX_PASSES: tuple[Pass, ...] = (fold_batchnorm,)
 TFLITE_PASSES: tuple[Pass, ...] = (
     fold_batchnorm,
-    transposed_conv_as_subpixel,
+    transposed_conv_as_phases,
     transposed_conv_without_padding,
     reflection_pad_as_slices,
     instance_norm_as_mean,

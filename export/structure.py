@@ -12,10 +12,14 @@ import numpy as np
 from compress.models import build_generator
 from compress.plan import ChannelPlan
 from export.errors import StructureError
-from export.passes import subpixel_kernel
+from export.passes import phase_kernels
 
-# (transposed, C_out, C_in, k)
-ConvShape = tuple[bool, int, int, int]
+# (transposed, C_out, C_in, kernel): kernel "3", or "1x2" where it is not square
+ConvShape = tuple[bool, int, int, str]
+
+
+def _kernel(height: int, width: int) -> str:
+    return str(height) if height == width else f"{height}x{width}"
 
 
 @dataclass(frozen=True)
@@ -27,20 +31,20 @@ class StructureReport:
         return {"convs": self.convs, "ok": self.ok}
 
 
-def expected_convs(plan: ChannelPlan, subpixel: bool = False) -> Counter:
-    """The plan's conv shapes; with `subpixel`, each transposed conv the TFLite export computes
-    as one conv and a pixel shuffle (export.passes) in that form: s²·C_out outputs, its kernel."""
+def expected_convs(plan: ChannelPlan, phases: bool = False) -> Counter:
+    """The plan's conv shapes; with `phases`, each transposed conv the TFLite export computes
+    as one conv per output phase (export.passes) in that form: s² convs with the phases' kernels."""
     model = build_generator(plan.arch, plan)
     shapes = []
     for m in model.modules():
         if not hasattr(m, "spec"):
             continue
         spec, c_out, c_in = m.spec, plan[m.spec.out_group], plan.in_width(m.spec)
-        kernel = subpixel_kernel(spec.kernel, spec.stride, spec.padding, spec.output_padding)
-        if subpixel and spec.transposed and kernel is not None:
-            shapes.append((False, c_out * spec.stride**2, c_in, kernel))
+        kernels = phase_kernels(spec.kernel, spec.stride, spec.padding, spec.output_padding)
+        if phases and spec.transposed and kernels is not None:
+            shapes += [(False, c_out, c_in, _kernel(h, w)) for h, w in kernels]
         else:
-            shapes.append((spec.transposed, c_out, c_in, spec.kernel))
+            shapes.append((spec.transposed, c_out, c_in, _kernel(spec.kernel, spec.kernel)))
     return Counter(shapes)
 
 
@@ -66,7 +70,8 @@ def onnx_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
         w = numpy_helper.to_array(weights[weight])
         transposed = node.op_type == "ConvTranspose"
         c_in, c_out = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
-        found.append(((transposed, c_out, c_in, w.shape[2]), _zero_channels(w, 1 if transposed else 0)))
+        kernel = _kernel(w.shape[2], w.shape[3])
+        found.append(((transposed, c_out, c_in, kernel), _zero_channels(w, 1 if transposed else 0)))
     return found
 
 
@@ -89,11 +94,11 @@ def tflite_convs(path: str | Path) -> list[tuple[ConvShape, list[int]]]:
         if op["op_name"] == "DEPTHWISE_CONV_2D":
             if it.get_tensor_details()[int(op["inputs"][0])]["shape"][-1] != 1:
                 continue  # a real depthwise conv: none of our generators has one
-            _, k, _, c_out = w.shape
-            found.append(((False, c_out, 1, k), _zero_channels(w, 3)))
+            _, kh, kw, c_out = w.shape
+            found.append(((False, c_out, 1, _kernel(kh, kw)), _zero_channels(w, 3)))
             continue
-        c_out, k, _, c_in = w.shape
-        found.append(((op["op_name"] == "TRANSPOSE_CONV", c_out, c_in, k), _zero_channels(w, 0)))
+        c_out, kh, kw, c_in = w.shape
+        found.append(((op["op_name"] == "TRANSPOSE_CONV", c_out, c_in, _kernel(kh, kw)), _zero_channels(w, 0)))
     return found
 
 
@@ -108,10 +113,10 @@ def check_structure(path: str | Path, runtime: str, plan: ChannelPlan) -> Struct
             )
     # Compared without the transposed flag: the converter may lower a transposed conv on a 1x1
     # input (DCGAN's first layer) to a padded CONV_2D with the same channels and kernel. A TFLite
-    # file has its transposed convs as sub-pixel convs (files exported before that: as they are).
+    # file has its transposed convs as one conv per phase (files exported before that: as they are).
     got = Counter(shape[1:] for shape, _ in found)
     forms = (True, False) if runtime == "tflite" else (False,)
-    wants = [Counter(shape[1:] for shape in expected_convs(plan, subpixel).elements()) for subpixel in forms]
+    wants = [Counter(shape[1:] for shape in expected_convs(plan, phases).elements()) for phases in forms]
     want = wants[0]
     if got not in wants:
         missing, extra = want - got, got - want

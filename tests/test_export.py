@@ -70,7 +70,9 @@ def test_a_group_pruned_to_one_channel_exports_and_checks(tmp_path):
     torch.manual_seed(0)
     model = compress.build_generator("resnet", plan).eval()
     bundle = export.export_bundle(model, tmp_path, ("tflite",), image_size=32, sample_images=0)
-    assert bundle.manifest["structure"]["tflite"] == {"convs": 10, "ok": True}
+    # 10 layers; the two transposed ones are four phase convs each in TFLite (export.passes)
+    assert bundle.manifest["structure"]["tflite"] == {"convs": 16, "ok": True}
+    assert sum(layer["phases"] for layer in bundle.manifest["layers"]) == 16
     assert bundle.manifest["parity"]["tflite"]["max_abs"] < 1e-4
 
 
@@ -151,8 +153,9 @@ def test_fp16_tflite_has_half_weights_and_stays_delegated(tmp_path):
     plain = export.tflite_export.interpreter(bundle.file("tflite-fp16"), xnnpack=False)
     ops = plain._get_ops_details()
     halves = [plain.get_tensor(int(op["inputs"][0])) for op in ops if op["op_name"] == "DEQUANTIZE"]
-    assert len(halves) == 10 and all(w.dtype == np.float16 for w in halves)  # every conv weight
-    assert bundle.manifest["structure"]["tflite-fp16"]["convs"] == 10
+    # every conv weight: 10 layers, the 5 transposed ones four phase convs each
+    assert len(halves) == 25 and all(w.dtype == np.float16 for w in halves)
+    assert bundle.manifest["structure"]["tflite-fp16"]["convs"] == 25
 
 
 def test_structure_check_rejects_a_zero_channel(tmp_path):
@@ -176,10 +179,10 @@ def test_structure_check_rejects_a_zero_channel(tmp_path):
 def test_tflite_structure_check_reads_the_file(tmp_path):
     model = _slim("unet")
     out = export.to_tflite(model, tmp_path, (1, 3, 32, 32))
-    assert check_structure(out.path, "tflite", model.plan).convs == 10
+    assert check_structure(out.path, "tflite", model.plan).convs == 25  # 5 transposed convs: 4 phases each
     from export.litert import op_counts
 
-    assert "TRANSPOSE_CONV" not in op_counts(out.path)  # the up convs are sub-pixel convs (export.passes)
+    assert "TRANSPOSE_CONV" not in op_counts(out.path)  # the up convs are one conv per phase (export.passes)
     with pytest.raises(export.StructureError):
         check_structure(out.path, "tflite", compress.full_plan("unet", **TINY["unet"][0]))
 

@@ -29,22 +29,25 @@ def test_transposed_conv_without_padding(padding, output_padding, stride):
     ("kernel", "stride", "padding", "output_padding", "bias"),
     [(4, 2, 1, 0, True), (3, 2, 1, 1, False), (4, 2, 1, 0, False), (2, 2, 0, 0, True), (5, 3, 1, 0, True)],
 )  # the U-Net's and the ResNet's up convs, and other strides and kernels
-def test_transposed_conv_as_subpixel(kernel, stride, padding, output_padding, bias):
+def test_transposed_conv_as_phases(kernel, stride, padding, output_padding, bias):
     conv = nn.ConvTranspose2d(4, 6, kernel, stride, padding, output_padding, bias=bias)
     model = nn.Sequential(conv)
-    out = passes.transposed_conv_as_subpixel(model)
+    out = passes.transposed_conv_as_phases(model)
     _same(model, out, torch.randn(2, 4, 9, 7))
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in out.modules())
-    assert isinstance(out[0], passes.SubPixelConvTranspose2d) and out[0].conv.out_channels == 6 * stride**2
+    assert isinstance(out[0], passes.PhaseConvTranspose2d) and len(out[0].convs) == stride**2
+    taps = sum(c.kernel_size[0] * c.kernel_size[1] for c in out[0].convs)
+    assert taps == kernel * kernel  # each tap of the transposed conv once: no MACs on zeros
+    assert [c.kernel_size for c in out[0].convs] == passes.phase_kernels(kernel, stride, padding, output_padding)
     assert isinstance(model[0], nn.ConvTranspose2d)  # the input module is untouched
 
 
 @pytest.mark.parametrize(("kernel", "stride", "padding"), [(4, 1, 0), (3, 2, 0), (1, 2, 0)])
-def test_subpixel_leaves_what_it_cannot_compute_alone(kernel, stride, padding):
+def test_phases_leave_what_they_cannot_compute_alone(kernel, stride, padding):
     """DCGAN's first layer (stride 1 on a 1x1 input), an output that is not s times the input,
     a kernel smaller than the stride: left as transposed convs."""
     model = nn.Sequential(nn.ConvTranspose2d(4, 6, kernel, stride, padding))
-    assert isinstance(passes.transposed_conv_as_subpixel(model)[0], nn.ConvTranspose2d)
+    assert isinstance(passes.transposed_conv_as_phases(model)[0], nn.ConvTranspose2d)
 
 
 @pytest.mark.parametrize("pad", [(1, 1, 1, 1), (3, 3, 3, 3), (0, 2, 1, 3)])

@@ -17,6 +17,8 @@ from compress.latency import (
     LatencyKey,
     LatencyModel,
     LatencyModelError,
+    Timing,
+    calibrate,
     features,
     fit,
     fit_layers,
@@ -82,6 +84,31 @@ def test_predictions_grow_with_every_width():
     # MACs miss the stride-2 price and the per-element terms; the model does not
     f = features(model.cost, PLAN.widths, 8)
     assert f["k3s2:macs"] > 0 and f["out"] > 0
+
+
+def test_repeated_passes_in_alternating_order_cancel_a_steady_drift():
+    """A machine that slows down by 1 % with every timing: one pass mixes the drift into the
+    plans' latencies; two passes, the second in reverse order, give every plan the same share."""
+    truth = _truth()
+    calls: list[tuple[dict, bool]] = []
+
+    def time_plan(plan, profile=True):
+        calls.append((dict(plan.widths), profile))
+        return Timing(truth.predict(plan.widths) * (1 + 0.01 * len(calls)), {"onnxruntime": "1.0"}, {"cpu": "test"})
+
+    ratios = {}
+    for repeats in (1, 2):
+        calls.clear()
+        model = calibrate(PLAN, SHAPE, HOST_ONNX, time_plan, plans=5, held_out=2, repeats=repeats)
+        points = model.calibration["points"]
+        ratios[repeats] = [p["measured_ms"] / truth.predict(p["widths"]) for p in points]
+        assert len(calls) == 8 * repeats and model.calibration["repeats"] == repeats
+    first, second = calls[:8], calls[8:]
+    assert [w for w, _ in second] == [w for w, _ in reversed(first)]  # the second pass runs backwards
+    assert all(profile for _, profile in first) and not any(profile for _, profile in second)
+    assert max(ratios[1]) / min(ratios[1]) > 1.05  # one pass: the last plan pays 7 % more than the first
+    assert max(ratios[2]) / min(ratios[2]) == pytest.approx(1.0, abs=1e-9)
+    assert all(len(p["passes_ms"]) == 2 for p in points)
 
 
 def _search(budget: LatencyBudget, max_steps: int = 400):
@@ -153,6 +180,7 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
     assert model.key == HOST_ONNX and model.tools["onnxruntime"] and model.device_profile["cpu"]
     assert model.measured.startswith("20") and model.calibration["fitted_plans"] == 5
     assert model.calibration["method"] == "per layer"  # ONNX Runtime's profile, laid per layer
+    assert model.calibration["repeats"] == 2 and all(len(p["passes_ms"]) == 2 for p in model.calibration["points"])
     assert len(model.calibration["points"]) == 6 and all(p["measured_ms"] > 0 for p in model.calibration["points"])
     # The fit follows what it measured (at 0.3 ms a plan is mostly fixed cost and noise: no ordering
     # between plans is asserted here; test_predictions_grow_with_every_width covers that).
