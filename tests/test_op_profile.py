@@ -67,6 +67,20 @@ def test_benchmark_model_op_profile_with_xnnpack_operator_names():
     assert per_layer(LAYERS[:1], ops) is None  # two conv ops, one layer: not laid against the plan
 
 
+def test_a_transposed_layer_computed_as_phase_convs_is_one_row():
+    """A TFLite file computes a stride-2 transposed conv as four convs, one per output phase
+    (export.passes): the four conv ops in a row are that layer's conv time."""
+    layers = [LAYERS[0], {**LAYERS[1], "phases": 4}]
+    kinds = ["Convolution (NHWC, F32) IGEMM", "Constant Pad (ND, X32)"] + ["Convolution (NHWC, F32) IGEMM"] * 4
+    kinds += ["Transpose (ND, X32)", "TanH (NC, F32)"]
+    ops = [OpTime(f"op{i}", kind, 0.1 * (i + 1)) for i, kind in enumerate(kinds)]
+    rows = per_layer(layers, ops)
+    assert [r.layer for r in rows] == ["model.1", "model.5"]
+    assert rows[0].conv_ms == pytest.approx(0.1) and rows[0].other_ms == pytest.approx(0.2)  # the pad after it
+    assert rows[1].conv_ms == pytest.approx(0.3 + 0.4 + 0.5 + 0.6) and rows[1].other_ms == pytest.approx(0.7 + 0.8)
+    assert per_layer(layers, ops[:-3] + ops[-2:]) is None  # three phase convs: neither one nor four per layer
+
+
 def test_ort_profile_events_averaged_per_node_without_the_warmup():
     def node(name, op, dur):
         return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "ph": "X",
