@@ -2,13 +2,15 @@
 
 The dense ResNet generator (ngf 64, 9 blocks) with slim plans of 4x, 10x and 20x fewer MACs, and
 the dense pix2pix U-Net-256 (ngf 64) with a 4x plan, all at 256x256, are exported (ONNX + TFLite,
-export passes on) and timed on this CPU in one run, interleaved: every round runs `--runs` /
-`--rounds` inferences of each (model, runtime, threads) in turn, after two warm-ups each; the
-median of all of a setting's samples. Settings: ONNX Runtime with 1 and 2 threads, LiteRT/XNNPACK
-with 2 threads. The slim plans are deterministic but irregular like a search result: every
-prunable group is scaled by a common factor times a seeded per-group jitter (0.7-1.3), rounded to
-a multiple of 8; the factor is bisected to hit the MACs reduction. Weights are random: latency
-does not depend on their values.
+export passes on) and timed on this CPU in one run, interleaved: after two warm-ups each,
+every round runs `--runs` / `--rounds` inferences of each (model, runtime, threads) in turn,
+each setting's after one untimed inference (ONNX Runtime's pool threads spin on for a while
+after a run and slow whatever runs next: a U-Net LiteRT run right after an ORT one took 85 ms,
+59 ms after one untimed run); the median of all of a setting's samples. Settings: ONNX Runtime
+with 1 and 2 threads, LiteRT/XNNPACK with 2 threads. The slim plans are deterministic but
+irregular like a search result: every prunable group is scaled by a common factor times a
+seeded per-group jitter (0.7-1.3), rounded to a multiple of 8; the factor is bisected to hit the
+MACs reduction. Weights are random: latency does not depend on their values.
 
     python benchmarks/export_speedup.py [--runs 10] [--rounds 5] [--reductions 4 10 20] [--unet-reductions 4]
 """
@@ -104,6 +106,7 @@ def main() -> int:
         for round_ in range(args.rounds):
             print(f"timing round {round_ + 1}/{args.rounds} ...", flush=True)
             for i, run in runners.items():
+                run(x)  # untimed: ONNX Runtime's threads spin on after a run and would slow the next setting's first
                 for _ in range(per_round):
                     t = time.perf_counter()
                     run(x)

@@ -12,7 +12,8 @@ then converge, held-out paired L1 / PSNR); the models are deployed, and timed, a
    granularity); (B) CoroNet with a MACs target equal to A's MACs ratio; A and B are exported and
    timed interleaved; (B2) CoroNet with the MACs target scaled by A's latency over B's, so that
    B and B2 bracket A's latency; all three timed interleaved again (`--rounds` rounds of `--runs`
-   inferences each). B's quality at A's latency is interpolated linearly between B and B2.
+   inferences each). B's quality at A's latency is interpolated linearly between B and B2 (where
+   they do not bracket it: the nearer one's, and the seed says `bracketed: false`).
 3. Goal: A's held-out PSNR at least the MACs-targeted search's at A's latency (mean of seeds).
 
     python benchmarks/latency_quality.py [--steps 400] [--seeds 0 1 2 3] [--fraction 0.25]
@@ -54,6 +55,7 @@ def _time_interleaved(paths: dict[str, Path], shape, threads: int, rounds: int, 
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
+            run(x)  # untimed: the previous runtime's threads settle
             for _ in range(runs):
                 t = time.perf_counter()
                 run(x)
@@ -62,10 +64,11 @@ def _time_interleaved(paths: dict[str, Path], shape, threads: int, rounds: int, 
 
 
 def _interpolate(x: float, x0: float, y0: float, x1: float, y1: float) -> float:
-    """y at x on the line through (x0, y0) and (x1, y1); the nearer point's y when x0 == x1."""
-    if abs(x1 - x0) < 1e-9:
-        return y0 if abs(x - x0) <= abs(x - x1) else y1
-    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    """y at x on the line through (x0, y0) and (x1, y1) where x lies between x0 and x1; else
+    (no extrapolation) the y of the nearer point."""
+    if min(x0, x1) <= x <= max(x0, x1) and abs(x1 - x0) > 1e-9:
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return y0 if abs(x - x0) <= abs(x - x1) else y1
 
 
 def main() -> None:
@@ -129,8 +132,10 @@ def main() -> None:
                         for m in ("psnr", "l1")}  # fmt: skip
             print(f"  MACs-targeted at {a['measured_ms']:.1f} ms: PSNR {at_equal['psnr']:.2f} dB, "
                   f"L1 {at_equal['l1']:.4f}", flush=True)  # fmt: skip
+            low, high = sorted((b["measured_ms"], b2["measured_ms"]))
+            bracketed = low <= a["measured_ms"] <= high
             record["seeds"].append({"seed": seed, "runs": runs, "macs_targeted_at_equal_latency": at_equal,
-                                    "psnr_gain_db": a["psnr"] - at_equal["psnr"]})  # fmt: skip
+                                    "bracketed": bracketed, "psnr_gain_db": a["psnr"] - at_equal["psnr"]})  # fmt: skip
     gains = [s["psnr_gain_db"] for s in record["seeds"]]
     record["summary"] = {
         "psnr_gain_db_mean": statistics.fmean(gains), "psnr_gain_db_min": min(gains),

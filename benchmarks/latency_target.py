@@ -74,6 +74,7 @@ def _time_interleaved(runners: dict, rounds: int, runs: int) -> dict[str, float]
     samples: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(rounds):
         for name, r in runners.items():
+            r(x)  # untimed: the previous runtime's threads settle
             for _ in range(runs):
                 t = time.perf_counter()
                 r(x)
