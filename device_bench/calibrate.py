@@ -9,11 +9,14 @@ import hashlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coronet.bundle import tool_versions
 from device_bench.records import BenchJob, default_delegate
 from device_bench.run import TOOLS
+
+if TYPE_CHECKING:  # torch-free at import time: compress.latency is only named here
+    from compress.latency import PlanTimer
 
 # the package whose version decides a host runtime's speed
 RUNTIME_PACKAGES = {"onnx": "onnxruntime", "tflite": "ai-edge-litert", "executorch": "executorch"}
@@ -41,7 +44,7 @@ def plan_timer(
     calibration: list | None = None,
     seed: int = 0,
     on_timed: Callable[[float], None] | None = None,
-) -> Callable:
+) -> PlanTimer:
     """A compress.latency.PlanTimer: the plan's generator (random weights) exported into a
     bundle in `scratch` and timed as an ordinary BenchJob on the key's device, with its per-op
     profile laid per layer (op_profile.per_layer). The host profiles after its timed runs; a
