@@ -11,9 +11,9 @@ Why these (measured with litert-torch 0.10 / XNNPACK here):
   and a pixel shuffle, whose zero taps cost 2.25x the MACs; per phase (exact MACs), U-Net ngf 64
   at 4x fewer MACs 50.9 -> 40.1 ms and ResNet ngf 64 at 10x 108 -> 95 ms against the one-conv
   form (interleaved; the same numbers to 1e-6).
-- Where that does not apply (DCGAN's first layer on a 1x1 input): `ConvTranspose2d(k3, s2, p1,
-  output_padding=1)` does not convert at all ("failed to legalize mhlo.convolution"); an
-  unpadded transposed conv followed by a crop does.
+- A padded transposed conv the phase rewrite leaves (an output that is not s times the input;
+  none in our generators): `ConvTranspose2d(k3, s2, p1, output_padding=1)` did not convert at
+  all ("failed to legalize mhlo.convolution"); an unpadded transposed conv and a crop do.
 - `ReflectionPad2d` lowers to MIRROR_PAD, which XNNPACK does not take: every pad split the graph
   into another delegate partition. Slices and concatenations of at most 5 inputs are taken.
 - `InstanceNorm2d` lowers with two TRANSPOSEs around every norm; the same arithmetic written with
