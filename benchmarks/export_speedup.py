@@ -22,7 +22,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import compress
 import export
+from benchmarks.timing import time_interleaved
 from device_bench.host import host_state
 from export.bundle import tool_versions
 
@@ -99,18 +99,9 @@ def main() -> int:
                         "samples_ms": [],
                     }
                 )
-        for run in runners.values():  # warm-up: first-run allocation and weight packing
-            run(x)
-            run(x)
-        per_round = max(1, args.runs // args.rounds)
-        for round_ in range(args.rounds):
-            print(f"timing round {round_ + 1}/{args.rounds} ...", flush=True)
-            for i, run in runners.items():
-                run(x)  # untimed: ONNX Runtime's threads spin on after a run and would slow the next setting's first
-                for _ in range(per_round):
-                    t = time.perf_counter()
-                    run(x)
-                    rows[i]["samples_ms"].append((time.perf_counter() - t) * 1e3)
+        print(f"timing {len(runners)} settings interleaved, {args.rounds} rounds ...", flush=True)
+        for i, samples in time_interleaved(runners, x, args.rounds, max(1, args.runs // args.rounds)).items():
+            rows[i]["samples_ms"] = samples
     for r in rows:
         r["median_ms"] = statistics.median(r["samples_ms"])
         r["p90_ms"] = float(np.percentile(r["samples_ms"], 90))

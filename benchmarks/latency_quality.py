@@ -28,7 +28,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import compress
 from benchmarks.compression_quality import IMAGE, SIZES, _coronet, _quality
+from benchmarks.timing import time_interleaved
 from compress.data import builtin_paired
 from compress.latency import LatencyBudget, LatencyKey, calibrate
 from coronet.bundle import tool_versions
@@ -49,18 +49,7 @@ from export.runtimes import OnnxRunner
 def _time_interleaved(paths: dict[str, Path], shape, threads: int, rounds: int, runs: int) -> dict[str, float]:
     runners = {name: OnnxRunner(path, threads) for name, path in paths.items()}
     x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-    for run in runners.values():
-        run(x)
-        run(x)
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            run(x)  # untimed: the previous runtime's threads settle
-            for _ in range(runs):
-                t = time.perf_counter()
-                run(x)
-                samples[name].append((time.perf_counter() - t) * 1e3)
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return {name: statistics.median(v) for name, v in time_interleaved(runners, x, rounds, runs).items()}
 
 
 def _interpolate(x: float, x0: float, y0: float, x1: float, y1: float) -> float:

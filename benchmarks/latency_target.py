@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import compress
 import export
+from benchmarks.timing import time_interleaved
 from compress.data import builtin_paired, random_batches
 from compress.latency import LatencyBudget, LatencyKey, calibrate
 from compress.search import SearchConfig, regression_train_step, run_search
@@ -68,18 +69,7 @@ def _search(model, target_ms: float, steps: int) -> compress.ChannelPlan:
 
 def _time_interleaved(runners: dict, rounds: int, runs: int) -> dict[str, float]:
     x = np.random.default_rng(0).uniform(-1, 1, SHAPE).astype(np.float32)
-    for r in runners.values():
-        for _ in range(3):
-            r(x)
-    samples: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for name, r in runners.items():
-            r(x)  # untimed: the previous runtime's threads settle
-            for _ in range(runs):
-                t = time.perf_counter()
-                r(x)
-                samples[name].append((time.perf_counter() - t) * 1e3)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return {k: statistics.median(v) for k, v in time_interleaved(runners, x, rounds, runs, warmups=3).items()}
 
 
 def main() -> None:
