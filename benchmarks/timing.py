@@ -1,0 +1,30 @@
+"""Interleaved timing for the benchmarks: this machine is shared and drifts, so every setting is
+timed in every round, in turn, rather than one after the other."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Mapping
+
+import numpy as np
+
+
+def time_interleaved(
+    runners: Mapping[Hashable, Callable[[np.ndarray], object]], x: np.ndarray, rounds: int, runs: int, warmups: int = 2
+) -> dict[Hashable, list[float]]:
+    """Each runner's samples in ms: `warmups` untimed calls each, then `rounds` rounds that time
+    `runs` calls of every runner in turn, each runner's after one untimed call (ONNX Runtime's
+    pool threads spin on for a while after a run and slow whatever runs next: a U-Net LiteRT run
+    right after an ORT one took 85 ms, 59 ms after one untimed run)."""
+    for run in runners.values():
+        for _ in range(warmups):
+            run(x)
+    samples: dict[Hashable, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            run(x)
+            for _ in range(runs):
+                t = time.perf_counter()
+                run(x)
+                samples[name].append((time.perf_counter() - t) * 1e3)
+    return samples
