@@ -19,7 +19,7 @@ from torch import nn
 from coronet.files import atomic_write_bytes
 from export.errors import ExportError
 from export.litert import quiet_native_output
-from export.passes import TFLITE_INT8_PASSES, TFLITE_PASSES, apply_passes
+from export.passes import EXECUTORCH_INT8_PASSES, EXECUTORCH_PASSES, apply_passes
 
 PRECISIONS = ("fp32", "int8")
 
@@ -48,7 +48,7 @@ def to_executorch(
             from executorch.exir import to_edge_transform_and_lower
     except ImportError:
         raise ExportError("ExecuTorch export needs executorch: pip install 'coronetgan[executorch]'") from None
-    model = apply_passes(model, TFLITE_INT8_PASSES if precision == "int8" else TFLITE_PASSES)
+    model = apply_passes(model, EXECUTORCH_INT8_PASSES if precision == "int8" else EXECUTORCH_PASSES)
     sample = torch.zeros(input_shape)
     try:
         with torch.no_grad():

@@ -61,6 +61,26 @@ def _interrupt_after(what: str):
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _greedy_layout():
+    """litert-torch's greedy layout partitioner for one conversion: it puts an op in NHWC when
+    any input is NHWC, where the default min-cut left a U-Net's skip concatenations (and the
+    down path feeding them, a transpose out and back per level) in NCHW. U-Net ngf 64 at 256²,
+    LiteRT 2 threads, interleaved: dense 103 -> 94 ms, 4x fewer MACs 30.5 -> 29.6 ms, 37 -> 9
+    TRANSPOSEs; the ResNet the same within noise. litert-torch reads the setting from the
+    environment at conversion time; the caller's value is put back after."""
+    name = "LAYOUT_OPTIMIZE_PARTITIONER"
+    before = os.environ.get(name)
+    os.environ[name] = "GREEDY"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def to_tflite(
     model: nn.Module,
     out_dir: str | Path,
@@ -99,7 +119,7 @@ def to_tflite(
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / "fp32.tflite"
         try:
-            with _interrupt_after("the TFLite conversion"), quiet_native_output():
+            with _interrupt_after("the TFLite conversion"), quiet_native_output(), _greedy_layout():
                 litert_torch.convert(model, (sample,)).export(str(raw))
                 if precision == "int8":
                     float_ops = ("RSQRT",) if int8_norm == "float" else ()

@@ -182,7 +182,12 @@ def test_tflite_structure_check_reads_the_file(tmp_path):
     assert check_structure(out.path, "tflite", model.plan).convs == 25  # 5 transposed convs: 4 phases each
     from export.litert import op_counts
 
-    assert "TRANSPOSE_CONV" not in op_counts(out.path)  # the up convs are one conv per phase (export.passes)
+    ops = op_counts(out.path)
+    assert "TRANSPOSE_CONV" not in ops  # the up convs are one conv per phase (export.passes)
+    # and nothing moves between layouts inside: the input's and the output's transposes and one
+    # interleave per up conv but the innermost (a 1x1 input: a reshape). The converter's default
+    # layout had a transpose out of NHWC and back per level besides.
+    assert ops["TRANSPOSE"] == 2 + 4
     with pytest.raises(export.StructureError):
         check_structure(out.path, "tflite", compress.full_plan("unet", **TINY["unet"][0]))
 

@@ -25,14 +25,15 @@ def test_transposed_conv_without_padding(padding, output_padding, stride):
     assert conv.padding == (padding, padding)  # the input module is untouched
 
 
+@pytest.mark.parametrize("channels_last_views", [False, True])  # ExecuTorch's form, LiteRT's
 @pytest.mark.parametrize(
     ("kernel", "stride", "padding", "output_padding", "bias"),
     [(4, 2, 1, 0, True), (3, 2, 1, 1, False), (4, 2, 1, 0, False), (2, 2, 0, 0, True), (5, 3, 1, 0, True)],
 )  # the U-Net's and the ResNet's up convs, and other strides and kernels
-def test_transposed_conv_as_phases(kernel, stride, padding, output_padding, bias):
+def test_transposed_conv_as_phases(kernel, stride, padding, output_padding, bias, channels_last_views):
     conv = nn.ConvTranspose2d(4, 6, kernel, stride, padding, output_padding, bias=bias)
     model = nn.Sequential(conv)
-    out = passes.transposed_conv_as_phases(model)
+    out = passes.transposed_conv_as_phases(model, channels_last_views)
     _same(model, out, torch.randn(2, 4, 9, 7))
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in out.modules())
     assert isinstance(out[0], passes.PhaseConvTranspose2d) and len(out[0].convs) == stride**2
