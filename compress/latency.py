@@ -43,6 +43,7 @@ import numpy as np
 from compress.errors import ConfigError
 from compress.macs import PlanCost
 from compress.plan import ChannelPlan
+from coronet.bundle import GRAPH_FORM_KEY
 
 FORMAT = "coronet-latency-model"
 VERSION = 1
@@ -169,8 +170,9 @@ class LatencyModel:
             raise LatencyModelError(f"the latency model was measured on {self.key.describe()}, not {key.describe()}: "
                                     "calibrate one there (device-bench calibrate)")  # fmt: skip
         for name, version in (tools or {}).items():
-            if name in self.tools and self.tools[name] != version:
-                raise LatencyModelError(f"the latency model was measured with {name} {self.tools[name]}, this is "
+            recorded = self.tools.get(name, 1 if name == GRAPH_FORM_KEY else None)  # 1: before it was recorded
+            if recorded is not None and recorded != version:
+                raise LatencyModelError(f"the latency model was measured with {name} {recorded}, this is "
                                         f"{version}: calibrate it again (device-bench calibrate)")  # fmt: skip
         if plan is not None and (plan.arch != self.plan.arch or dict(plan.sizes) != dict(self.plan.sizes)):
             raise LatencyModelError(f"the latency model is for {self.plan.arch} {dict(self.plan.sizes)}, not "

@@ -49,6 +49,7 @@ from compress.saliency import channel_saliency, latents_from_saliency
 from compress.search import SearchResult, run_search
 from compress.slim import slim_generator
 from compress.train import GanTrainer, TrainConfig, converge
+from coronet.bundle import GRAPH_FORM_KEY, GRAPH_FORMS
 from coronet.files import atomic_write_bytes, sha256_file
 
 HYPER_CHECKPOINT = Path("checkpoints/hyper.pt")
@@ -219,6 +220,8 @@ def latency_budget(config: PipelineConfig):
         from device_bench.calibrate import measured_tools
 
         model.check(k, measured_tools("host", k.runtime, Path(b.binaries)))
+    else:  # and anywhere, files of another export graph than the one it was measured on
+        model.check(k, {GRAPH_FORM_KEY: GRAPH_FORMS[k.runtime]})
     if not 0 < s.target_latency_ms < model.dense_ms:
         raise LatencyModelError(f"search.target_latency_ms {s.target_latency_ms:g} must be below the dense model's "
                                 f"predicted {model.dense_ms:.3g} ms on {k.describe()}")  # fmt: skip

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coronet.bundle import tool_versions
+from coronet.bundle import GRAPH_FORM_KEY, GRAPH_FORMS, tool_versions
 from device_bench.records import BenchJob, default_delegate
 from device_bench.run import TOOLS
 
@@ -24,13 +24,15 @@ RUNTIME_PACKAGES = {"onnx": "onnxruntime", "tflite": "ai-edge-litert", "executor
 
 def measured_tools(device: str, runtime: str, binaries: Path) -> dict[str, Any]:
     """The tool versions a latency model depends on: the host's runtime package, or the hash of
-    the phone tool pushed from `binaries` (phone tools print no version)."""
+    the phone tool pushed from `binaries` (phone tools print no version); and the form of the
+    graph our export writes for that runtime."""
+    form = {GRAPH_FORM_KEY: GRAPH_FORMS[runtime]}
     if device == "host":
         package = RUNTIME_PACKAGES[runtime]
-        return {package: tool_versions().get(package)}
+        return {package: tool_versions().get(package), **form}
     tool = Path(binaries) / TOOLS[runtime]
     digest = hashlib.sha256(tool.read_bytes()).hexdigest()[:16] if tool.is_file() else None
-    return {TOOLS[runtime]: digest}
+    return {TOOLS[runtime]: digest, **form}
 
 
 def plan_timer(

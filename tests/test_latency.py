@@ -26,6 +26,7 @@ from compress.latency import (
     random_plans,
 )
 from compress.search import SearchConfig, regression_train_step, run_search
+from coronet.bundle import GRAPH_FORM_KEY
 from tests.test_report import CHROMIUM_ARGS
 from tests.tools import require
 
@@ -153,6 +154,10 @@ def test_a_model_for_something_else_is_refused_in_one_line(tmp_path):
         loaded.check(HOST_ONNX, {"onnxruntime": "1.1"})
     with pytest.raises(LatencyModelError, match="calibrate it at that image size"):
         loaded.check(HOST_ONNX, input_shape=(1, 3, 64, 64))
+    # a model measured on files of an older export graph (one that predates the record: form 1)
+    loaded.check(HOST_ONNX, {GRAPH_FORM_KEY: 1})
+    with pytest.raises(LatencyModelError, match="measured with coronet-export-graph 1, this is 2: calibrate it again"):
+        loaded.check(HOST_ONNX, {GRAPH_FORM_KEY: 2})
     data = json.loads(path.read_text())
     for broken, message in ((dict(data, version=0), "version 0"), ("{", "is not a latency model"),
                             (dict(data, coefficients={"k3s1:macs": -1}), "damaged")):  # fmt: skip
