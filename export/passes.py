@@ -10,9 +10,12 @@ Why these (measured with litert-torch 0.10 / XNNPACK here):
   takes. U-Net ngf 8 at 256², 2 threads: 20.5 -> 11.1 ms as one 3x3 conv with 4·C_out channels
   and a pixel shuffle, whose zero taps cost 2.25x the MACs; per phase (exact MACs), U-Net ngf 64
   at 4x fewer MACs 50.9 -> 40.1 ms and ResNet ngf 64 at 10x 108 -> 95 ms against the one-conv
-  form (interleaved; the same numbers to 1e-6). Padding and interleaving on channels-last views
-  (see `PhaseConvTranspose2d.forward`) and litert-torch's greedy layout partitioner
-  (tflite_export) took the U-Net at 4x from 38.5 to 29.6 ms and the dense one from 113 to 94.
+  form (interleaved; the same numbers to 1e-6).
+- litert-torch transposes around every constant pad, reshape and permute it meets in NCHW: the
+  phase convs' pads and interleave, and the pads and norms below, work on channels-last views
+  (`channels_last_views`), and tflite_export converts with the greedy layout partitioner. U-Net
+  ngf 64 at 4x fewer MACs 38.5 -> 29.6 ms, dense 113 -> 94 ms (62 -> 9 TRANSPOSEs); ResNet dense
+  688 -> 634 ms, 10x 81.0 -> 79.5 (8 -> 4); LiteRT 2 threads, interleaved.
 - A padded transposed conv the phase rewrite leaves (an output that is not s times the input;
   none in our generators): `ConvTranspose2d(k3, s2, p1, output_padding=1)` did not convert at
   all ("failed to legalize mhlo.convolution"); an unpadded transposed conv and a crop do.
@@ -59,9 +62,10 @@ class SliceReflectionPad2d(nn.Module):
     concatenation at p + 1 inputs; reflection padding is separable, so the result is the same.
     """
 
-    def __init__(self, padding: tuple[int, int, int, int]) -> None:
+    def __init__(self, padding: tuple[int, int, int, int], channels_last_views: bool = False) -> None:
         super().__init__()
         self.left, self.right, self.top, self.bottom = padding
+        self.channels_last_views = channels_last_views
 
     @staticmethod
     def _before(x: torch.Tensor, dim: int, p: int) -> torch.Tensor:
@@ -73,10 +77,15 @@ class SliceReflectionPad2d(nn.Module):
         return torch.cat([x] + [x.narrow(dim, n - 1 - i, 1) for i in range(1, p + 1)], dim) if p else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._before(x, -2, self.top)
-        x = self._before(x, -1, self.left)
-        x = self._after(x, -2, self.bottom)
-        return self._after(x, -1, self.right)
+        if self.channels_last_views:  # for litert-torch: see `channels_last_views`
+            return self._pad(x.permute(0, 2, 3, 1), 1, 2).permute(0, 3, 1, 2)
+        return self._pad(x, 2, 3)
+
+    def _pad(self, x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        x = self._before(x, rows, self.top)
+        x = self._before(x, cols, self.left)
+        x = self._after(x, rows, self.bottom)
+        return self._after(x, cols, self.right)
 
 
 def _phase_taps(kernel: int, stride: int, padding: int) -> list[list[tuple[int, int]]]:
@@ -140,12 +149,8 @@ class PhaseConvTranspose2d(nn.Module):
             s = self.stride
             y = torch.stack(phases, 2).reshape(n, c, s, s, h, w)  # (.., a_h, a_w, h, w)
             return y.permute(0, 1, 4, 2, 5, 3).reshape(n, c, h * s, w * s)
-        # For litert-torch: pads and interleave on channels-last views (permute to NHWC, work,
-        # permute back). It keeps a constant pad, a reshape or a permute in NCHW, so on NCHW
-        # tensors each phase's input was transposed out of the converter's NHWC and its output
-        # back (62 TRANSPOSEs in a U-Net); on NHWC views the converter's transposes and these
-        # permutes cancel, and the interleave is one transpose of (n, h, w, a_h, a_w, c) blocks.
-        # (ExecuTorch's XNNPACK lowering does its own layout and would not load this form.)
+        # for litert-torch (see `channels_last_views`): the interleave is then one transpose of
+        # (n, h, w, a_h, a_w, c) blocks
         nhwc = x.permute(0, 2, 3, 1)
         phases = []
         for conv, (left, right, top, bottom) in zip(self.convs, self.pads, strict=True):
@@ -161,18 +166,26 @@ class PhaseConvTranspose2d(nn.Module):
 class MeanInstanceNorm2d(nn.Module):
     """InstanceNorm2d (inference) as mean / squared deviation / rsqrt over the spatial axes."""
 
-    def __init__(self, eps: float, weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+    def __init__(
+        self, eps: float, weight: torch.Tensor | None, bias: torch.Tensor | None, channels_last_views: bool = False
+    ) -> None:
         super().__init__()
         self.eps = eps
         self.weight = None if weight is None else nn.Parameter(weight.detach().clone())
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        self.channels_last_views = channels_last_views
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        centred = x - x.mean((2, 3), keepdim=True)
-        var = (centred * centred).mean((2, 3), keepdim=True)
+        if self.channels_last_views:  # for litert-torch: see `channels_last_views`
+            return self._norm(x.permute(0, 2, 3, 1), (1, 2), (1, 1, 1, -1)).permute(0, 3, 1, 2)
+        return self._norm(x, (2, 3), (1, -1, 1, 1))
+
+    def _norm(self, x: torch.Tensor, spatial: tuple[int, int], per_channel: tuple[int, ...]) -> torch.Tensor:
+        centred = x - x.mean(spatial, keepdim=True)
+        var = (centred * centred).mean(spatial, keepdim=True)
         y = centred * torch.rsqrt(var + self.eps)
         if self.weight is not None:
-            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+            y = y * self.weight.view(per_channel) + self.bias.view(per_channel)
         return y
 
 
@@ -230,25 +243,40 @@ def transposed_conv_as_phases(model: nn.Module, channels_last_views: bool = Fals
     return _replace(model, make)
 
 
-def transposed_conv_as_channels_last_phases(model: nn.Module) -> nn.Module:
-    """`transposed_conv_as_phases` in the form litert-torch converts with the fewest transposes."""
-    return transposed_conv_as_phases(model, channels_last_views=True)
-
-
-def reflection_pad_as_slices(model: nn.Module) -> nn.Module:
+def reflection_pad_as_slices(model: nn.Module, channels_last_views: bool = False) -> nn.Module:
     def make(m: nn.Module) -> nn.Module | None:
-        return SliceReflectionPad2d(tuple(m.padding)) if isinstance(m, nn.ReflectionPad2d) else None
+        if not isinstance(m, nn.ReflectionPad2d):
+            return None
+        return SliceReflectionPad2d(tuple(m.padding), channels_last_views)
 
     return _replace(model, make)
 
 
-def instance_norm_as_mean(model: nn.Module) -> nn.Module:
+def instance_norm_as_mean(model: nn.Module, channels_last_views: bool = False) -> nn.Module:
     def make(m: nn.Module) -> nn.Module | None:
         if not isinstance(m, nn.InstanceNorm2d) or m.track_running_stats:
             return None
-        return MeanInstanceNorm2d(m.eps, m.weight if m.affine else None, m.bias if m.affine else None)
+        weight, bias = (m.weight, m.bias) if m.affine else (None, None)
+        return MeanInstanceNorm2d(m.eps, weight, bias, channels_last_views)
 
     return _replace(model, make)
+
+
+def channels_last_views(rewrite: Callable[..., nn.Module]) -> Pass:
+    """The pass `rewrite` with its modules working on channels-last views of their NCHW input
+    (permute to NHWC, compute, permute back): the form litert-torch converts with the fewest
+    TRANSPOSEs. Its layout pass keeps a constant pad, a reshape or a permute in NCHW and
+    transposes around them; a U-Net's phase convs written on NCHW tensors made 62 TRANSPOSEs,
+    a ResNet's norms and pads after its last up conv 4 more. On NHWC views the converter's
+    transposes and these permutes cancel: a file is left with its input's and output's
+    transposes and one interleave per up conv. (ExecuTorch's XNNPACK lowering does its own
+    layout; a program with these views did not load.)"""
+
+    def run(model: nn.Module) -> nn.Module:
+        return rewrite(model, channels_last_views=True)
+
+    run.__name__ = run.__qualname__ = f"{rewrite.__name__}_on_channels_last_views"
+    return run
 
 
 def leaky_relu_as_relu(model: nn.Module) -> nn.Module:
@@ -289,15 +317,19 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 ONNX_PASSES: tuple[Pass, ...] = (fold_batchnorm,)
 TFLITE_PASSES: tuple[Pass, ...] = (
     fold_batchnorm,
-    transposed_conv_as_channels_last_phases,
+    channels_last_views(transposed_conv_as_phases),
+    transposed_conv_without_padding,
+    channels_last_views(reflection_pad_as_slices),
+    channels_last_views(instance_norm_as_mean),
+)
+TFLITE_INT8_PASSES: tuple[Pass, ...] = (*TFLITE_PASSES, leaky_relu_as_relu)
+# ExecuTorch lowers to XNNPACK from the same rewrites, in NCHW form.
+EXECUTORCH_PASSES: tuple[Pass, ...] = (
+    fold_batchnorm,
+    transposed_conv_as_phases,
     transposed_conv_without_padding,
     reflection_pad_as_slices,
     instance_norm_as_mean,
-)
-TFLITE_INT8_PASSES: tuple[Pass, ...] = (*TFLITE_PASSES, leaky_relu_as_relu)
-# ExecuTorch lowers to XNNPACK too, from the same rewrites, with the phases in NCHW form.
-EXECUTORCH_PASSES: tuple[Pass, ...] = tuple(
-    transposed_conv_as_phases if p is transposed_conv_as_channels_last_phases else p for p in TFLITE_PASSES
 )
 EXECUTORCH_INT8_PASSES: tuple[Pass, ...] = (*EXECUTORCH_PASSES, leaky_relu_as_relu)
 

@@ -67,8 +67,8 @@ def _greedy_layout():
     any input is NHWC, where the default min-cut left a U-Net's skip concatenations (and the
     down path feeding them, a transpose out and back per level) in NCHW. U-Net ngf 64 at 256²,
     LiteRT 2 threads, interleaved: dense 103 -> 94 ms, 4x fewer MACs 30.5 -> 29.6 ms, 37 -> 9
-    TRANSPOSEs; the ResNet the same within noise. litert-torch reads the setting from the
-    environment at conversion time; the caller's value is put back after."""
+    TRANSPOSEs; the ResNet and DCGAN files come out the same either way. litert-torch reads the
+    setting from the environment at conversion time; the caller's value is put back after."""
     name = "LAYOUT_OPTIMIZE_PARTITIONER"
     before = os.environ.get(name)
     os.environ[name] = "GREEDY"

@@ -192,6 +192,23 @@ def test_tflite_structure_check_reads_the_file(tmp_path):
         check_structure(out.path, "tflite", compress.full_plan("unet", **TINY["unet"][0]))
 
 
+@pytest.mark.parametrize("arch", sorted(TINY))
+def test_tflite_files_keep_one_layout(tmp_path, arch):
+    """NHWC in and out, no TRANSPOSE inside moves a tensor between layouts (the phase convs, pads
+    and norms written on NCHW tensors made the converter transpose around each); what remains
+    interleaves the phase convs of the up convs: rank-6 transposes of (n, h, w, a_h, a_w, c)."""
+    from export.litert import op_names, read_model
+
+    model = _slim(arch)
+    shape = compress.models.example_input_shape(model.plan, 32)
+    out = export.to_tflite(model, tmp_path, shape, layout="NHWC")
+    tflite = read_model(out.path.read_bytes())
+    graph = tflite.subgraphs[0]
+    ranks = [len(graph.tensors[op.inputs[0]].shape) for name, op in zip(op_names(tflite), graph.operators, strict=True)
+             if name == "TRANSPOSE"]  # fmt: skip
+    assert ranks and set(ranks) == {6}, ranks
+
+
 def test_interrupted_export_is_incomplete(tmp_path):
     """Kill a real export once its first file exists: the folder must not pass as a bundle."""
     ckpt = compress.save_checkpoint(tmp_path / "slim.pt", _slim("resnet"))

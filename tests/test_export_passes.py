@@ -33,7 +33,10 @@ def test_transposed_conv_without_padding(padding, output_padding, stride):
 def test_transposed_conv_as_phases(kernel, stride, padding, output_padding, bias, channels_last_views):
     conv = nn.ConvTranspose2d(4, 6, kernel, stride, padding, output_padding, bias=bias)
     model = nn.Sequential(conv)
-    out = passes.transposed_conv_as_phases(model, channels_last_views)
+    rewrite = passes.transposed_conv_as_phases
+    if channels_last_views:  # through the wrapper the TFLite passes use
+        rewrite = passes.channels_last_views(rewrite)
+    out = rewrite(model)
     _same(model, out, torch.randn(2, 4, 9, 7))
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in out.modules())
     assert isinstance(out[0], passes.PhaseConvTranspose2d) and len(out[0].convs) == stride**2
@@ -52,21 +55,23 @@ def test_phases_leave_what_they_cannot_compute_alone(kernel, stride, padding):
 
 
 @pytest.mark.parametrize("pad", [(1, 1, 1, 1), (3, 3, 3, 3), (0, 2, 1, 3)])
-def test_reflection_pad_as_slices(pad):
+@pytest.mark.parametrize("channels_last_views", [False, True])
+def test_reflection_pad_as_slices(pad, channels_last_views):
     model = nn.Sequential(nn.ReflectionPad2d(pad))
-    out = passes.reflection_pad_as_slices(model)
+    out = passes.reflection_pad_as_slices(model, channels_last_views)
     _same(model, out, torch.randn(2, 3, 8, 9))
     assert not any(isinstance(m, nn.ReflectionPad2d) for m in out.modules())
 
 
+@pytest.mark.parametrize("channels_last_views", [False, True])
 @pytest.mark.parametrize("affine", [False, True])
-def test_instance_norm_as_mean(affine):
+def test_instance_norm_as_mean(affine, channels_last_views):
     norm = nn.InstanceNorm2d(5, affine=affine)
     if affine:
         nn.init.normal_(norm.weight)
         nn.init.normal_(norm.bias)
     model = nn.Sequential(norm)
-    out = passes.instance_norm_as_mean(model)
+    out = passes.instance_norm_as_mean(model, channels_last_views)
     _same(model, out, torch.randn(2, 5, 6, 6) * 3 + 1)
     assert isinstance(out[0], passes.MeanInstanceNorm2d)
 
