@@ -170,9 +170,8 @@ class LatencyModel:
             raise LatencyModelError(f"the latency model was measured on {self.key.describe()}, not {key.describe()}: "
                                     "calibrate one there (device-bench calibrate)")  # fmt: skip
         for name, version in (tools or {}).items():
-            recorded = self.tools.get(name, 1 if name == GRAPH_FORM_KEY else None)  # 1: before it was recorded
-            if recorded is not None and recorded != version:
-                raise LatencyModelError(f"the latency model was measured with {name} {recorded}, this is "
+            if name in self.tools and self.tools[name] != version:
+                raise LatencyModelError(f"the latency model was measured with {name} {self.tools[name]}, this is "
                                         f"{version}: calibrate it again (device-bench calibrate)")  # fmt: skip
         if plan is not None and (plan.arch != self.plan.arch or dict(plan.sizes) != dict(self.plan.sizes)):
             raise LatencyModelError(f"the latency model is for {self.plan.arch} {dict(self.plan.sizes)}, not "
@@ -222,7 +221,7 @@ class LatencyModel:
                 granularity=int(data["granularity"]),
                 intercept_ms=float(data["intercept_ms"]),
                 coefficients=coefficients,
-                tools=dict(data.get("tools") or {}),
+                tools={GRAPH_FORM_KEY: 1, **(data.get("tools") or {})},  # files before the graph form: form 1
                 device_profile=dict(data.get("device_profile") or {}),
                 measured=str(data.get("measured", "")),
                 calibration=dict(data.get("calibration") or {}),
