@@ -66,7 +66,7 @@ class ExportConfig:
     """What the export stage writes: fp32 files, plus one file per runtime in `precision` when
     that is fp16 or int8 (full integer, calibrated on `calibration_images` training images;
     float input and output unless `int8_io`; `int8_norm = "float"` keeps InstanceNorm's
-    1/sqrt in float, so that XNNPACK takes the whole TFLite graph, which is then not full
+    1/sqrt in float, finer for channels of small variance, and the TFLite file is then not full
     integer); the TFLite layout; the input size (0: the training
     size). Each file's quality on the held-out task is measured in its own runtime, and a
     precision losing more than `quality_budget_db` of PSNR against fp32 is flagged. The dense

@@ -95,8 +95,9 @@ def to_tflite(
     """Convert `model` for a fixed NCHW `input_shape`; `layout="NHWC"` makes the file take and
     return channels-last tensors (what phone camera pipelines hand over). int8 is full integer,
     calibrated on `calibration` (NCHW images), with float input and output unless `int8_io`;
-    `int8_norm="float"` keeps InstanceNorm's reciprocal square root in float (XNNPACK has no
-    int8 RSQRT: with it in float, XNNPACK takes the whole graph, but the file is not full integer)."""
+    `int8_norm="float"` keeps InstanceNorm's reciprocal square root in float (finer than int8 for
+    channels of small variance, where an int8 1/sqrt saturates; the file is then not full integer,
+    and XNNPACK still takes the whole graph)."""
     if precision not in PRECISIONS:
         raise ExportError(f"unknown TFLite precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if int8_norm not in INT8_NORMS:

@@ -334,18 +334,15 @@ def test_int8_files_are_fully_integer_and_keep_the_task_quality(tmp_path, arch):
         integer = bundle.manifest["files"][key]["integer"]
         assert integer["fully_integer"] and integer["islands"] == {}, (key, integer)
     tflite = bundle.manifest["files"]["tflite-int8"]
-    if arch == "resnet":  # XNNPACK has no int8 RSQRT: each InstanceNorm's stays out, and is named
-        norms = sum(isinstance(m, torch.nn.InstanceNorm2d) for m in model.modules())
-        assert tflite["xnnpack_refused"] == {"RSQRT": norms} and tflite["xnnpack_partitions"] == norms + 1
-    else:  # the whole graph in one XNNPACK partition
-        assert tflite["xnnpack_partitions"] == 1 and "xnnpack_refused" not in tflite
-        assert integer["convs"] == integer["per_channel_convs"] == bundle.manifest["structure"][key]["convs"]
-        quality = bundle.manifest["quality"]["files"][key]
-        assert quality["psnr_vs_fp32"] > 15  # the same images as the fp32 file, up to quantization noise
-        if not noise:
-            assert quality["psnr_loss_db"] == pytest.approx(
-                bundle.manifest["quality"]["files"][key.split("-")[0]]["psnr"] - quality["psnr"]
-            )
+    # the whole graph in one XNNPACK partition, the ResNet's InstanceNorms (int8 RSQRT) included
+    assert tflite["xnnpack_partitions"] == 1 and "xnnpack_refused" not in tflite
+    assert integer["convs"] == integer["per_channel_convs"] == bundle.manifest["structure"][key]["convs"]
+    quality = bundle.manifest["quality"]["files"][key]
+    assert quality["psnr_vs_fp32"] > 15  # the same images as the fp32 file, up to quantization noise
+    if not noise:
+        assert quality["psnr_loss_db"] == pytest.approx(
+            bundle.manifest["quality"]["files"][key.split("-")[0]]["psnr"] - quality["psnr"]
+        )
     for key in ("onnx", "tflite"):  # and the check sees that an fp32 file is not integer
         assert not export.integer.check_integer(bundle.file(key), key).fully_integer
     # the report's samples: every file's outputs on the held-out inputs, as PNGs in the bundle
@@ -356,7 +353,7 @@ def test_int8_files_are_fully_integer_and_keep_the_task_quality(tmp_path, arch):
         assert len(paths) == 4 and all((bundle.path / p).read_bytes()[:4] == b"\x89PNG" for p in paths)
 
 
-def test_int8_norm_in_float_gives_xnnpack_the_whole_resnet(tmp_path):
+def test_int8_norm_in_float_keeps_the_resnet_in_one_partition(tmp_path):
     """export.int8_norm = "float": InstanceNorm's 1/sqrt stays float, inside the one partition;
     the file says it is not full integer, and which op keeps it from being so."""
     model = _slim("resnet")
@@ -371,13 +368,13 @@ def test_int8_norm_in_float_gives_xnnpack_the_whole_resnet(tmp_path):
 
 
 def test_xnnpack_rewrites_keep_the_int8_arithmetic(tmp_path):
-    """A RELU after a concatenation (XNNPACK has no int8 RELU kernel) and an epsilon far below
-    one quantum of its ADD's output (XNNPACK refuses the scale ratio) split the graph as
-    ai-edge-quantizer writes it; rewritten, the graph is one partition and LiteRT's reference
-    kernels give the same int8 output, bit for bit."""
+    """A RELU after a concatenation (XNNPACK has no int8 RELU kernel), an epsilon far below one
+    quantum of its ADD's output (XNNPACK refuses the scale ratio) and InstanceNorm's int8 RSQRT
+    (XNNPACK has none) split the graph as ai-edge-quantizer writes it; rewritten, the graph is one
+    partition and LiteRT's reference kernels give the same int8 output, bit for bit."""
     import litert_torch
 
-    from export.litert import interpreter, xnnpack_partitions, xnnpack_refused
+    from export.litert import interpreter, op_counts, xnnpack_partitions, xnnpack_refused
     from export.passes import TFLITE_INT8_PASSES, apply_passes
     from export.quantize import tflite_int8
     from export.xnnpack_int8 import for_xnnpack
@@ -395,20 +392,38 @@ def test_xnnpack_rewrites_keep_the_int8_arithmetic(tmp_path):
     model = apply_passes(Block().eval(), TFLITE_INT8_PASSES)
     litert_torch.convert(model, (torch.zeros(1, 3, 16, 16),)).export(str(tmp_path / "f.tflite"))
     cal = [np.random.default_rng(i).uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32) for i in range(4)]
-    raw = tflite_int8(tmp_path / "f.tflite", cal, float_ops=("RSQRT",), xnnpack=False)
+    raw = tflite_int8(tmp_path / "f.tflite", cal, xnnpack=False)
     (tmp_path / "raw.tflite").write_bytes(raw)
-    assert xnnpack_refused(tmp_path / "raw.tflite") == {"RELU": 1, "ADD": 1}
+    assert xnnpack_refused(tmp_path / "raw.tflite") == {"RELU": 1, "ADD": 1, "RSQRT": 1}
     fixed, done = for_xnnpack(raw)
     (tmp_path / "fixed.tflite").write_bytes(fixed)
-    assert (done.clamps, done.constants) == (1, 1)
+    assert (done.clamps, done.constants, done.tables) == (1, 1, 1)
+    assert "RSQRT" not in op_counts(tmp_path / "fixed.tflite")
     assert xnnpack_partitions(tmp_path / "fixed.tflite") == 1 and xnnpack_refused(tmp_path / "fixed.tflite") == {}
-    outputs = []
-    for name in ("raw", "fixed"):
-        it = interpreter(tmp_path / f"{name}.tflite", xnnpack=False)
-        it.set_tensor(it.get_input_details()[0]["index"], cal[0])
-        it.invoke()
-        outputs.append(it.get_tensor(it.get_output_details()[0]["index"]))
-    np.testing.assert_array_equal(outputs[0], outputs[1])
+    for x in (cal[0], 2 * cal[1]):  # one outside the calibrated range too: saturation is the same
+        outputs = []
+        for name in ("raw", "fixed"):
+            it = interpreter(tmp_path / f"{name}.tflite", xnnpack=False)
+            it.set_tensor(it.get_input_details()[0]["index"], x)
+            it.invoke()
+            outputs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+        np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_hinges_rebuild_any_int8_table():
+    """Every table of 256 int8 values, steep ones too (1/sqrt near zero jumps by the whole range),
+    is table[0] plus a sum of hinges with int8 slopes."""
+    from export.xnnpack_int8 import hinges
+
+    rng = np.random.default_rng(0)
+    index = np.arange(256)
+    tables = [rng.integers(-128, 128, 256), np.full(256, 5), np.where(index == 0, 127, -128),
+              np.clip(np.round(3 / np.sqrt(index * 0.001 + 1e-5)) - 128, -128, 127)]  # fmt: skip
+    for table in tables:
+        thresholds, slopes = hinges(table.astype(np.int64))
+        assert np.abs(slopes).max(initial=0) <= 127
+        rebuilt = table[0] + (slopes * np.maximum(index[:, None] - thresholds, 0)).sum(1)
+        np.testing.assert_array_equal(rebuilt, table)
 
 
 def test_a_float_island_is_named(tmp_path):
