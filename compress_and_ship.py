@@ -82,13 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--round-to", type=int, help="make every pruned width a multiple of N (8 suits phone CPUs)")
     p.add_argument("--allow-miss", action="store_true", help="keep the result even if the target is missed")
     p.add_argument("--image-size", type=int, help="export input size (default: the training size)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="TFLite weights (default fp32)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                   help="a file per runtime in this precision beside the fp32 one: fp16, or int8 (full integer, "
+                   "calibrated on training images); default fp32 only")  # fmt: skip
     p.add_argument("--layout", choices=("NCHW", "NHWC"), help="TFLite input/output layout (default NCHW)")
     p.add_argument(
         "--devices",
         help="comma-separated: 'host' (this CPU), phones as HOST:PORT (adb over TCP) or SERIAL (USB); default host",
     )
-    p.add_argument("--runtimes", help="comma-separated: tflite, onnx (default both)")
+    p.add_argument("--runtimes", help="comma-separated runtimes to export and time: tflite, onnx, executorch "
+                   "(the executorch extra); default tflite,onnx")  # fmt: skip
     p.add_argument("--binaries", help="folder of the arm64-v8a lab tools pushed to phones (default bench-binaries)")
     p.add_argument("--run-dir", default="runs/demo", help="where every stage writes its files (default: runs/demo)")
     p.add_argument("--from", dest="from_stage", choices=STAGES, default=STAGES[0], help="first stage to run")
@@ -235,6 +238,7 @@ def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
 
     e = config.export
     options: dict[str, Any] = {
+        "targets": tuple(e.targets),
         "image_size": e.image_size or None,
         "precision": e.precision,
         "layout": e.layout,

@@ -70,7 +70,8 @@ class ExportConfig:
     integer); the TFLite layout; the input size (0: the training
     size). Each file's quality on the held-out task is measured in its own runtime, and a
     precision losing more than `quality_budget_db` of PSNR against fp32 is flagged. The dense
-    reference is exported beside the compressed model."""
+    reference is exported beside the compressed model. `targets` unset: tflite, onnx and any
+    other runtime bench.runtimes times."""
 
     image_size: int = 0
     precision: str = "fp32"
@@ -154,6 +155,14 @@ class PipelineConfig:
     seed: int = 0
     device: str = "cpu"
 
+    def __post_init__(self) -> None:
+        unexported = [r for r in self.bench.runtimes if r not in self.export.targets]
+        if unexported:
+            raise ConfigError(
+                f"bench.runtimes has {', '.join(unexported)}, which export.targets "
+                f"({', '.join(self.export.targets)}) does not write; add it to export.targets"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -229,13 +238,17 @@ def parse_config(data: dict[str, Any]) -> PipelineConfig:
         model = dataclasses.replace(_model_section(model_of_file(init_from)), read_from=init_from)
     else:
         model = _model_section(data.get("model", {"arch": "resnet", "ngf": 16, "n_blocks": 3}))
+    bench = _section(BenchConfig, "bench", data.get("bench", {}))
+    export = data.get("export", {})
+    if isinstance(export, dict) and "targets" not in export:  # unset: the default ones and every runtime timed
+        export = {**export, "targets": DEFAULT_RUNTIMES + [r for r in bench.runtimes if r not in DEFAULT_RUNTIMES]}
     return PipelineConfig(
         model=model,
         data=_section(DataConfig, "data", data.get("data", {})),
         search=_section(SearchConfig, "search", data.get("search", {})),
         train=_section(TrainConfig, "train", data.get("train", {})),
-        export=_section(ExportConfig, "export", data.get("export", {})),
-        bench=_section(BenchConfig, "bench", data.get("bench", {})),
+        export=_section(ExportConfig, "export", export),
+        bench=bench,
         eval=_section(EvalConfig, "eval", data.get("eval", {})),
         **kwargs,
     )

@@ -181,8 +181,9 @@ class Bundle:
     def runner(self, key: str, threads: int = 1):
         from export.runtimes import make_runner
 
+        path = self.file(key)  # a key the bundle lacks is one clear error
         layout = self.manifest["files"][key].get("layout", "NCHW")
-        return make_runner(key_parts(key)[0], self.file(key), threads, layout)
+        return make_runner(key_parts(key)[0], path, threads, layout)
 
     def check_input(self):
         """The NCHW float32 input the bundle's outputs are checked on (None in bundles from

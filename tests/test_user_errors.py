@@ -32,7 +32,20 @@ CASES = {
     "a NaN learning rate": (("ndf = 8", "ndf = 8\nlr = nan"), "train.lr must be a finite number, got nan"),
     "a rounding wider than the model": (("lam = 50.0", "lam = 50.0\nround_to = 64"), "leaves nothing to prune"),
     "a FID weights file that is not there": (("[bench]", '[eval]\nfid_weights = "nope.pth"\n[bench]'), "nope.pth"),
+    "a runtime timed but not exported": (
+        ("[bench]", '[export]\ntargets = ["tflite", "onnx"]\n[bench]\nruntimes = ["onnx", "executorch"]'),
+        "bench.runtimes has executorch, which export.targets (tflite, onnx) does not write; add it to export.targets",
+    ),
 }
+
+
+def test_runtimes_on_the_command_line_are_exported_and_timed():
+    from compress.config import load_config
+
+    args = compress_and_ship._parser().parse_args(["--runtimes", "onnx, executorch"])
+    config = load_config(None, compress_and_ship._overrides(args))
+    assert config.bench.runtimes == ["onnx", "executorch"]
+    assert config.export.targets == ["tflite", "onnx", "executorch"]  # unset: the defaults and what is timed
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
