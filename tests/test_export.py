@@ -486,9 +486,10 @@ def test_executorch_program_matches_pytorch_and_is_timed_on_the_host(tmp_path):
 def test_executorch_int8_keeps_instance_norms_of_small_variance(tmp_path):
     """ExecuTorch's XNNPACK quantizer gives a mean its input's quantization grid; for the
     variance (a mean of squared deviations) that rounds small variances to zero, and the norm
-    blows those channels up. The export gives each mean its own grid: channels whose variances
-    are 400x apart keep the fp32 program's output (measured: 21 dB here against 15.5 with the
-    quantizer as it comes)."""
+    blows those channels up; an int8 square loses what lies below half its quantum. The export
+    gives each mean its own grid and keeps the squares float: channels whose variances are 400x
+    apart keep the fp32 program's output (measured: 30 dB; 21 with the means' grids alone, 15.5
+    with the quantizer as it comes)."""
     from compress.metrics import paired_metrics
     from export.executorch_export import to_executorch
     from export.runtimes import ExecutorchRunner
@@ -515,7 +516,7 @@ def test_executorch_int8_keeps_instance_norms_of_small_variance(tmp_path):
     ]
     x = [rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
     fp32, int8 = (torch.from_numpy(np.concatenate([run(i) for i in x])) for run in runners)
-    assert paired_metrics(int8, fp32)["psnr"] > 19
+    assert paired_metrics(int8, fp32)["psnr"] > 26
 
 
 def test_a_precision_a_runtime_cannot_write_is_said_in_the_manifest(tmp_path):
