@@ -28,9 +28,11 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # The form of the graph each runtime's export writes, numbered: one more whenever the export
 # passes change what that runtime runs (a latency model measured on the older graph is stale).
 # tflite 2: phase convs, pads and norms on channels-last views, greedy layout (U-Net 20-25 %
-# faster, ResNet up to 8 %).
+# faster, ResNet up to 8 %). tflite 3: int8 RSQRT as hinge tables (an int8 ResNet one XNNPACK
+# partition, was one per norm). executorch 2: int8 norms' squares and variance means in float.
+# (Numbered per runtime: a change to one precision's graph bumps them all.)
 GRAPH_FORM_KEY = "coronet-export-graph"
-GRAPH_FORMS = {"onnx": 1, "tflite": 2, "executorch": 1}
+GRAPH_FORMS = {"onnx": 1, "tflite": 3, "executorch": 2}
 # A bundle's files are keyed by runtime and precision: "onnx", "tflite" (fp32), "onnx-int8", ...
 FILE_KEY = re.compile(r"^(onnx|tflite|executorch)(?:-(fp16|int8))?$")
 
