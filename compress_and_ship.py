@@ -235,10 +235,11 @@ def _export(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
         latency_budget,
     )
     from export import export_bundle
+    from export.bundle import TARGET_PRECISIONS
 
     e = config.export
     options: dict[str, Any] = {
-        "targets": tuple(e.targets),
+        "targets": tuple(t for t in TARGET_PRECISIONS if t in e.targets),  # the bundle's own order of files
         "image_size": e.image_size or None,
         "precision": e.precision,
         "layout": e.layout,
