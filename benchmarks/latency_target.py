@@ -9,7 +9,8 @@ runtime (ONNX Runtime, LiteRT with XNNPACK):
     per layer: the fit is per layer, scaled to the medians), then time `--test` more
     random plans it never saw and report the prediction error (goal: median |error| <= 5 %,
     max <= 15 %); every plan is timed in `--repeats` passes in alternating order, its latency
-    the median of its passes;
+    the median of its passes, each divided by the machine's speed then (the dense plan timed
+    after every `--reference-every` plans);
 (b) for targets of 1/4, 1/8 and 1/16 of the dense model's predicted latency, run the search with
     that target (the hypernetwork trained on the built-in pix2pix task at 64², an L1 step, for
     at most `--search-steps`), export the slim model at 256² and time it; the measured/target
@@ -81,6 +82,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--reference-every", type=int, default=4)
     p.add_argument("--search-steps", type=int, default=600)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "latency_target.json"))
     args = p.parse_args()
@@ -95,6 +97,7 @@ def main() -> None:
             t0 = time.perf_counter()
             timer = plan_timer(key, 256, scratch, args.runs)
             model = calibrate(plan, SHAPE, key, timer, args.plans, args.test, seed=0, repeats=args.repeats,
+                              reference_every=args.reference_every,
                               progress=lambda i, n: print(f"  timed {i}/{n}", flush=True))  # fmt: skip
             calibration_s = time.perf_counter() - t0
             model.save(scratch / "lat.json")

@@ -10,7 +10,8 @@ counts them), in three terms that each grow with the widths:
 `a_c` prices the arithmetic per class `c` of conv (kernel, stride, transposed; true MACs: a
 transposed conv at its real cost), `b` what scales with the input read (pads, im2col, layout
 reorders before it), `o` what scales with the output written (norm, activation, bias, reorders
-after it); `t0` is what no width changes (per-op dispatch, the fixed RGB ends). The element
+after it); `t0` is what no width changes (per-op dispatch, the fixed RGB ends; negative when
+fitted to a profile of ops timed alone, whose overhead the per-op term took in). The element
 terms are shared by all convs: one conv's output is the next one's input, so per-class element
 terms would be nearly collinear and extrapolate badly (measured on exact synthetic data: 2 % off
 on unseen plans with them, exact without). Channel counts
@@ -279,14 +280,18 @@ class _LayerRows:
         return np.bincount(self.plan_of, weights=self.x @ theta, minlength=len(self.y))
 
     def solve(self, keep: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """(layer coefficients, scale, intercept) fitted on the plans `keep` marks."""
+        """(layer coefficients, scale, intercept) fitted on the plans `keep` marks. The scale is
+        non-negative, the intercept of either sign: ops timed alone (LiteRT's profile) each carry
+        an overhead the whole model does not pay, which the per-op term of the layers took in
+        (held at zero, the LiteRT model over-predicted small plans)."""
         from scipy.optimize import nnls
 
         rows = keep[self.plan_of]
         theta, _ = nnls(self.x[rows] * self.weight[rows, None], self.t[rows] * self.weight[rows])
         sums = self.sums(theta)
-        ab, _ = nnls(np.stack([sums, np.ones_like(sums)], axis=1)[keep] / self.y[keep, None], np.ones(keep.sum()))
-        return theta, float(ab[0]), float(ab[1])
+        one = np.ones_like(sums)
+        abc, _ = nnls(np.stack([sums, one, -one], axis=1)[keep] / self.y[keep, None], np.ones(keep.sum()))
+        return theta, float(abc[0]), float(abc[1] - abc[2])
 
 
 def fit_layers(
@@ -390,7 +395,43 @@ class CalibrationPoint:
     measured_ms: float  # the median of `passes_ms` when the plan was timed more than once
     predicted_ms: float = 0.0
     layer_ms: list[float] | None = None
-    passes_ms: list[float] | None = None
+    passes_ms: list[float] | None = None  # each pass's time, divided by the machine's speed then
+    raw_passes_ms: list[float] | None = None  # as timed, when a reference timed the machine's speed
+
+
+def timing_order(count: int, repeats: int, reference_every: int, seed: int) -> list[tuple[int, bool]]:
+    """The calibration's timings, in order, as (plan index, is a reference timing). Plan 0 (the
+    dense one) first, then the others in a seeded shuffle, so that fitted and held-out plans
+    alternate and a drift of the machine falls on both alike (timed as two blocks, a drift of
+    8 % between them read as an 8 % bias of every held-out prediction); each further pass runs
+    the one before backwards. With `reference_every` k, plan 0 is timed again after every k
+    timings and last: the machine's speed, read where the plans were timed."""
+    rest = list(range(1, count))
+    random.Random(seed).shuffle(rest)
+    first = [0, *rest]
+    events: list[tuple[int, bool]] = []
+    for r in range(max(1, repeats)):
+        for done, i in enumerate(reversed(first) if r % 2 else first, start=r * count + 1):
+            events.append((i, False))
+            if reference_every and done % reference_every == 0:
+                events.append((0, True))
+    if reference_every and events[-1] != (0, True):
+        events.append((0, True))
+    return events
+
+
+def speed_factors(events: list[tuple[int, bool]], times: list[float]) -> list[float]:
+    """Each timing's factor of the machine's speed against its median over the calibration
+    (1.1: the machine ran 10 % slow then), from the dense plan's timings: a running median of 3
+    (one burst does not move its neighbours), interpolated linearly between them. Every
+    timing of plan 0 counts, its ordinary ones too."""
+    at = [n for n, (i, _) in enumerate(events) if i == 0]
+    ref = np.array([times[n] for n in at])
+    smooth = ref.copy()
+    for j in range(1, len(ref) - 1):
+        smooth[j] = np.median(ref[j - 1 : j + 2])
+    level = float(np.median(ref))
+    return list(np.interp(np.arange(len(events)), at, smooth) / level)
 
 
 def calibrate(
@@ -403,38 +444,46 @@ def calibrate(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     repeats: int = 1,
+    reference_every: int = 0,
 ) -> LatencyModel:
     """Time the dense plan and `plans` random ones with `time_plan` (an export and a
     device_bench job), fit (per layer when every plan came with its layer times, else on the
     medians alone), and report the fit's error on `held_out` further random plans it was not
-    fitted on.
+    fitted on. The order is `timing_order`'s: fitted and held-out plans interleaved.
 
     With `repeats` > 1 every plan is timed again in further passes, each in the reverse order
     of the one before (`time_plan(plan, profile=False)`: the file already exported, no
     profile), and a plan's latency is the median of its passes. A shared machine drifts by
-    ±5-8 % over minutes; alternating the order cancels a steady drift between plans."""
+    ±5-10 % over minutes (a phone as it heats); alternating the order cancels a steady drift
+    between plans. With `reference_every` > 0 the dense plan is timed after every that many
+    timings, and each timing (its layer times too) is divided by the machine's speed then
+    (`speed_factors`): the model predicts the machine at its median speed over the calibration,
+    not at whatever speed it had when a plan came up."""
     settings = [dict(plan.widths), *random_plans(plan, plans + held_out, seed)]
     slim = [plan.with_widths({g: w[g] for g in plan.prunable}) for w in settings]
-    points: list[CalibrationPoint] = []
-    timing = Timing(0.0, {}, {})
-    done, total = 0, len(settings) * max(1, repeats)
-    for widths, p in zip(settings, slim, strict=True):
-        timing = time_plan(p)
-        points.append(CalibrationPoint(widths, timing.median_ms, layer_ms=timing.layer_ms))
-        done += 1
+    events = timing_order(len(settings), repeats, reference_every, seed)
+    timings: list[Timing] = []
+    first: dict[int, int] = {}  # plan -> its first (profiled) timing
+    for n, (i, reference) in enumerate(events):
+        profile = not reference and i not in first
+        if profile:
+            first[i] = n
+        timings.append(time_plan(slim[i], profile=profile))
         if progress is not None:
-            progress(done, total)
-    passes = [[p.measured_ms] for p in points]
-    for r in range(1, max(1, repeats)):
-        order = range(len(slim) - 1, -1, -1) if r % 2 else range(len(slim))
-        for i in order:
-            passes[i].append(time_plan(slim[i], profile=False).median_ms)
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    for p, measured in zip(points, passes, strict=True):
-        p.measured_ms = float(np.median(measured))
-        p.passes_ms = measured if len(measured) > 1 else None
+            progress(n + 1, len(events))
+    times = [t.median_ms for t in timings]
+    factors = speed_factors(events, times) if reference_every else [1.0] * len(events)
+    points: list[CalibrationPoint] = []
+    for i, widths in enumerate(settings):
+        own = [n for n, (j, reference) in enumerate(events) if j == i and not reference]
+        passes = [times[n] / factors[n] for n in own]
+        layers = timings[first[i]].layer_ms
+        points.append(CalibrationPoint(
+            widths, float(np.median(passes)),
+            layer_ms=None if layers is None else [ms / factors[first[i]] for ms in layers],
+            passes_ms=passes if len(passes) > 1 else None,
+            raw_passes_ms=[times[n] for n in own] if reference_every else None))  # fmt: skip
+    timing = timings[-1]
     fitted, test = points[: plans + 1], points[plans + 1 :]
     cost = PlanCost(plan, input_shape)
     per_layer = all(p.layer_ms is not None and len(p.layer_ms) == len(cost.convs) for p in fitted)
@@ -455,6 +504,7 @@ def calibrate(
 
     model.calibration = {
         "method": "per layer" if per_layer else "whole model", "repeats": max(1, repeats),
+        "reference_every": reference_every, "speed": [round(f, 4) for f in factors] if reference_every else None,
         "fitted_plans": len(fitted), "held_out_plans": len(test), "leave_one_out_median": loo,
         "fit_error": errors(fitted), "held_out_error": errors(test),
         "points": [asdict(p) | {"held_out": i > plans} for i, p in enumerate(points)],

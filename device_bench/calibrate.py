@@ -109,12 +109,13 @@ def calibrate_device(
     seed: int = 0,
     progress: bool = True,
     repeats: int = 2,
+    reference_every: int = 4,
 ):
     """Calibrate and write the latency model for the config's generator; returns it."""
     import numpy as np
 
     from compress.config import load_config
-    from compress.latency import LatencyKey, calibrate
+    from compress.latency import LatencyKey, calibrate, timing_order
     from compress.models import example_input_shape, full_plan
     from coronet.progress import Progress
 
@@ -133,13 +134,15 @@ def calibrate_device(
 
         transport = AdbTransport(device)
         transport.connect()
-    bar = Progress("calibrate", (plans + held_out + 1) * repeats, enabled=progress)
+    bar = Progress("calibrate", len(timing_order(plans + held_out + 1, repeats, reference_every, seed)),
+                   enabled=progress)  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(prefix="coronet-calibrate-") as scratch:
             time_plan = plan_timer(key, size, Path(scratch), runs, warmup_s, binaries, transport, calibration, seed,
                                    on_timed=lambda ms: bar.show(plan_ms=ms))  # fmt: skip
             model = calibrate(plan, shape, key, time_plan, plans, held_out, seed,
-                              progress=lambda done, total: bar.update(1), repeats=repeats)  # fmt: skip
+                              progress=lambda done, total: bar.update(1), repeats=repeats,
+                              reference_every=reference_every)  # fmt: skip
     finally:
         bar.close()
         if transport is not None:

@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--runs", type=int, default=10, help="timed runs per plan")
     ca.add_argument("--repeats", type=int, default=2, help="passes over all plans, alternating their order; "
                     "a plan's latency is the median of its passes (a shared machine drifts in minutes)")  # fmt: skip
+    ca.add_argument("--reference-every", type=int, default=4, help="time the dense plan again after every N plans "
+                    "and divide each plan's time by the machine's speed then (a phone heats, a shared host has "
+                    "neighbours); 0: off")  # fmt: skip
     ca.add_argument("--seed", type=int, default=0)
     ca.add_argument("--binaries", default="bench-binaries", help="folder with the arm64-v8a tools to push")
     ca.add_argument("--out", required=True, help="the latency model file to write (JSON)")
@@ -200,13 +203,15 @@ def _calibrate(args) -> int:
     from coronet.errors import ConfigError
     from device_bench.calibrate import calibrate_device
 
-    if args.plans < 4 or args.held_out < 0 or min(args.runs, args.threads, args.repeats) < 1:
-        raise ConfigError("--plans must be >= 4, --held-out >= 0, --runs, --threads and --repeats >= 1")
+    if args.plans < 4 or min(args.held_out, args.reference_every) < 0 or min(args.runs, args.threads, args.repeats) < 1:
+        raise ConfigError("--plans must be >= 4, --held-out and --reference-every >= 0, --runs, --threads and "
+                          "--repeats >= 1")  # fmt: skip
     if not Path(args.out).resolve().parent.is_dir():  # said now, not after the calibration's minutes
         raise ConfigError(f"--out {args.out}: its folder does not exist; create it or pick another path")
     model = calibrate_device(args.config, args.device, args.runtime, args.threads, Path(args.out), args.precision,
                              args.delegate, args.image_size, args.plans, args.held_out, args.runs,
-                             binaries=Path(args.binaries), seed=args.seed, repeats=args.repeats)  # fmt: skip
+                             binaries=Path(args.binaries), seed=args.seed, repeats=args.repeats,
+                             reference_every=args.reference_every)  # fmt: skip
     fit, test = model.calibration["fit_error"], model.calibration.get("held_out_error") or {}
     held = f"; held-out plans: median {test['median']:.1%}, max {test['max']:.1%}" if test else ""
     print(f"{args.out}: {model.key.describe()}, dense {model.dense_ms:.3g} ms, channels counted in multiples of "

@@ -110,6 +110,36 @@ def test_repeated_passes_in_alternating_order_cancel_a_steady_drift():
     assert max(ratios[1]) / min(ratios[1]) > 1.05  # one pass: the last plan pays 7 % more than the first
     assert max(ratios[2]) / min(ratios[2]) == pytest.approx(1.0, abs=1e-9)
     assert all(len(p["passes_ms"]) == 2 for p in points)
+    held_out = [i for i, (w, _) in enumerate(first) if any(w == p["widths"] for p in points[6:])]
+    assert held_out != [6, 7]  # fitted and held-out plans interleaved, not timed as two blocks
+
+
+def test_a_reference_plan_reads_the_machines_speed_where_each_plan_was_timed():
+    """A machine whose speed wanders by ±12 % over the calibration, with one burst 60 % slow
+    on a reference timing: with the dense plan timed after every 2 plans, every plan keeps its
+    true latency to 1 % (the burst outvoted by its neighbours); without, the wander stays in."""
+    import math
+
+    truth = _truth()
+    calls: list[dict] = []
+
+    def time_plan(plan, profile=True):
+        calls.append(dict(plan.widths))
+        speed = 1 + 0.12 * math.sin(len(calls) / 8)
+        if len(calls) == 12 and calls[-1] == PLAN.widths:
+            speed *= 1.6
+        return Timing(truth.predict(plan.widths) * speed, {"onnxruntime": "1.0"}, {"cpu": "test"})
+
+    spread = {}
+    for every in (0, 2):
+        calls.clear()
+        model = calibrate(PLAN, SHAPE, HOST_ONNX, time_plan, plans=8, held_out=4, reference_every=every)
+        ratios = [p["measured_ms"] / truth.predict(p["widths"]) for p in model.calibration["points"]]
+        spread[every] = max(ratios) / min(ratios)
+    assert calls[11] == PLAN.widths  # the burst fell on a reference timing
+    assert spread[0] > 1.08 and spread[2] < 1.01
+    assert model.calibration["reference_every"] == 2 and len(model.calibration["speed"]) == len(calls)
+    assert all(len(p["raw_passes_ms"]) == 1 for p in model.calibration["points"])
 
 
 def _search(budget: LatencyBudget, max_steps: int = 400):
