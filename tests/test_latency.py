@@ -42,9 +42,10 @@ def _synthetic(coefficients: dict[str, float], intercept: float = 0.2, granulari
 
 def _truth() -> LatencyModel:
     """A device whose costs are the model's form, with what MACs do not see: per-element
-    costs (norms, pads) and a stride-2 conv dearer per MAC than the others."""
+    costs (norms, pads), a stride-2 conv dearer per MAC than the others and the RGB conv
+    dearer still."""
     coefficients = {f"{cls}:macs": 2e-8 * (2.0 if cls == "k3s2" else 1.0) for cls in ("k7s1", "k3s2", "k3s1", "t3s2")}
-    return _synthetic({**coefficients, "in": 1e-6, "out": 3e-6})
+    return _synthetic({**coefficients, "image:k7s1:macs": 8e-8, "in": 1e-6, "out": 3e-6, "image:in": 2e-6})
 
 
 def test_fit_recovers_a_device_of_its_form_and_predicts_unseen_plans():
@@ -85,6 +86,8 @@ def test_predictions_grow_with_every_width():
     # MACs miss the stride-2 price and the per-element terms; the model does not
     f = features(model.cost, PLAN.widths, 8)
     assert f["k3s2:macs"] > 0 and f["out"] > 0
+    # the conv that writes the image has terms of its own; the stem (the other 7x7) keeps the class's
+    assert f["image:k7s1:macs"] == 8 * 7 * 7 * PLAN["up2"] * SHAPE[2] * SHAPE[3] and f["k7s1:macs"] > 0  # 3 RGB -> 8
 
 
 def test_repeated_passes_in_alternating_order_cancel_a_steady_drift():
