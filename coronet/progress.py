@@ -51,6 +51,13 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix({k: _format(v) for k, v in self.fields.items()}, refresh=False)
 
+    def grow(self, total: int) -> None:
+        """More steps than planned (work added as it went)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def update(self, n: int = 1) -> None:
         self.n += n
         if self.bar is not None:

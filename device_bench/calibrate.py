@@ -141,7 +141,7 @@ def calibrate_device(
             time_plan = plan_timer(key, size, Path(scratch), runs, warmup_s, binaries, transport, calibration, seed,
                                    on_timed=lambda ms: bar.show(plan_ms=ms))  # fmt: skip
             model = calibrate(plan, shape, key, time_plan, plans, held_out, seed,
-                              progress=lambda done, total: bar.update(1), repeats=repeats,
+                              progress=lambda done, total: (bar.grow(total), bar.update(1)), repeats=repeats,
                               reference_every=reference_every)  # fmt: skip
     finally:
         bar.close()
