@@ -114,8 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--held-out", type=int, default=8, help="further random plans to report the error on")
     ca.add_argument("--runs", type=int, default=10, help="timed runs per plan")
     ca.add_argument("--repeats", type=int, default=2, help="passes over all plans, alternating their order; "
-                    "a plan's latency is the median of its passes (a shared machine drifts in minutes); a plan whose passes "
-                    "differ by more than 5 %% is timed once more")  # fmt: skip
+                    "a plan's latency is the median of its passes (a shared machine drifts in minutes); a plan "
+                    "whose passes differ by more than 5 %% is timed once more")  # fmt: skip
     ca.add_argument("--reference-every", type=int, default=4, help="time the dense plan again after every N plans "
                     "and divide each plan's time by the machine's speed then (a phone heats, a shared host has "
                     "neighbours); 0: off")  # fmt: skip
