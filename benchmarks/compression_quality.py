@@ -99,7 +99,7 @@ def _coronet(
     search = SearchConfig(target_macs=target, tolerance=0.02, lam=lam, lr=config.lr * lr_scale, max_steps=steps)
     if budget is not None:
         search = replace(search, target_latency_ms=budget.target_ms, latency_model="(in memory)",
-                         round_to=budget.model.granularity)  # fmt: skip
+                         round_to=budget.model.round_to)  # fmt: skip
     t0 = time.perf_counter()
     result = run_search(hyper, lambda _: trainer.step(next(batches)), search, cost, progress=False, budget=budget)
     t_search = time.perf_counter() - t0

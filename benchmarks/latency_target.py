@@ -60,7 +60,7 @@ def _search(model, target_ms: float, steps: int) -> compress.ChannelPlan:
     budget = LatencyBudget(model, target_ms)
     # the stop's window [target - tolerance, target] in units of the dense latency: 5 % of the target
     config = SearchConfig(tolerance=0.05 * budget.target, lam=40.0, lr=1e-3, max_steps=steps,
-                          target_latency_ms=target_ms, latency_model="(in memory)", round_to=model.granularity,
+                          target_latency_ms=target_ms, latency_model="(in memory)", round_to=model.round_to,
                           allow_miss=True)  # fmt: skip
     a, b = builtin_paired(16, 64, seed=0)
     step, _ = regression_train_step(hyper, random_batches(a, b, 2, 0), config)

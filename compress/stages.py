@@ -410,7 +410,7 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
     budget = latency_budget(config)
     search_config = config.search
     if budget is not None and search_config.round_to == 1:  # widths the device's kernels do not pad
-        search_config = dataclasses.replace(search_config, round_to=budget.model.granularity)
+        search_config = dataclasses.replace(search_config, round_to=budget.model.round_to)
     state_path = run_dir / SEARCH_STATE
     # A search resumes when everything it reads but its step budget is unchanged.
     inputs = search_inputs(config)
