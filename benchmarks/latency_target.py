@@ -134,12 +134,17 @@ def main() -> None:
                       f"{row['over_target_drift_removed']:.2f}x without the drift)", flush=True)  # fmt: skip
             record["runtimes"][runtime] = {
                 "dense_predicted_ms": model.dense_ms, "dense_measured_ms": measured["dense"], "drift": drift,
-                "granularity": model.granularity, "coefficients": model.coefficients,
-                "intercept_ms": model.intercept_ms,
+                "granularity": model.granularity, "round_to": model.round_to, "coefficients": model.coefficients,
+                "intercept_ms": model.intercept_ms, "timed_again": model.calibration.get("timed_again"),
                 "calibration_minutes": calibration_s / 60, "fit_error": model.calibration["fit_error"],
                 "held_out_error": held, "points": model.calibration["points"], "targets": rows,
             }  # fmt: skip
+        _write(record, args)  # after each runtime: a run stopped in the next keeps this one's
+
+
+def _write(record: dict, args: argparse.Namespace) -> None:
     out = Path(args.out)
+    record = {**record, "runtimes": dict(record["runtimes"])}
     if out.is_file():  # a run of some runtimes keeps the others' records (each with its own settings)
         earlier = json.loads(out.read_text())
         for runtime, measured in earlier.get("runtimes", {}).items():
@@ -148,7 +153,7 @@ def main() -> None:
     for measured in record["runtimes"].values():
         measured.setdefault("settings", vars(args))
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}", flush=True)
 
 
 if __name__ == "__main__":
