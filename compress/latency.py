@@ -83,8 +83,9 @@ def term_names(spec, last: bool) -> tuple[str, str, str, str]:
     conv, which writes the image (3 channels, or 1), has its own: a kernel's output tile of 8 or
     16 channels is mostly empty there and its input is the widest activation, so it costs per
     MAC and per element what no other conv does (ResNet at 256², the 7x7 RGB conv took 2.9 ms
-    of a 16 ms plan where the stem's price said 1.7; with its own terms the held-out error on
-    20 plans went from 31 % max to 10 % on ONNX Runtime and from 16 % to 5 % on LiteRT)."""
+    of a 16 ms plan where the stem's price said 1.7; with its own terms, refitted on the same
+    timings, the held-out error on 20 plans went from 31 % max to 10 % on ONNX Runtime and
+    from 16 % to 5 % on LiteRT)."""
     cls = ("image:" if last else "") + conv_class(spec.kernel, spec.stride, spec.transposed)
     ends = ("image:in", "image:out") if last else ("in", "out")
     return f"{cls}:macs", f"{cls}:misaligned", *ends
