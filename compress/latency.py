@@ -512,21 +512,26 @@ def calibrate(
             if progress is not None:
                 progress(n + 1, until)
 
-    def passes_of(i: int) -> tuple[list[int], list[float]]:
+    def speeds() -> list[float]:
+        times = [t.median_ms for t in timings]
+        return speed_factors(events, times) if reference_every else [1.0] * len(events)
+
+    def passes_of(i: int, factors: list[float]) -> tuple[list[int], list[float]]:
         own = [n for n, (j, reference) in enumerate(events) if j == i and not reference]
         return own, [timings[n].median_ms / factors[n] for n in own]
 
     run(len(events))
-    factors = speed_factors(events, [t.median_ms for t in timings]) if reference_every else [1.0] * len(events)
-    bursts = [i for i in range(len(settings)) if len(ms := passes_of(i)[1]) > 1 and max(ms) > (1 + agree) * min(ms)]
+    factors = speeds()
+    spread = [passes_of(i, factors)[1] for i in range(len(settings))]
+    bursts = [i for i, ms in enumerate(spread) if len(ms) > 1 and max(ms) > (1 + agree) * min(ms)]
     if bursts:
         events += [(i, False) for i in bursts] + ([(0, True)] if reference_every else [])
         run(len(events))
-        factors = speed_factors(events, [t.median_ms for t in timings]) if reference_every else [1.0] * len(events)
+        factors = speeds()
     times = [t.median_ms for t in timings]
     points: list[CalibrationPoint] = []
     for i, widths in enumerate(settings):
-        own, passes = passes_of(i)
+        own, passes = passes_of(i, factors)
         layers = timings[first[i]].layer_ms
         points.append(CalibrationPoint(
             widths, float(np.median(passes)),
