@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the latency model the target is predicted with (device-bench calibrate --out FILE)",
     )
+    p.add_argument("--latency-timings", type=int, metavar="N",
+                   help="with --target-latency: time the searched plan on that device up to N times while searching "
+                   "and re-aim by the model's error there (default 3; 0 stops on the prediction alone)")  # fmt: skip
     p.add_argument(
         "--init-from",
         metavar="FILE",
@@ -107,6 +110,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
         ("search", "target_macs", args.target_macs),
         ("search", "target_latency_ms", args.target_latency),
         ("search", "latency_model", args.latency_model),
+        ("search", "latency_timings", args.latency_timings),
         ("search", "init_from", args.init_from),
         ("search", "max_steps", args.max_steps),
         ("search", "round_to", args.round_to),
@@ -189,6 +193,9 @@ def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
     if result.predicted_ms is not None:
         line = (f"reached a predicted {result.predicted_ms:.3g} ms (target {config.search.target_latency_ms:g} ms) "
                 f"in {result.steps} steps, MACs ratio {result.ratio:.4f}")  # fmt: skip
+        if result.latency_checks:
+            timed = ", ".join(f"{c['measured_ms']:.3g}" for c in result.latency_checks)
+            line += f"; timed on the device along the way: {timed} ms"
     if result.resumed_from:
         line += f", resumed from step {result.resumed_from}"
     outputs = [run_dir / HYPER_CHECKPOINT, run_dir / GAN_STATE, run_dir / "search.json", run_dir / "search_log.jsonl"]

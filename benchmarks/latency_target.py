@@ -14,9 +14,12 @@ runtime (ONNX Runtime, LiteRT with XNNPACK):
 (b) for targets of 1/4, 1/8 and 1/16 of the dense model's predicted latency, run the search with
     that target (stopping with the prediction in [0.95, 1] x target; the hypernetwork trained on
     the built-in pix2pix task at 64², an L1 step, for at most `--search-steps`), export the slim
-    model at 256² and time it; the measured/target
-    ratio (goal: in [0.90, 1.03]). The dense model and the three searched ones are timed
-    interleaved: every round times `--runs` inferences of each in turn; medians of all rounds.
+    model at 256² and time it; the measured/target ratio (goal: in [0.90, 1.03]). Each target is
+    searched twice from the same start: stopped on the prediction alone, and with the measured
+    stop (compress.latency.MeasuredStop, the pipeline's default: up to `--latency-timings` plans
+    timed on the device as the search goes, first at 1.2 x the target, each timing over it
+    re-aiming the search by the model's error there). The dense model and the six searched ones
+    are timed interleaved: every round times `--runs` inferences of each in turn; medians of all rounds.
     The machine's drift between (a) and (b) is the dense model's latency in (b) over its
     latency in (a); the JSON also gives each ratio divided by that drift.
 
@@ -45,7 +48,7 @@ import compress
 import export
 from benchmarks.timing import time_interleaved
 from compress.data import builtin_paired, random_batches
-from compress.latency import LatencyBudget, LatencyKey, calibrate
+from compress.latency import LatencyBudget, LatencyKey, MeasuredStop, calibrate
 from compress.search import SearchConfig, regression_train_step, run_search
 from coronet.bundle import tool_versions
 from device_bench.calibrate import plan_timer
@@ -54,10 +57,13 @@ from device_bench.host import host_state
 SHAPE = (1, 3, 256, 256)
 
 
-def _search(model, target_ms: float, steps: int) -> compress.ChannelPlan:
+def _search(model, target_ms: float, steps: int, measure=None, timings: int = 0):
+    """The slim generator and the search's result: stopped on the prediction, or (`timings` > 0)
+    on the device's timing of each plan it stops at (`measure`), re-aimed by the model's error."""
     torch.manual_seed(0)
     hyper = compress.HyperGenerator("resnet", model.plan, embedding_dim=4)
     budget = LatencyBudget(model, target_ms)
+    stop = MeasuredStop(budget, measure, timings) if timings > 0 else None
     # the stop's window [target - tolerance, target] in units of the dense latency: 5 % of the target
     config = SearchConfig(tolerance=0.05 * budget.target, lam=40.0, lr=1e-3, max_steps=steps,
                           target_latency_ms=target_ms, latency_model="(in memory)", round_to=model.round_to,
@@ -65,10 +71,12 @@ def _search(model, target_ms: float, steps: int) -> compress.ChannelPlan:
     a, b = builtin_paired(16, 64, seed=0)
     step, _ = regression_train_step(hyper, random_batches(a, b, 2, 0), config)
     result = run_search(hyper, step, config, compress.PlanCost(model.plan, (1, 3, 64, 64)), progress=True,
-                        budget=budget)  # fmt: skip
+                        budget=budget, stop=stop)  # fmt: skip
+    timed = "".join(f", timed {c['measured_ms']:.1f} at a predicted {c['predicted_ms']:.1f}"
+                    for c in result.latency_checks)  # fmt: skip
     print(f"  search for {target_ms:.1f} ms: predicted {result.predicted_ms:.1f} ms after {result.steps} steps "
-          f"({'reached' if result.reached else 'MISSED'})", flush=True)  # fmt: skip
-    return compress.slim_generator(hyper).eval()
+          f"({'reached' if result.reached else 'MISSED'}){timed}", flush=True)  # fmt: skip
+    return compress.slim_generator(hyper).eval(), result
 
 
 def _time_interleaved(runners: dict, rounds: int, runs: int) -> dict[str, float]:
@@ -87,6 +95,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--reference-every", type=int, default=4)
     p.add_argument("--search-steps", type=int, default=600)
+    p.add_argument("--latency-timings", type=int, default=3,
+                   help="the measured stop's timings on the device (search.latency_timings)")  # fmt: skip
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "latency_target.json"))
     args = p.parse_args()
     plan = compress.full_plan("resnet", ngf=64, n_blocks=9)
@@ -113,25 +123,35 @@ def main() -> None:
             dense = compress.build_generator("resnet", plan).eval()
             runners["dense"] = export.export_bundle(dense, folder / "dense", (runtime,), image_size=256,
                                                     sample_images=0).runner(runtime, threads=args.threads)  # fmt: skip
-            predicted, widths = {}, {}
+
+            def measure(widths, timer=timer) -> float:  # a searched plan, timed as calibration timed its plans
+                return timer(plan.with_widths(widths), profile=False).median_ms
+
+            searched = {}  # (target, stop): the searched plan's prediction, widths and device timings
             for name, target in targets.items():
-                slim = _search(model, target, args.search_steps)
-                predicted[name], widths[name] = model.predict(slim.plan.widths), dict(slim.plan.widths)
-                bundle = export.export_bundle(slim, folder / name.replace("/", "_"), (runtime,), image_size=256,
-                                              sample_images=0)  # fmt: skip
-                runners[name] = bundle.runner(runtime, threads=args.threads)
+                for stop, timings in (("prediction", 0), ("measured", args.latency_timings)):
+                    slim, result = _search(model, target, args.search_steps, measure, timings)
+                    searched[name, stop] = {"predicted_ms": result.predicted_ms, "widths": dict(slim.plan.widths),
+                                            "search_timings": result.latency_checks, "steps": result.steps}  # fmt: skip
+                    bundle = export.export_bundle(slim, folder / f"{name.replace('/', '_')}-{stop}", (runtime,),
+                                                  image_size=256, sample_images=0)  # fmt: skip
+                    runners[f"{name} {stop}"] = bundle.runner(runtime, threads=args.threads)
             measured = _time_interleaved(runners, args.rounds, args.runs)
             drift = measured["dense"] / model.calibration["points"][0]["measured_ms"]
-            rows = {name: {"target_ms": targets[name], "predicted_ms": predicted[name], "measured_ms": measured[name],
-                           "measured_over_target": measured[name] / targets[name],
-                           "over_target_drift_removed": measured[name] / targets[name] / drift,
-                           "in_band": 0.90 <= measured[name] / targets[name] <= 1.03, "widths": widths[name]}
-                    for name in targets}  # fmt: skip
+            rows = {}
+            for (name, stop), row in searched.items():
+                ms, target = measured[f"{name} {stop}"], targets[name]
+                rows.setdefault(name, {"target_ms": target})[f"{stop}_stop"] = {
+                    **row, "measured_ms": ms, "measured_over_target": ms / target,
+                    "over_target_drift_removed": ms / target / drift, "in_band": 0.90 <= ms / target <= 1.03,
+                }  # fmt: skip
             print(f"  drift: the dense model ran {drift:.3f}x its (a) latency in (b)", flush=True)
             for name, row in rows.items():
-                print(f"  (b) {name}: target {row['target_ms']:.1f} ms, predicted {row['predicted_ms']:.1f}, measured "
-                      f"{row['measured_ms']:.1f} ({row['measured_over_target']:.2f}x target, "
-                      f"{row['over_target_drift_removed']:.2f}x without the drift)", flush=True)  # fmt: skip
+                for stop in ("prediction", "measured"):
+                    r = row[f"{stop}_stop"]
+                    print(f"  (b) {name}, stopped on the {stop}: target {row['target_ms']:.1f} ms, predicted "
+                          f"{r['predicted_ms']:.1f}, measured {r['measured_ms']:.1f} ({r['measured_over_target']:.2f}x "
+                          f"target, {r['over_target_drift_removed']:.2f}x without the drift)", flush=True)  # fmt: skip
             record["runtimes"][runtime] = {
                 "dense_predicted_ms": model.dense_ms, "dense_measured_ms": measured["dense"], "drift": drift,
                 "granularity": model.granularity, "round_to": model.round_to, "coefficients": model.coefficients,

@@ -405,6 +405,60 @@ class LatencyBudget:
         return {g: max(c / mean, 1e-3) for g, c in costs.items()}  # a channel that costs nothing still shrinks
 
 
+# The measured stop's first aim, over the target: on the plans a search picks (a narrow trunk,
+# wide blocks) the model was off by up to 20 % either way (benchmarks/latency_target.py), and a
+# search only shrinks: a plan that landed on the target of a model that over-predicts runs faster
+# than asked, with no way back. Stopped 20 % above, the device's timing there re-aims the rest.
+FIRST_AIM = 1.2
+# A timing this far over the target is within a median's noise on a quiet device: accepted.
+ACCEPT_OVER = 0.02
+
+
+@dataclass
+class LatencyCheck:
+    """One plan of the search timed on the device: where the search was aimed (predicted ms),
+    the plan's prediction and its timing, and whether that timing ended the search."""
+
+    step: int
+    aim_ms: float
+    predicted_ms: float
+    measured_ms: float
+    accepted: bool
+
+
+class MeasuredStop:
+    """A search stopped on the device's timing, not on the prediction alone (a closed loop).
+    The search first stops at a prediction of FIRST_AIM x the target; each plan it stops at is
+    timed (`measure`, e.g. a plan_timer's median), and a timing over the target re-aims the
+    search at target x predicted / measured (the model's error where the search is), which it
+    shrinks on to. At most `timings` timings: after the last, the re-aimed prediction is trusted."""
+
+    def __init__(self, budget: LatencyBudget, measure: Callable[[Mapping[str, int]], float], timings: int) -> None:
+        self.budget, self.measure, self.timings_left = budget, measure, timings
+        target, dense = budget.target_ms, budget.model.dense_ms
+        self.aim_ms = min(FIRST_AIM * target, (target + dense) / 2) if timings > 0 else target
+        self.checks: list[LatencyCheck] = []
+
+    @property
+    def aim(self) -> float:
+        """The aim as a fraction of the dense plan's predicted latency (the search's units)."""
+        return self.aim_ms / self.budget.model.dense_ms
+
+    def check(self, step: int, widths: Mapping[str, int]) -> LatencyCheck | None:
+        """Time the plan the search stopped at; None when no timing is left (the search ends)."""
+        if self.timings_left <= 0:
+            return None
+        self.timings_left -= 1
+        target, predicted = self.budget.target_ms, self.budget.predict(widths)
+        measured = float(self.measure(widths))
+        accepted = measured <= target * (1 + ACCEPT_OVER)
+        check = LatencyCheck(step, self.aim_ms, predicted, measured, accepted)
+        self.checks.append(check)
+        if not accepted:  # the model's error here carried to the next stop; always below this plan
+            self.aim_ms = min(target * predicted / measured, predicted * (1 - 1e-6))
+        return check
+
+
 @dataclass
 class Timing:
     """One plan timed on the device: its median, what it was measured with, and (when the

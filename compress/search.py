@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,10 @@ class SearchConfig:
     # dense ms, target] and each group's latents shrink in proportion to its ms per channel.
     target_latency_ms: float = 0.0
     latency_model: str = ""
+    # With a latency target, how many plans the search times on the model's device as it goes (a
+    # closed loop, compress.latency.MeasuredStop: it stops first 20 % above the target, and each
+    # timing over the target re-aims it by the model's error there); 0: stop on the prediction alone.
+    latency_timings: int = 3
 
     def __post_init__(self) -> None:
         if not 0 < self.target_macs <= 1:
@@ -76,6 +80,9 @@ class SearchConfig:
         if (self.target_latency_ms > 0) != bool(self.latency_model) or self.target_latency_ms < 0:
             raise ConfigError("a latency target needs both search.target_latency_ms (> 0) and search.latency_model "
                               "(--target-latency MS --latency-model FILE, from device-bench calibrate)")  # fmt: skip
+        if self.latency_timings < 0:
+            raise ConfigError(f"search.latency_timings must be >= 0 (0 trusts the prediction), "
+                              f"got {self.latency_timings}")  # fmt: skip
         for name in ("max_steps", "check_every", "min_channels", "round_to", "embedding_dim", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -92,6 +99,8 @@ class SearchResult:
     log: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int = 0  # the step a resumed search went on from (0: it started afresh)
     predicted_ms: float | None = None  # with a latency target: the plan's predicted latency
+    # with a measured stop: each plan the search stopped at, timed on the device (LatencyCheck's fields)
+    latency_checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +112,7 @@ class SearchResult:
             "full_macs": self.full_macs.to_dict(),
             "resumed_from": self.resumed_from,
             "predicted_ms": self.predicted_ms,
+            "latency_checks": self.latency_checks,
         }
 
 
@@ -129,6 +139,10 @@ class ControlledPruner:
         self.prices: dict[str, float] = dict.fromkeys(hyper.prunable_groups, 1.0)
         self.clamped_steps = 0
         self.shrinks_below_cut = config.shrink == "below_cut" or (config.shrink == "auto" and bool(config.init_from))
+
+    def retarget(self, target: float) -> None:
+        """Aim at another ratio, with the same window width below it."""
+        self.floor, self.target = target - self.config.tolerance, target
 
     def _widths(self, shrink: float, cut: float = math.inf) -> dict[str, int]:
         h = self.hyper
@@ -241,6 +255,7 @@ def run_search(
     writer: Any = None,
     on_check: Callable[[], dict[str, Any]] | None = None,
     budget: Any = None,
+    stop: Any = None,
 ) -> SearchResult:
     """Alternate `train_step(step)` (one optimizer step of the GAN, returning its losses) with
     the controlled proximal step until the MACs ratio (or, with a `budget`, the predicted
@@ -249,10 +264,16 @@ def run_search(
     `start_step` > 0 resumes (the log is appended to); `save_state(step)` is called every
     `checkpoint_every` steps and when the loop ends or is interrupted; `writer` is an optional
     TensorBoard SummaryWriter; `on_check()` runs at every check (on every rank under torchrun)
-    and returns more fields for that step's log record."""
+    and returns more fields for that step's log record.
+
+    `stop` (compress.latency.MeasuredStop, with a `budget`) times each plan the search stops at on
+    the device and re-aims it until a timing is within the target: the search then stops at the
+    first check where the predicted ratio is at most the aim (a resumed search may be below it)."""
     from coronet.progress import Progress
 
     pruner = ControlledPruner(hyper, cost, config, budget)
+    if stop is not None:
+        pruner.retarget(stop.aim)
     lr_of = current_lr or (lambda: config.lr)
     log: list[dict[str, Any]] = []
     log_file = None
@@ -272,8 +293,12 @@ def run_search(
             ratio = pruner.step(lr)
             bar.update(1)
             if step % config.check_every == 0 or step == config.max_steps:
-                reached = pruner.in_window(ratio)
+                reached = pruner.in_window(ratio) if stop is None else ratio <= pruner.target
                 widths = hyper.pruned_widths()
+                check = stop.check(step, widths) if reached and stop is not None else None
+                if check is not None and not check.accepted:
+                    pruner.retarget(stop.aim)
+                    reached = False
                 record = {
                     "step": step,
                     "losses": {k: float(v) for k, v in losses.items()},
@@ -281,6 +306,7 @@ def run_search(
                     "lr": lr,
                     "widths": widths,
                     **({"latency_ratio": ratio, "predicted_ms": budget.predict(widths)} if budget is not None else {}),
+                    **({"latency_check": asdict(check)} if check is not None else {}),
                     **(on_check() if on_check is not None else {}),
                 }
                 log.append(record)
@@ -291,7 +317,10 @@ def run_search(
                     writer.add_scalar("search/macs_ratio", ratio, step)
                     for name, value in record["losses"].items():
                         writer.add_scalar(f"search/{name}", value, step)
-                if budget is not None:
+                if check is not None:
+                    bar.show(measured_ms=check.measured_ms, predicted_ms=check.predicted_ms,
+                             target_ms=budget.target_ms, next_aim_ms=stop.aim_ms)  # fmt: skip
+                elif budget is not None:
                     bar.show(**record["losses"], predicted_ms=record["predicted_ms"], target_ms=budget.target_ms)
                 else:
                     bar.show(**record["losses"], macs_ratio=ratio, target=config.target_macs)
@@ -315,8 +344,9 @@ def run_search(
         )
     plan = hyper.pruned_plan()
     predicted = budget.predict(plan.widths) if budget is not None else None
+    checks = [asdict(c) for c in stop.checks] if stop is not None else []
     return SearchResult(step, cost.ratio(plan.widths), reached, plan, cost.count(plan.widths), cost.full, log,
-                        start_step, predicted)  # fmt: skip
+                        start_step, predicted, checks)  # fmt: skip
 
 
 def make_adam(params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:

@@ -233,6 +233,59 @@ def latency_budget(config: PipelineConfig):
     return LatencyBudget(model, s.target_latency_ms)
 
 
+def latency_stop(config: PipelineConfig, budget, dist_info: DistInfo):
+    """The search's measured stop (compress.latency.MeasuredStop) when it has a latency target
+    and search.latency_timings > 0, else None: each plan it stops at is exported (random weights:
+    timing only) and timed as an ordinary bench job on the latency model's device, with the bench
+    stage's runs and warm-up. Under torchrun rank 0 times it and every rank gets its timing."""
+    if budget is None or config.search.latency_timings <= 0:
+        return None
+    from compress.distributed import from_main
+    from compress.latency import MeasuredStop
+
+    key, b = budget.model.key, config.bench
+    size = config.export.image_size or config.data.image_size
+    calibration = None
+    if key.precision == "int8":  # quantized on images of the right size; values matter little for timing
+        rng = np.random.default_rng(config.seed)
+        calibration = [rng.uniform(-1, 1, budget.model.input_shape).astype(np.float32) for _ in range(4)]
+
+    def measure(widths) -> float:
+        outcome: tuple[float | None, str | None] = (None, None)
+        if dist_info.is_main:
+            try:
+                outcome = (_time_on_device(key, size, b, calibration, budget.model.plan.with_widths(widths)), None)
+            except Exception as e:  # every rank stops with rank 0's error, none waits for it
+                outcome = (None, f"{type(e).__name__}: {e}")
+        ms, error = from_main(outcome)
+        if error is not None:
+            raise RuntimeError(f"timing the search's plan on {key.describe()} failed: {error}")
+        return ms
+
+    return MeasuredStop(budget, measure, config.search.latency_timings)
+
+
+def _time_on_device(key, size: int, bench, calibration, plan: ChannelPlan) -> float:
+    import tempfile
+
+    from device_bench.calibrate import plan_timer
+
+    transport = None
+    if key.device != "host":  # a connection per timing: the search between two of them may take hours
+        from device_bench.adb import AdbTransport
+
+        transport = AdbTransport(key.device)
+        transport.connect()
+    try:
+        with tempfile.TemporaryDirectory(prefix="coronet-search-timing-") as scratch:
+            timer = plan_timer(key, size, Path(scratch), bench.runs, bench.warmup_s, Path(bench.binaries), transport,
+                               calibration)  # fmt: skip
+            return timer(plan, profile=False).median_ms
+    finally:
+        if transport is not None:
+            transport.close()
+
+
 def export_shape(config: PipelineConfig) -> tuple[int, ...]:
     """The exported files' input shape (batch 1): `export.image_size`, or the training size."""
     plan = full_plan(config.model.arch, **config.model.sizes)
@@ -460,6 +513,7 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
             writer=writer,
             on_check=check_ranks if dist_info.world_size > 1 else None,
             budget=budget,
+            stop=latency_stop(config, budget, dist_info),
         )
     finally:
         if writer is not None:

@@ -2,6 +2,7 @@
 through the real job path (the CLI), a search driven by a predicted target, refusals of a model
 made for something else, and predicted against measured in the report (headless Chromium)."""
 
+import itertools
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from compress.latency import (
     LatencyKey,
     LatencyModel,
     LatencyModelError,
+    MeasuredStop,
     Timing,
     calibrate,
     features,
@@ -176,7 +178,7 @@ def test_a_reference_plan_reads_the_machines_speed_where_each_plan_was_timed():
     assert all(len(p["raw_passes_ms"]) == 1 for p in model.calibration["points"])
 
 
-def _search(budget: LatencyBudget, max_steps: int = 400):
+def _search(budget: LatencyBudget, max_steps: int = 400, stop: MeasuredStop | None = None):
     torch.manual_seed(0)
     hyper = compress.HyperGenerator("resnet", PLAN, embedding_dim=4)
     config = SearchConfig(tolerance=0.02, lam=50.0, lr=1e-3, max_steps=max_steps, target_latency_ms=budget.target_ms,
@@ -184,7 +186,7 @@ def _search(budget: LatencyBudget, max_steps: int = 400):
     a, b = builtin_paired(8, 32, seed=0)
     step, _ = regression_train_step(hyper, random_batches(a, b, 2, 0), config)
     cost = compress.PlanCost(PLAN, SHAPE)
-    return run_search(hyper, step, config, cost, progress=False, budget=budget)
+    return run_search(hyper, step, config, cost, progress=False, budget=budget, stop=stop)
 
 
 @pytest.mark.parametrize("fraction", [0.85, 0.7, 0.55])  # the fastest plan of this device: 0.43 of dense
@@ -196,6 +198,48 @@ def test_the_search_stops_within_tolerance_of_the_predicted_target(fraction):
     assert budget.target - 0.02 <= result.predicted_ms / model.dense_ms <= budget.target
     assert all(r["latency_ratio"] >= budget.target - 0.02 for r in result.log)  # never below the floor
     assert result.log[-1]["predicted_ms"] == pytest.approx(result.predicted_ms)
+
+
+def _device(model: LatencyModel, bias):
+    """A device the model is wrong about, by `bias(ratio)` at a plan of that predicted ratio."""
+    return lambda widths: model.predict(widths) * bias(model.ratio(widths))
+
+
+@pytest.mark.parametrize(
+    "bias",
+    [lambda r: 1 + 0.4 * (1 - r),  # slower than predicted, more so as the plan narrows (ONNX Runtime here)
+     lambda r: 0.8],  # faster throughout (LiteRT's searched plans): a search aimed at the target would undershoot
+    ids=["under-predicted", "over-predicted"],
+)  # fmt: skip
+def test_a_measured_stop_reaims_the_search_until_the_device_meets_the_target(bias):
+    model = _truth()
+    target = 0.6 * model.dense_ms
+    device = _device(model, bias)
+    plain = _search(LatencyBudget(model, target))
+    assert not 0.9 <= device(plain.plan.widths) / target <= 1.02  # the prediction alone misses on this device
+    budget = LatencyBudget(model, target)
+    result = _search(budget, stop=MeasuredStop(budget, device, timings=3))
+    checks = result.latency_checks
+    assert result.reached and 1 <= len(checks) <= 3 and checks[-1]["accepted"]
+    assert not any(c["accepted"] for c in checks[:-1])
+    assert checks[0]["aim_ms"] == pytest.approx(1.2 * target)
+    for before, after in itertools.pairwise(checks):  # each re-aimed by the error where it stood
+        assert after["aim_ms"] == pytest.approx(target * before["predicted_ms"] / before["measured_ms"])
+    assert checks[-1]["measured_ms"] == pytest.approx(device(result.plan.widths))
+    assert 0.9 <= device(result.plan.widths) / target <= 1.02
+    logged = [r["latency_check"] for r in result.log if "latency_check" in r]
+    assert logged == checks
+
+
+def test_after_its_last_timing_the_search_trusts_the_reaimed_prediction():
+    model = _truth()
+    target = 0.6 * model.dense_ms
+    budget = LatencyBudget(model, target)
+    result = _search(budget, stop=MeasuredStop(budget, _device(model, lambda r: 1.15), timings=1))
+    (check,) = result.latency_checks
+    assert not check["accepted"] and check["measured_ms"] == pytest.approx(1.15 * check["predicted_ms"])
+    aim = target * check["predicted_ms"] / check["measured_ms"]
+    assert result.reached and aim - 0.02 * model.dense_ms <= result.predicted_ms <= aim
 
 
 def test_channels_are_priced_by_their_predicted_time():
@@ -272,6 +316,30 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
     proc = _run(ship, str(config), "--target-latency", "0.5", "--run-dir", str(tmp_path / "run"), cwd=tmp_path,
                 module="")  # fmt: skip
     assert proc.returncode != 0 and "needs both search.target_latency_ms" in proc.stderr
+    # The search with the measured stop: its plans timed on this host by the same job path.
+    config.write_text(config.read_text() + "[search]\nlam = 100.0\nlr = 1e-3\n")
+    target = 0.8 * model.dense_ms
+    common = ("--target-latency", f"{target}", "--latency-model", str(tmp_path / "lat.json"), "--runtimes", "onnx",
+              "--to", "search", "--max-steps", "300", "--round-to", "2", "--allow-miss")  # fmt: skip
+    proc = _run(ship, str(config), *common, "--latency-timings", "-1", cwd=tmp_path, module="")
+    assert proc.returncode != 0 and "search.latency_timings must be >= 0" in proc.stderr, proc.stderr
+    proc = _run(ship, str(config), *common, "--run-dir", str(tmp_path / "run"), cwd=tmp_path, module="")
+    assert proc.returncode == 0, proc.stderr
+    assert "timed on the device along the way" in proc.stdout
+    result = json.loads((tmp_path / "run" / "search.json").read_text())
+    checks = result["latency_checks"]
+    assert 1 <= len(checks) <= 3 and all(c["measured_ms"] > 0 for c in checks)
+    assert checks[0]["aim_ms"] == pytest.approx(min(1.2 * target, (target + model.dense_ms) / 2))
+    log = [json.loads(line) for line in (tmp_path / "run" / "search_log.jsonl").read_text().splitlines()]
+    for check in checks:  # each the prediction of the plan the search stood at in that step
+        (record,) = [r for r in log if r["step"] == check["step"]]
+        assert record["latency_check"] == check and check["predicted_ms"] == pytest.approx(
+            model.predict(record["widths"])
+        )
+    for before, after in itertools.pairwise(checks):
+        assert not before["accepted"] and after["aim_ms"] == pytest.approx(
+            target * before["predicted_ms"] / before["measured_ms"]
+        )
 
 
 def test_the_report_sets_the_prediction_beside_the_measurement(tmp_path):
