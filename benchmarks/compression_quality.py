@@ -79,10 +79,11 @@ def _quality(model, held_out) -> dict[str, float]:
 
 
 def _coronet(
-    full, cost, target: float, steps: int, seed: int, data, start=None, lr_scale: float = 1.0, budget=None
+    full, cost, target: float, steps: int, seed: int, data, start=None, lr_scale: float = 1.0, budget=None, stop=None
 ) -> tuple[torch.nn.Module, dict]:
     """CoroNet to a MACs ratio `target`, or with `budget` (compress.latency.LatencyBudget) to its
-    predicted latency, widths rounded to the latency model's granularity, as the pipeline does."""
+    predicted latency, widths rounded to the latency model's granularity, as the pipeline does
+    (and with `stop`, compress.latency.MeasuredStop, to the device's timing of its plans)."""
     torch.manual_seed(seed)
     hyper = compress.HyperGenerator("resnet", full, embedding_dim=8)
     if start is not None:
@@ -101,7 +102,8 @@ def _coronet(
         search = replace(search, target_latency_ms=budget.target_ms, latency_model="(in memory)",
                          round_to=budget.model.round_to)  # fmt: skip
     t0 = time.perf_counter()
-    result = run_search(hyper, lambda _: trainer.step(next(batches)), search, cost, progress=False, budget=budget)
+    result = run_search(hyper, lambda _: trainer.step(next(batches)), search, cost, progress=False, budget=budget,
+                        stop=stop)  # fmt: skip
     t_search = time.perf_counter() - t0
     slim = compress.slim_generator(hyper).train()
     trainer.g = slim
@@ -111,7 +113,8 @@ def _coronet(
     for step in range(1, remaining + 1):
         trainer.set_lr(linear_decay(step, remaining, remaining // 2, config.lr))
         trainer.step(next(batches))
-    return slim, {"search_s": t_search, "converge_s": time.perf_counter() - t0, "search_steps": result.steps}
+    return slim, {"search_s": t_search, "converge_s": time.perf_counter() - t0, "search_steps": result.steps,
+                  **({"search_timings": result.latency_checks} if stop is not None else {})}  # fmt: skip
 
 
 def run(steps: int, seeds: list[int], targets: list[float], methods: list[str] = METHODS,

@@ -9,11 +9,13 @@ then converge, held-out paired L1 / PSNR); the models are deployed, and timed, a
    `--plans` random plans, `--held-out` more, every plan timed in two passes).
 2. Per seed: (A) CoroNet with a latency target of `--fraction` of the dense model's predicted
    latency (the search prices channels by their predicted ms, widths rounded to the model's
-   granularity); (B) CoroNet with a MACs target equal to A's MACs ratio; A and B are exported and
-   timed interleaved; (B2) CoroNet with the MACs target scaled by A's latency over B's, so that
-   B and B2 bracket A's latency; all three timed interleaved again (`--rounds` rounds of `--runs`
-   inferences each). B's quality at A's latency is interpolated linearly between B and B2 (where
-   they do not bracket it: the nearer one's, and the seed says `bracketed: false`).
+   granularity; stopped as the pipeline stops it: its plans timed on the host as it goes,
+   `--latency-timings`, re-aimed by the model's error); (B) CoroNet with a MACs target equal to
+   A's MACs ratio; A and B are exported and timed interleaved; (B2) CoroNet with the MACs target
+   scaled by A's latency over B's, so that B and B2 bracket A's latency; all three timed
+   interleaved again (`--rounds` rounds of `--runs` inferences each). B's quality at A's latency
+   is interpolated linearly between B and B2 (where they do not bracket it: the nearer one's,
+   and the seed says `bracketed: false`).
 3. Goal: A's held-out PSNR at least the MACs-targeted search's at A's latency (mean of seeds).
 
     python benchmarks/latency_quality.py [--steps 400] [--seeds 0 1 2 3] [--fraction 0.25]
@@ -38,7 +40,7 @@ import compress
 from benchmarks.compression_quality import IMAGE, SIZES, _coronet, _quality
 from benchmarks.timing import time_interleaved
 from compress.data import builtin_paired
-from compress.latency import LatencyBudget, LatencyKey, calibrate
+from compress.latency import LatencyBudget, LatencyKey, MeasuredStop, calibrate
 from coronet.bundle import tool_versions
 from device_bench.calibrate import plan_timer
 from device_bench.host import host_state
@@ -71,6 +73,8 @@ def main() -> None:
     p.add_argument("--held-out", type=int, default=6)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--latency-timings", type=int, default=3,
+                   help="A's measured stop: plans timed on the host (search.latency_timings)")  # fmt: skip
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "latency_quality.json"))
     args = p.parse_args()
     full = compress.full_plan("resnet", **SIZES)
@@ -93,9 +97,14 @@ def main() -> None:
         record["latency_model"] = {"dense_ms": model.dense_ms, "granularity": model.granularity,
                                    "held_out_error": held, "target_ms": budget.target_ms}  # fmt: skip
 
+        def measure(widths) -> float:  # a plan of the search timed as calibration timed its plans
+            return timer(full.with_widths(widths), profile=False).median_ms
+
         def train(name: str, seed: int, target: float, latency: bool = False) -> tuple[Path, dict]:
             """One CoroNet run: its ONNX file at the deploy size and its record."""
-            slim, times = _coronet(full, cost, target, args.steps, seed, data, budget=budget if latency else None)
+            stop = MeasuredStop(budget, measure, args.latency_timings) if latency and args.latency_timings else None
+            slim, times = _coronet(full, cost, target, args.steps, seed, data, budget=budget if latency else None,
+                                   stop=stop)  # fmt: skip
             path = to_onnx(slim.eval(), scratch / f"{name}-{seed}", deploy).path
             return path, {"macs_target": None if latency else target, "macs_ratio": cost.ratio(slim.plan.widths),
                           "predicted_ms": model.predict(slim.plan.widths), "widths": dict(slim.plan.widths),
