@@ -65,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="TOML config (see configs/demo.toml); default: built-in demo settings")
     p.add_argument("--target-macs", type=float, help="fraction of the dense MACs to keep, e.g. 0.1 keeps 10%%")
     p.add_argument("--target-latency", type=float, metavar="MS",
-                   help="a latency target instead: the slim model's predicted median ms on the --latency-model's "
-                   "device, runtime and threads (that device must be among --devices)")  # fmt: skip
+                   help="a latency target instead: the slim model's median ms on the --latency-model's device, "
+                   "runtime and threads (that device must be among --devices), predicted by the model and checked "
+                   "by timing the searched plans there (--latency-timings)")  # fmt: skip
     p.add_argument(
         "--latency-model",
         metavar="FILE",

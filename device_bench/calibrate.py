@@ -1,13 +1,17 @@
 """`device-bench calibrate`: a latency model (compress/latency.py) for one device, runtime,
 delegate, thread count and precision, measured through the ordinary job path: each random plan
 of the architecture is exported into a scratch bundle and timed as a BenchJob on the device
-(the host in this process, a phone over ADB), exactly as the bench stage would time it."""
+(the host in this process, a phone over ADB), exactly as the bench stage would time it; or,
+given the lab's queue (`--server` / `--store`), queued as a job that the agent serving the
+device runs, so that a lab refreshes its models from cron beside its nightly matrix."""
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +21,8 @@ from device_bench.run import TOOLS
 
 if TYPE_CHECKING:  # torch-free at import time: compress.latency is only named here
     from compress.latency import PlanTimer
+    from device_bench.lab import Submitter
+    from device_bench.records import BenchResult
 
 # the package whose version decides a host runtime's speed
 RUNTIME_PACKAGES = {"onnx": "onnxruntime", "tflite": "ai-edge-litert", "executorch": "executorch"}
@@ -46,12 +52,16 @@ def plan_timer(
     calibration: list | None = None,
     seed: int = 0,
     on_timed: Callable[[float], None] | None = None,
+    queue: Submitter | None = None,
+    tag: str = "calibration",
 ) -> PlanTimer:
     """A compress.latency.PlanTimer: the plan's generator (random weights) exported into a
     bundle in `scratch` and timed as an ordinary BenchJob on the key's device, with its per-op
     profile laid per layer (op_profile.per_layer). The host profiles after its timed runs; a
     phone, whose profiler slows the run it is in, gets a second, profiled job for the layer
-    times. A plan timed again (`profile=False`) reuses its bundle: no export, no profile."""
+    times. A plan timed again (`profile=False`) reuses its bundle: no export, no profile. With a
+    `queue` (device_bench.lab.Submitter) each job is queued under `tag` and its result awaited:
+    an agent that serves the device runs it (the bundle uploaded to a service once)."""
     import torch
 
     from compress.latency import Timing
@@ -77,17 +87,22 @@ def plan_timer(
             return BenchJob(str(bundle.path), key.device, key.runtime, key.delegate, key.threads, runs=runs,
                             warmup_s=warmup_s, precision=key.precision, profile=profile)  # fmt: skip
 
-        result = execute(job(profile and key.device == "host"), transport, binaries)
+        def run(job: BenchJob) -> BenchResult:
+            if queue is None:
+                return execute(job, transport, binaries)
+            return queue.wait(queue.submit(replace(job, bundle=queue.bundle_ref(job.bundle)), tag), poll_s=0.5)
+
+        result = run(job(profile and key.device == "host"))
         profiled = result
         if profile and key.device != "host" and key.runtime != "executorch":
-            profiled = execute(job(True), transport, binaries)
+            profiled = run(job(True))
         ops = [OpTime.from_dict(op) for op in profiled.device_state.get("op_profile") or []]
         rows = per_layer(bundle.manifest["layers"], ops) if ops else None
         layer_ms = [r.total_ms for r in rows if r.group] if rows else None
         if on_timed is not None:
             on_timed(result.stats.median_ms)
-        return Timing(result.stats.median_ms, measured_tools(key.device, key.runtime, binaries), _profile(result),
-                      layer_ms)  # fmt: skip
+        tools = measured_tools(key.device, key.runtime, binaries) if queue is None else _agent_tools(key, result)
+        return Timing(result.stats.median_ms, tools, _profile(result), layer_ms)
 
     return time_plan
 
@@ -110,8 +125,10 @@ def calibrate_device(
     progress: bool = True,
     repeats: int = 2,
     reference_every: int = 4,
+    queue: Submitter | None = None,
 ):
-    """Calibrate and write the latency model for the config's generator; returns it."""
+    """Calibrate and write the latency model for the config's generator; returns it. With a
+    `queue` (device_bench.lab.Submitter), through the lab's agents rather than in this process."""
     import numpy as np
 
     from compress.config import load_config
@@ -129,7 +146,7 @@ def calibrate_device(
         rng = np.random.default_rng(seed)
         calibration = [rng.uniform(-1, 1, shape).astype(np.float32) for _ in range(4)]
     transport = None
-    if device != "host":
+    if device != "host" and queue is None:
         from device_bench.adb import AdbTransport
 
         transport = AdbTransport(device)
@@ -138,8 +155,9 @@ def calibrate_device(
                    enabled=progress)  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(prefix="coronet-calibrate-") as scratch:
+            tag = f"calibration {Path(out).name} {datetime.now(UTC).isoformat(timespec='seconds')}"
             time_plan = plan_timer(key, size, Path(scratch), runs, warmup_s, binaries, transport, calibration, seed,
-                                   on_timed=lambda ms: bar.show(plan_ms=ms))  # fmt: skip
+                                   on_timed=lambda ms: bar.show(plan_ms=ms), queue=queue, tag=tag)  # fmt: skip
             model = calibrate(plan, shape, key, time_plan, plans, held_out, seed,
                               progress=lambda done, total: (bar.grow(total), bar.update(1)), repeats=repeats,
                               reference_every=reference_every)  # fmt: skip
@@ -149,6 +167,16 @@ def calibrate_device(
             transport.close()
     model.save(out)
     return model
+
+
+def _agent_tools(key, result: BenchResult) -> dict[str, Any]:
+    """measured_tools for a job an agent ran: the host's runtime version as its result records
+    it; for a phone, the graph form only (the agent's tool is not hashed in its results)."""
+    form = {GRAPH_FORM_KEY: GRAPH_FORMS[key.runtime]}
+    if key.device == "host":
+        package = RUNTIME_PACKAGES[key.runtime]
+        return {package: result.tool_versions.get(package), **form}
+    return form
 
 
 def _profile(result) -> dict[str, Any]:

@@ -11,6 +11,7 @@ device-bench serve --store lab.db --host 0.0.0.0 --token-file ~/.config/coronet/
 device-bench agent --server http://LAB:8750 --token-file TOKEN --device host --device 192.168.1.20:5555
 device-bench submit --server http://LAB:8750 --token-file TOKEN --bundle runs/demo/export --device 192.168.1.20:5555
 device-bench nightly --plan configs/lab.toml
+device-bench calibrate --server http://LAB:8750 --token-file TOKEN --device 192.168.1.20:5555 --out lat.json
 On one machine, --store DB instead of --server URL: the agent and submit use the store directly.
 """
 
@@ -122,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--seed", type=int, default=0)
     ca.add_argument("--binaries", default="bench-binaries", help="folder with the arm64-v8a tools to push")
     ca.add_argument("--out", required=True, help="the latency model file to write (JSON)")
+    lab = ca.add_argument_group("through the lab's queue (a nightly refresh from cron): each plan a job that the "
+                                "agent serving --device runs; nothing connects to the phone from here")  # fmt: skip
+    where = lab.add_mutually_exclusive_group()
+    where.add_argument("--server", help="URL of `device-bench serve` (bundles uploaded, results awaited)")
+    where.add_argument("--store", help="a local results store whose queue an agent on this machine serves")
+    lab.add_argument("--token-file", help="file holding the service's token (default: $DEVICE_BENCH_TOKEN)")
     ai = sub.add_parser("import-aihub", help="store a Qualcomm AI Hub profile beside the lab's results",
                         description="Store a downloaded AI Hub profile (ProfileJob.download_profile(), saved as "
                         "JSON) as results of the bundle's file on a device named after the profiled phone and its "
@@ -203,16 +210,18 @@ def _devices(args) -> int:
 def _calibrate(args) -> int:
     from coronet.errors import ConfigError
     from device_bench.calibrate import calibrate_device
+    from device_bench.lab import Submitter
 
     if args.plans < 4 or min(args.held_out, args.reference_every) < 0 or min(args.runs, args.threads, args.repeats) < 1:
         raise ConfigError("--plans must be >= 4, --held-out and --reference-every >= 0, --runs, --threads and "
                           "--repeats >= 1")  # fmt: skip
     if not Path(args.out).resolve().parent.is_dir():  # said now, not after the calibration's minutes
         raise ConfigError(f"--out {args.out}: its folder does not exist; create it or pick another path")
+    queue = Submitter(args.server, args.store, args.token_file) if args.server or args.store else None
     model = calibrate_device(args.config, args.device, args.runtime, args.threads, Path(args.out), args.precision,
                              args.delegate, args.image_size, args.plans, args.held_out, args.runs,
                              binaries=Path(args.binaries), seed=args.seed, repeats=args.repeats,
-                             reference_every=args.reference_every)  # fmt: skip
+                             reference_every=args.reference_every, queue=queue)  # fmt: skip
     fit, test = model.calibration["fit_error"], model.calibration.get("held_out_error") or {}
     held = f"; held-out plans: median {test['median']:.1%}, max {test['max']:.1%}" if test else ""
     print(f"{args.out}: {model.key.describe()}, dense {model.dense_ms:.3g} ms, channels counted in multiples of "

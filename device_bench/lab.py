@@ -7,6 +7,7 @@ import argparse
 import os
 import secrets
 import threading
+import time
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from coronet.errors import ConfigError
-from device_bench.records import EXTERNAL, BenchJob, default_delegate
+from device_bench.records import EXTERNAL, BenchJob, BenchResult, JobError, default_delegate
 from device_bench.service import AgentAccount
 
 TOKEN_ENV = "DEVICE_BENCH_TOKEN"
@@ -76,6 +77,32 @@ class Submitter:
 
         with ResultStore(self.store) as store:
             return store.enqueue(job, tag=tag)
+
+    def job_result(self, job_id: int) -> tuple[dict[str, Any], BenchResult | None]:
+        """The job (status, a failed one's reason) and its result once it is done."""
+        if self.server:
+            return self.client.job_result(job_id)
+        from device_bench.store import ResultStore
+
+        with ResultStore(self.store) as store:
+            job = store.job(job_id)
+            if job is None:
+                raise ConfigError(f"no job {job_id} in {self.store}")
+            return job, store.result_of(job_id)
+
+    def wait(self, job_id: int, poll_s: float = 1.0, timeout_s: float = 3600.0) -> BenchResult:
+        """The result of a queued job, once an agent has run it; a failed job is an error."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job, result = self.job_result(job_id)
+            if job["status"] == "failed":
+                raise JobError(f"job {job_id} on {job['device']} failed: {job.get('reason')}")
+            if job["status"] == "done" and result is not None:
+                return result
+            if time.monotonic() > deadline:
+                raise JobError(f"job {job_id} on {job['device']} is still {job['status']} after {timeout_s:g} s: "
+                               "is an agent serving that device? (device-bench agent --device ...)")  # fmt: skip
+            time.sleep(poll_s)
 
     def jobs(self, tag: str) -> list[dict[str, Any]]:
         if self.server:

@@ -236,6 +236,26 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/v1/jobs/{job}/result": {
+            "get": {
+                "summary": "one job, with its result once it is done",
+                "parameters": _JOB_ID,
+                "responses": {
+                    "200": _answer(
+                        "the job, and its result (null until it is done)",
+                        {
+                            "type": "object",
+                            "required": ["job", "result"],
+                            "properties": {
+                                "job": {"$ref": "#/components/schemas/Job"},
+                                "result": {"anyOf": [{"$ref": "#/components/schemas/Result"}, {"type": "null"}]},
+                            },
+                        },
+                    ),
+                    **_refusals(403, 404),
+                },
+            },
+        },
         "/v1/jobs/{job}/renew": {"post": _action("extend a lease", {"lease_s": _LEASE_S}, [])},
         "/v1/jobs/{job}/release": {"post": _action("give a leased job back to the queue", {}, [])},
         "/v1/jobs/{job}/fail": {"post": _action("a leased job failed", {"reason": {"type": "string"}}, ["reason"])},

@@ -212,6 +212,18 @@ class _Lab:
         with ResultStore(self.config.store) as store:
             return _json(HTTPStatus.OK, {"jobs": store.jobs(status, tag)})
 
+    def job_result(self, caller: AgentAccount | None, job: str) -> Response:
+        """One job with its result once it is done (null before; a failed job has its reason)."""
+        self._lab_only(caller)
+        if not job.isdigit() or not 0 < int(job) < 2**63:
+            raise _Refused(HTTPStatus.NOT_FOUND, f"no job {job!r}: a job id is a positive integer")
+        with ResultStore(self.config.store) as store:
+            found = store.job(int(job))
+            if found is None:
+                raise _Refused(HTTPStatus.NOT_FOUND, f"no job {job}")
+            result = store.result_of(int(job))
+        return _json(HTTPStatus.OK, {"job": found, "result": result.to_dict() if result is not None else None})
+
     def lease(self, caller: AgentAccount | None, body: bytes) -> Response:
         p = _payload(body)
         agent, devices = self._agent(caller, p), p.get("devices")
@@ -306,6 +318,9 @@ def _app(config: ServiceConfig) -> ASGIApp:
     async def lease(request: Request) -> Response:
         return await _answer(request, lab.lease, await request.body())
 
+    async def job_result(request: Request) -> Response:
+        return await _answer(request, lab.job_result, request.path_params["job"])
+
     async def job_action(request: Request) -> Response:
         body = await request.body()
         return await _answer(request, lab.job_action, request.path_params["job"], request.path_params["action"], body)
@@ -328,6 +343,7 @@ def _app(config: ServiceConfig) -> ASGIApp:
         Route("/v1/jobs", submit, methods=["POST"]),
         Route("/v1/jobs", jobs, methods=["GET"]),
         Route("/v1/lease", lease, methods=["POST"]),
+        Route("/v1/jobs/{job}/result", job_result, methods=["GET"]),
         Route("/v1/jobs/{job}/{action:str}", job_action, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: refused})
@@ -568,6 +584,12 @@ class ServiceClient:
     def jobs(self, status: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
         query = urllib.parse.urlencode({k: v for k, v in (("status", status), ("tag", tag)) if v})
         return self._call("GET", "/v1/jobs" + (f"?{query}" if query else ""))["jobs"]
+
+    def job_result(self, job_id: int) -> tuple[dict[str, Any], BenchResult | None]:
+        """The job (its status, and a failed one's reason) and its result once it is done."""
+        answer = self._call("GET", f"/v1/jobs/{job_id}/result")
+        result = answer.get("result")
+        return answer["job"], BenchResult.from_dict(result) if result is not None else None
 
     # --- agent side (JobQueue) ---
     def lease(self, agent: str, devices: list[str], lease_s: float) -> dict[str, Any] | None:

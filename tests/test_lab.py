@@ -1,5 +1,6 @@
 """The lab: the HTTP service (token, bundle uploads, queue), agents leasing jobs over it for the
-host and for a loopback phone, the nightly plan, and the commands end to end."""
+host and for a loopback phone, the nightly plan, the commands end to end, and a latency model
+calibrated through the queue."""
 
 import json
 import os
@@ -426,3 +427,41 @@ def test_agents_are_who_their_token_says(bundles, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_latency_model_is_calibrated_through_the_lab_queue(service, tmp_path):
+    """`device-bench calibrate --server`: every plan uploaded and queued as a job, run by the agent
+    that serves the device (here the host, in a thread), its result fetched from the service."""
+    from compress.latency import LatencyKey, LatencyModel
+
+    url, _ = service
+    (tmp_path / "token").write_text(TOKEN)
+    config = tmp_path / "tiny.toml"
+    config.write_text('[model]\narch = "resnet"\nngf = 4\nn_blocks = 1\n[data]\nimage_size = 32\n')
+    client = _client(url, tmp_path)
+    agent, lines = _quiet_agent(client, ["host"], name="lab-host", poll_s=0.1)
+    stop = threading.Event()
+    serving = threading.Thread(target=agent.run, kwargs={"stop": stop}, daemon=True)
+    serving.start()
+    try:
+        proc = _cli("calibrate", "--config", config, "--runtime", "onnx", "--plans", "4", "--held-out", "1",
+                    "--runs", "2", "--repeats", "1", "--reference-every", "0", "--server", url, "--token-file",
+                    tmp_path / "token", "--out", tmp_path / "lat.json", cwd=tmp_path)  # fmt: skip
+    finally:
+        stop.set()
+        serving.join(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    model = LatencyModel.load(tmp_path / "lat.json")
+    assert model.key == LatencyKey("host", "onnx", "cpu", 1, "fp32") and model.calibration["fitted_plans"] == 5
+    assert model.calibration["method"] == "per layer"  # the agent's results carry the op profile
+    import onnxruntime
+
+    assert model.tools["onnxruntime"] == onnxruntime.__version__  # as the agent's result records it
+    jobs = client.jobs()
+    assert len(jobs) == len(model.calibration["points"]) + model.calibration["timed_again"] == len(lines)
+    assert all(j["status"] == "done" and j["agent"] == "lab-host" for j in jobs)
+    assert all(j["tag"].startswith("calibration lat.json ") for j in jobs)
+    (first, result) = client.job_result(jobs[0]["id"])
+    assert first["id"] == jobs[0]["id"] and result.stats.n == 2 and result.device_state["op_profile"]
+    with pytest.raises(ServiceError, match=r"refused \(404\): no job 999"):
+        client.job_result(999)

@@ -18,7 +18,7 @@ ROUTES = [("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs?status=do
           ("POST", "/v1/jobs/1/renew"), ("POST", "/v1/jobs/1/finish"), ("POST", "/v1/jobs/1/fail"),
           ("POST", "/v1/jobs/2/release"), ("POST", "/v1/jobs/x/finish"), ("POST", "/v1/jobs/99/renew"),
           ("PUT", f"/v1/bundles/{BUNDLE}/manifest.json"), ("GET", f"/v1/bundles/{BUNDLE}/model.onnx"),
-          ("POST", "/v1/nowhere")]  # fmt: skip
+          ("GET", "/v1/jobs/1/result"), ("GET", "/v1/jobs/x/result"), ("POST", "/v1/nowhere")]  # fmt: skip
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
 values = st.recursive(
