@@ -48,7 +48,7 @@ import compress
 import export
 from benchmarks.timing import time_interleaved
 from compress.data import builtin_paired, random_batches
-from compress.latency import LatencyBudget, LatencyKey, MeasuredStop, calibrate
+from compress.latency import LatencyBudget, LatencyKey, MeasuredStop, calibrate, check_runs
 from compress.search import SearchConfig, regression_train_step, run_search
 from coronet.bundle import tool_versions
 from device_bench.calibrate import plan_timer
@@ -124,8 +124,10 @@ def main() -> None:
             runners["dense"] = export.export_bundle(dense, folder / "dense", (runtime,), image_size=256,
                                                     sample_images=0).runner(runtime, threads=args.threads)  # fmt: skip
 
-            def measure(widths, timer=timer) -> float:  # a searched plan, timed as calibration timed its plans
-                return timer(plan.with_widths(widths), profile=False).median_ms
+            def measure(widths, model=model, key=key, scratch=scratch) -> float:  # as the pipeline times a check
+                runs = check_runs(model.predict(widths), args.runs)
+                check = plan_timer(key, 256, scratch / f"check-{len(list(scratch.glob('check-*')))}", runs)
+                return check(plan.with_widths(widths), profile=False).median_ms
 
             searched = {}  # (target, stop): the searched plan's prediction, widths and device timings
             for name, target in targets.items():

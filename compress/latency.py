@@ -412,6 +412,16 @@ class LatencyBudget:
 FIRST_AIM = 1.2
 # A timing this far over the target is within a median's noise on a quiet device: accepted.
 ACCEPT_OVER = 0.02
+# A check's timing spans at least this long (more runs of a fast plan): ten runs of a 15 ms plan
+# are 0.15 s of a shared machine, and one such timing read 9 % under the same plan's median over
+# minutes (benchmarks/latency_target.py); benchmark_model itself times for at least 1 s.
+CHECK_MIN_S = 2.0
+
+
+def check_runs(predicted_ms: float, runs: int, most: int = 1000) -> int:
+    """Timed runs for a check of a plan predicted at `predicted_ms`: `runs`, or as many as fill
+    CHECK_MIN_S (at most `most`)."""
+    return max(runs, min(most, math.ceil(CHECK_MIN_S * 1e3 / max(predicted_ms, 1e-6))))
 
 
 @dataclass

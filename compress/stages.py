@@ -237,11 +237,13 @@ def latency_stop(config: PipelineConfig, budget, dist_info: DistInfo):
     """The search's measured stop (compress.latency.MeasuredStop) when it has a latency target
     and search.latency_timings > 0, else None: each plan it stops at is exported (random weights:
     timing only) and timed as an ordinary bench job on the latency model's device, with the bench
-    stage's runs and warm-up. Under torchrun rank 0 times it and every rank gets its timing."""
+    stage's warm-up and runs (more where they would take under CHECK_MIN_S). Under torchrun rank
+    0 times it and every rank gets its timing."""
     if budget is None or config.search.latency_timings <= 0:
         return None
     from compress.distributed import from_main
-    from compress.latency import MeasuredStop
+    from compress.latency import MeasuredStop, check_runs
+    from device_bench.records import JobError
 
     key, b = budget.model.key, config.bench
     size = config.export.image_size or config.data.image_size
@@ -254,18 +256,21 @@ def latency_stop(config: PipelineConfig, budget, dist_info: DistInfo):
         outcome: tuple[float | None, str | None] = (None, None)
         if dist_info.is_main:
             try:
-                outcome = (_time_on_device(key, size, b, calibration, budget.model.plan.with_widths(widths)), None)
+                runs = check_runs(budget.predict(widths), b.runs)
+                plan = budget.model.plan.with_widths(widths)
+                outcome = (_time_on_device(key, size, b, runs, calibration, plan), None)
             except Exception as e:  # every rank stops with rank 0's error, none waits for it
                 outcome = (None, f"{type(e).__name__}: {e}")
         ms, error = from_main(outcome)
-        if error is not None:
-            raise RuntimeError(f"timing the search's plan on {key.describe()} failed: {error}")
+        if error is not None:  # the search's state is saved on the way out: the same command resumes it
+            raise JobError(f"timing the search's plan on {key.describe()} failed ({error}); run again to resume, "
+                           "or --latency-timings 0 to stop on the prediction alone")  # fmt: skip
         return ms
 
     return MeasuredStop(budget, measure, config.search.latency_timings)
 
 
-def _time_on_device(key, size: int, bench, calibration, plan: ChannelPlan) -> float:
+def _time_on_device(key, size: int, bench, runs: int, calibration, plan: ChannelPlan) -> float:
     import tempfile
 
     from device_bench.calibrate import plan_timer
@@ -278,7 +283,7 @@ def _time_on_device(key, size: int, bench, calibration, plan: ChannelPlan) -> fl
         transport.connect()
     try:
         with tempfile.TemporaryDirectory(prefix="coronet-search-timing-") as scratch:
-            timer = plan_timer(key, size, Path(scratch), bench.runs, bench.warmup_s, Path(bench.binaries), transport,
+            timer = plan_timer(key, size, Path(scratch), runs, bench.warmup_s, Path(bench.binaries), transport,
                                calibration)  # fmt: skip
             return timer(plan, profile=False).median_ms
     finally:

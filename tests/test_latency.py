@@ -21,6 +21,7 @@ from compress.latency import (
     MeasuredStop,
     Timing,
     calibrate,
+    check_runs,
     features,
     fit,
     fit_layers,
@@ -229,6 +230,12 @@ def test_a_measured_stop_reaims_the_search_until_the_device_meets_the_target(bia
     assert 0.9 <= device(result.plan.widths) / target <= 1.02
     logged = [r["latency_check"] for r in result.log if "latency_check" in r]
     assert logged == checks
+
+
+def test_a_check_of_a_fast_plan_times_more_runs():
+    assert check_runs(300.0, 10) == 10  # 3 s in ten runs
+    assert check_runs(15.0, 10) == 134  # 2 s, not 0.15
+    assert check_runs(0.01, 10) == 1000  # bounded: a tiny plan is not run 200 000 times
 
 
 def test_after_its_last_timing_the_search_trusts_the_reaimed_prediction():
