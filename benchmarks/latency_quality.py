@@ -103,10 +103,12 @@ def main() -> None:
         record["latency_model"] = {"dense_ms": model.dense_ms, "granularity": model.granularity,
                                    "held_out_error": held, "target_ms": budget.target_ms}  # fmt: skip
 
+        timers: dict = {}  # by run count, as the pipeline's checks keep them: each exports a plan once
+
         def measure(widths) -> float:  # a plan of the search, timed as the pipeline times a check
-            check = plan_timer(key, args.deploy_size, scratch / f"check-{len(list(scratch.glob('check-*')))}",
-                               check_runs(model.predict(widths), args.runs))  # fmt: skip
-            return check(full.with_widths(widths), profile=False).median_ms
+            runs = check_runs(model.predict(widths), args.runs)
+            timers.setdefault(runs, plan_timer(key, args.deploy_size, scratch / f"check-{runs}", runs))
+            return timers[runs](full.with_widths(widths), profile=False).median_ms
 
         def train(name: str, seed: int, target: float, latency: bool = False) -> tuple[Path, dict]:
             """One CoroNet run: its ONNX file at the deploy size and its record."""

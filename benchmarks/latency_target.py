@@ -124,10 +124,12 @@ def main() -> None:
             runners["dense"] = export.export_bundle(dense, folder / "dense", (runtime,), image_size=256,
                                                     sample_images=0).runner(runtime, threads=args.threads)  # fmt: skip
 
-            def measure(widths, model=model, key=key, scratch=scratch) -> float:  # as the pipeline times a check
+            timers: dict = {}  # by run count, as the pipeline's checks keep them: each exports a plan once
+
+            def measure(widths, model=model, key=key, scratch=scratch, timers=timers) -> float:
                 runs = check_runs(model.predict(widths), args.runs)
-                check = plan_timer(key, 256, scratch / f"check-{len(list(scratch.glob('check-*')))}", runs)
-                return check(plan.with_widths(widths), profile=False).median_ms
+                timers.setdefault(runs, plan_timer(key, 256, scratch / f"check-{runs}", runs))
+                return timers[runs](plan.with_widths(widths), profile=False).median_ms
 
             searched = {}  # (target, stop): the searched plan's prediction, widths and device timings
             for name, target in targets.items():

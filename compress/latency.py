@@ -152,6 +152,14 @@ class LatencyModel:
         return self.predict(self.plan.widths)
 
     @property
+    def reference_ms(self) -> float:
+        """The dense plan's latency as calibration measured it (its time base: each timing was
+        divided by the machine's speed then); the prediction where no points were kept."""
+        points = self.calibration.get("points") or []
+        dense = next((p for p in points if dict(p.get("widths", {})) == dict(self.plan.widths)), None)
+        return float(dense["measured_ms"]) if dense else self.dense_ms
+
+    @property
     def round_to(self) -> int:
         """The multiple a search should round widths to: the granularity, or 8 where the model
         prices a width off a multiple of 8 (ONNX Runtime's blocked kernels, which then fall back)."""
@@ -427,13 +435,17 @@ def check_runs(predicted_ms: float, runs: int, most: int = 1000) -> int:
 @dataclass
 class LatencyCheck:
     """One plan of the search timed on the device: where the search was aimed (predicted ms),
-    the plan's prediction and its timing, and whether that timing ended the search."""
+    the plan's prediction, its timing in the model's time base (`measured_ms`: `raw_ms` x the
+    calibration's dense latency / the dense plan's timed beside it, `dense_ms`), and whether
+    that timing ended the search."""
 
     step: int
     aim_ms: float
     predicted_ms: float
     measured_ms: float
     accepted: bool
+    raw_ms: float = 0.0
+    dense_ms: float = 0.0
 
 
 class MeasuredStop:
@@ -441,7 +453,14 @@ class MeasuredStop:
     The search first stops at a prediction of FIRST_AIM x the target; each plan it stops at is
     timed (`measure`, e.g. a plan_timer's median), and a timing over the target re-aims the
     search at target x predicted / measured (the model's error where the search is), which it
-    shrinks on to. At most `timings` timings: after the last, the re-aimed prediction is trusted."""
+    shrinks on to. At most `timings` timings: after the last, the re-aimed prediction is trusted.
+
+    The dense plan is timed before and after each plan, and the plan's timing scaled by the
+    model's `reference_ms` over their mean: a timing in the model's time base, as calibration
+    divided every timing by the machine's speed then. On this host single timings of a searched
+    plan strayed up to 16 % from the same plan's median over minutes (benchmarks/latency_target.py:
+    a shared machine's neighbours; a phone warms over a long search), and what moves the machine
+    moves the dense plan timed beside it too."""
 
     def __init__(self, budget: LatencyBudget, measure: Callable[[Mapping[str, int]], float], timings: int) -> None:
         self.budget, self.measure, self.timings_left = budget, measure, timings
@@ -460,9 +479,13 @@ class MeasuredStop:
             return None
         self.timings_left -= 1
         target, predicted = self.budget.target_ms, self.budget.predict(widths)
-        measured = float(self.measure(widths))
+        model = self.budget.model
+        before = float(self.measure(model.plan.widths))
+        raw = float(self.measure(widths))
+        dense = (before + float(self.measure(model.plan.widths))) / 2
+        measured = raw * model.reference_ms / dense
         accepted = measured <= target * (1 + ACCEPT_OVER)
-        check = LatencyCheck(step, self.aim_ms, predicted, measured, accepted)
+        check = LatencyCheck(step, self.aim_ms, predicted, measured, accepted, raw, dense)
         self.checks.append(check)
         if not accepted:  # the model's error here carried to the next stop; always below this plan
             self.aim_ms = min(target * predicted / measured, predicted * (1 - 1e-6))

@@ -15,8 +15,10 @@ run_dir/
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -233,16 +235,18 @@ def latency_budget(config: PipelineConfig):
     return LatencyBudget(model, s.target_latency_ms)
 
 
-def latency_stop(config: PipelineConfig, budget, dist_info: DistInfo):
+def latency_stop(config: PipelineConfig, budget, dist_info: DistInfo, resources: contextlib.ExitStack):
     """The search's measured stop (compress.latency.MeasuredStop) when it has a latency target
     and search.latency_timings > 0, else None: each plan it stops at is exported (random weights:
     timing only) and timed as an ordinary bench job on the latency model's device, with the bench
-    stage's warm-up and runs (more where they would take under CHECK_MIN_S). Under torchrun rank
-    0 times it and every rank gets its timing."""
+    stage's warm-up and runs (more where they would take under CHECK_MIN_S); the bundles (the
+    dense one exported once) and a phone's connection live in `resources`, the search's length.
+    Under torchrun rank 0 times it and every rank gets its timing."""
     if budget is None or config.search.latency_timings <= 0:
         return None
     from compress.distributed import from_main
     from compress.latency import MeasuredStop, check_runs
+    from device_bench.calibrate import plan_timer
     from device_bench.records import JobError
 
     key, b = budget.model.key, config.bench
@@ -251,14 +255,28 @@ def latency_stop(config: PipelineConfig, budget, dist_info: DistInfo):
     if key.precision == "int8":  # quantized on images of the right size; values matter little for timing
         rng = np.random.default_rng(config.seed)
         calibration = [rng.uniform(-1, 1, budget.model.input_shape).astype(np.float32) for _ in range(4)]
+    timers: dict[int, Any] = {}  # by run count: each keeps the bundles it exported
+    transport = None
+
+    def time_on_device(widths) -> float:
+        nonlocal transport
+        if key.device != "host" and transport is None:  # reconnects by itself after a drop
+            from device_bench.adb import AdbTransport
+
+            transport = AdbTransport(key.device)
+            resources.callback(transport.close)
+            transport.connect()
+        runs = check_runs(budget.predict(widths), b.runs)
+        if runs not in timers:
+            scratch = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="coronet-search-timing-")))
+            timers[runs] = plan_timer(key, size, scratch, runs, b.warmup_s, Path(b.binaries), transport, calibration)
+        return timers[runs](budget.model.plan.with_widths(widths), profile=False).median_ms
 
     def measure(widths) -> float:
         outcome: tuple[float | None, str | None] = (None, None)
         if dist_info.is_main:
             try:
-                runs = check_runs(budget.predict(widths), b.runs)
-                plan = budget.model.plan.with_widths(widths)
-                outcome = (_time_on_device(key, size, b, runs, calibration, plan), None)
+                outcome = (time_on_device(widths), None)
             except Exception as e:  # every rank stops with rank 0's error, none waits for it
                 outcome = (None, f"{type(e).__name__}: {e}")
         ms, error = from_main(outcome)
@@ -268,27 +286,6 @@ def latency_stop(config: PipelineConfig, budget, dist_info: DistInfo):
         return ms
 
     return MeasuredStop(budget, measure, config.search.latency_timings)
-
-
-def _time_on_device(key, size: int, bench, runs: int, calibration, plan: ChannelPlan) -> float:
-    import tempfile
-
-    from device_bench.calibrate import plan_timer
-
-    transport = None
-    if key.device != "host":  # a connection per timing: the search between two of them may take hours
-        from device_bench.adb import AdbTransport
-
-        transport = AdbTransport(key.device)
-        transport.connect()
-    try:
-        with tempfile.TemporaryDirectory(prefix="coronet-search-timing-") as scratch:
-            timer = plan_timer(key, size, Path(scratch), runs, bench.warmup_s, Path(bench.binaries), transport,
-                               calibration)  # fmt: skip
-            return timer(plan, profile=False).median_ms
-    finally:
-        if transport is not None:
-            transport.close()
 
 
 def export_shape(config: PipelineConfig) -> tuple[int, ...]:
@@ -504,6 +501,7 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
         atomic_write_bytes(state_path, lambda f: torch.save(state, f))
 
     writer = _tensorboard(run_dir / "tensorboard") if dist_info.is_main else None
+    resources = contextlib.ExitStack()
     try:
         result = run_search(
             hyper,
@@ -518,9 +516,10 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
             writer=writer,
             on_check=check_ranks if dist_info.world_size > 1 else None,
             budget=budget,
-            stop=latency_stop(config, budget, dist_info),
+            stop=latency_stop(config, budget, dist_info, resources),
         )
     finally:
+        resources.close()
         if writer is not None:
             writer.close()
     if not dist_info.is_main:  # every rank holds the same latents; one writes
