@@ -28,11 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import compress
 import export
-from benchmarks.timing import time_interleaved
+from benchmarks.timing import time_interleaved, time_jobs_interleaved
 from coronet.bundle import tool_versions
 from device_bench.host import host_state
-from device_bench.records import BenchJob
-from device_bench.run import execute
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -69,10 +67,9 @@ def main() -> None:
             for r in range(args.rounds):
                 for name, samples in time_interleaved(runners, x, 1, args.runs, warmups=1 if r else 3).items():
                     in_process[name].append(statistics.median(samples))
-                for name, bundle in bundles.items():
-                    job = BenchJob(str(bundle.path), "host", runtime, threads=args.threads, runs=args.runs,
-                                   warmup_s=0.5)  # fmt: skip
-                    jobs[name].append(execute(job).stats.median_ms)
+                paths = {name: b.path for name, b in bundles.items()}
+                for name, medians in time_jobs_interleaved(paths, runtime, args.threads, 1, args.runs).items():
+                    jobs[name].extend(medians)
                 print(f"{runtime}: round {r + 1}/{args.rounds}", flush=True)
             table = {}
             for name, (_, target) in plans.items():

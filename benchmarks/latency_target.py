@@ -19,7 +19,10 @@ runtime (ONNX Runtime, LiteRT with XNNPACK):
     stop (compress.latency.MeasuredStop, the pipeline's default: up to `--latency-timings` plans
     timed on the device as the search goes, first at 1.2 x the target, each timing over it
     re-aiming the search by the model's error there). The dense model and the six searched ones
-    are timed interleaved: every round times `--runs` inferences of each in turn; medians of all rounds.
+    are timed interleaved, two ways: in this process with all seven sessions alive (every round
+    times `--runs` inferences of each in turn; medians of all rounds), and as ordinary bench jobs
+    (a fresh session each, nothing else loaded: what the bench stage and the checks measure),
+    every round one job of each in turn, the median of the rounds' medians.
     The machine's drift between (a) and (b) is the dense model's latency in (b) over its
     latency in (a); the JSON also gives each ratio divided by that drift.
 
@@ -46,11 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import compress
 import export
-from benchmarks.timing import time_interleaved
+from benchmarks.timing import time_interleaved, time_jobs_interleaved
 from compress.data import builtin_paired, random_batches
 from compress.latency import LatencyBudget, LatencyKey, MeasuredStop, calibrate, check_runs
 from compress.search import SearchConfig, regression_train_step, run_search
-from coronet.bundle import tool_versions
+from coronet.bundle import Bundle, tool_versions
 from device_bench.calibrate import plan_timer
 from device_bench.host import host_state
 
@@ -118,11 +121,10 @@ def main() -> None:
             print(f"  (a) {args.test} unseen plans: median |error| {held['median']:.1%}, max {held['max']:.1%} "
                   f"(granularity {model.granularity}, {calibration_s / 60:.1f} min)", flush=True)  # fmt: skip
             targets = {f"1/{n}": model.dense_ms / n for n in (4, 8, 16)}
-            runners = {}
             folder = scratch / "targets"
             dense = compress.build_generator("resnet", plan).eval()
-            runners["dense"] = export.export_bundle(dense, folder / "dense", (runtime,), image_size=256,
-                                                    sample_images=0).runner(runtime, threads=args.threads)  # fmt: skip
+            paths = {"dense": export.export_bundle(dense, folder / "dense", (runtime,), image_size=256,
+                                                   sample_images=0).path}  # fmt: skip
 
             timers: dict = {}  # by run count, as the pipeline's checks keep them: each exports a plan once
 
@@ -137,17 +139,23 @@ def main() -> None:
                     slim, result = _search(model, target, args.search_steps, measure, timings)
                     searched[name, stop] = {"predicted_ms": result.predicted_ms, "widths": dict(slim.plan.widths),
                                             "search_timings": result.latency_checks, "steps": result.steps}  # fmt: skip
-                    bundle = export.export_bundle(slim, folder / f"{name.replace('/', '_')}-{stop}", (runtime,),
-                                                  image_size=256, sample_images=0)  # fmt: skip
-                    runners[f"{name} {stop}"] = bundle.runner(runtime, threads=args.threads)
+                    out = folder / f"{name.replace('/', '_')}-{stop}"
+                    paths[f"{name} {stop}"] = export.export_bundle(slim, out, (runtime,), image_size=256,
+                                                                   sample_images=0).path  # fmt: skip
+            runners = {name: Bundle.open(path).runner(runtime, threads=args.threads) for name, path in paths.items()}
             measured = _time_interleaved(runners, args.rounds, args.runs)
+            del runners  # the bench jobs run with nothing else loaded
+            jobs = {name: statistics.median(v) for name, v in
+                    time_jobs_interleaved(paths, runtime, args.threads, args.rounds, args.runs).items()}  # fmt: skip
             drift = measured["dense"] / model.calibration["points"][0]["measured_ms"]
             rows = {}
             for (name, stop), row in searched.items():
-                ms, target = measured[f"{name} {stop}"], targets[name]
+                ms, job_ms, target = measured[f"{name} {stop}"], jobs[f"{name} {stop}"], targets[name]
                 rows.setdefault(name, {"target_ms": target})[f"{stop}_stop"] = {
                     **row, "measured_ms": ms, "measured_over_target": ms / target,
                     "over_target_drift_removed": ms / target / drift, "in_band": 0.90 <= ms / target <= 1.03,
+                    "bench_job_ms": job_ms, "bench_job_over_target": job_ms / target,
+                    "in_band_bench_job": 0.90 <= job_ms / target <= 1.03,
                 }  # fmt: skip
             print(f"  drift: the dense model ran {drift:.3f}x its (a) latency in (b)", flush=True)
             for name, row in rows.items():
@@ -155,9 +163,11 @@ def main() -> None:
                     r = row[f"{stop}_stop"]
                     print(f"  (b) {name}, stopped on the {stop}: target {row['target_ms']:.1f} ms, predicted "
                           f"{r['predicted_ms']:.1f}, measured {r['measured_ms']:.1f} ({r['measured_over_target']:.2f}x "
-                          f"target, {r['over_target_drift_removed']:.2f}x without the drift)", flush=True)  # fmt: skip
+                          f"target, {r['over_target_drift_removed']:.2f}x without the drift); as bench jobs "
+                          f"{r['bench_job_ms']:.1f} ({r['bench_job_over_target']:.2f}x)", flush=True)  # fmt: skip
             record["runtimes"][runtime] = {
                 "dense_predicted_ms": model.dense_ms, "dense_measured_ms": measured["dense"], "drift": drift,
+                "dense_bench_job_ms": jobs["dense"],
                 "granularity": model.granularity, "round_to": model.round_to, "coefficients": model.coefficients,
                 "intercept_ms": model.intercept_ms, "timed_again": model.calibration.get("timed_again"),
                 "calibration_minutes": calibration_s / 60, "fit_error": model.calibration["fit_error"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -28,3 +29,20 @@ def time_interleaved(
                 run(x)
                 samples[name].append((time.perf_counter() - t) * 1e3)
     return samples
+
+
+def time_jobs_interleaved(
+    bundles: Mapping[Hashable, Path], runtime: str, threads: int, rounds: int, runs: int, warmup_s: float = 0.5
+) -> dict[Hashable, list[float]]:
+    """Each bundle's file timed as an ordinary host bench job (a fresh session, warmed up for
+    `warmup_s`, then `runs` inferences: what the pipeline's bench stage and the search's checks
+    measure), every bundle once per round in turn; each job's median, in ms."""
+    from device_bench.records import BenchJob
+    from device_bench.run import execute
+
+    medians: dict[Hashable, list[float]] = {name: [] for name in bundles}
+    for _ in range(rounds):
+        for name, path in bundles.items():
+            job = BenchJob(str(path), "host", runtime, threads=threads, runs=runs, warmup_s=warmup_s)
+            medians[name].append(execute(job).stats.median_ms)
+    return medians
