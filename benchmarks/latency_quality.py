@@ -107,7 +107,8 @@ def main() -> None:
 
         def measure(widths) -> float:  # a plan of the search, timed as the pipeline times a check
             runs = check_runs(model.predict(widths), args.runs)
-            timers.setdefault(runs, plan_timer(key, args.deploy_size, scratch / f"check-{runs}", runs))
+            if runs not in timers:
+                timers[runs] = plan_timer(key, args.deploy_size, scratch / f"check-{runs}", runs)
             return timers[runs](full.with_widths(widths), profile=False).median_ms
 
         def train(name: str, seed: int, target: float, latency: bool = False) -> tuple[Path, dict]:

@@ -130,7 +130,8 @@ def main() -> None:
 
             def measure(widths, model=model, key=key, scratch=scratch, timers=timers) -> float:
                 runs = check_runs(model.predict(widths), args.runs)
-                timers.setdefault(runs, plan_timer(key, 256, scratch / f"check-{runs}", runs))
+                if runs not in timers:
+                    timers[runs] = plan_timer(key, 256, scratch / f"check-{runs}", runs)
                 return timers[runs](plan.with_widths(widths), profile=False).median_ms
 
             searched = {}  # (target, stop): the searched plan's prediction, widths and device timings

@@ -215,13 +215,12 @@ class _Lab:
     def job_result(self, caller: AgentAccount | None, job: str) -> Response:
         """One job with its result once it is done (null before; a failed job has its reason)."""
         self._lab_only(caller)
-        if not job.isdigit() or not 0 < int(job) < 2**63:
-            raise _Refused(HTTPStatus.NOT_FOUND, f"no job {job!r}: a job id is a positive integer")
+        job_id = _job_id(job)
         with ResultStore(self.config.store) as store:
-            found = store.job(int(job))
+            found = store.job(job_id)
             if found is None:
-                raise _Refused(HTTPStatus.NOT_FOUND, f"no job {job}")
-            result = store.result_of(int(job))
+                raise _Refused(HTTPStatus.NOT_FOUND, f"no job {job_id}")
+            result = store.result_of(job_id)
         return _json(HTTPStatus.OK, {"job": found, "result": result.to_dict() if result is not None else None})
 
     def lease(self, caller: AgentAccount | None, body: bytes) -> Response:
@@ -237,9 +236,7 @@ class _Lab:
         return _json(HTTPStatus.OK, {"job": job})
 
     def job_action(self, caller: AgentAccount | None, job: str, action: str, body: bytes) -> Response:
-        if not job.isdigit() or not 0 < int(job) < 2**63:
-            raise _Refused(HTTPStatus.NOT_FOUND, f"no job {job!r}: a job id is a positive integer")
-        job_id, p = int(job), _payload(body)
+        job_id, p = _job_id(job), _payload(body)
         agent = self._agent(caller, p)  # only the lease's holder gets past the store's lease check
         with ResultStore(self.config.store) as store:
             if action == "renew":
@@ -259,6 +256,13 @@ class _Lab:
                 result.bundle = str(self.config.bundle_dir(spec.get("bundle", "")))
                 store.finish(job_id, result, agent=agent)
         return _json(HTTPStatus.OK, {"id": job_id, "action": action})
+
+
+def _job_id(job: str) -> int:
+    """A job id from its path segment; anything but a positive integer is a job that is not there."""
+    if not job.isdigit() or not 0 < int(job) < 2**63:
+        raise _Refused(HTTPStatus.NOT_FOUND, f"no job {job!r}: a job id is a positive integer")
+    return int(job)
 
 
 def _json(status: HTTPStatus, data: Any, close: bool = False) -> Response:
