@@ -31,6 +31,7 @@ import platform
 import statistics
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -94,13 +95,13 @@ def main() -> None:
         model = calibrate(full, deploy, key, timer, args.plans, args.held_out, seed=0, repeats=2, reference_every=4)
         held = model.calibration["held_out_error"]
         print(f"  dense {model.dense_ms:.1f} ms predicted; held-out error median {held['median']:.1%}, "
-              f"max {held['max']:.1%}; granularity {model.granularity}", flush=True)  # fmt: skip
+              f"max {held['max']:.1%}; {model.layout.describe()}", flush=True)  # fmt: skip
         fastest = model.ratio(dict.fromkeys(full.prunable, model.round_to))  # every group at the rounding's least
         if args.fraction <= fastest:
             sys.exit(f"--fraction {args.fraction} is under the fastest plan's predicted {fastest:.2f} of the dense "
                      f"latency (widths rounded to {model.round_to}); pick a larger one")  # fmt: skip
         budget = LatencyBudget(model, model.dense_ms * args.fraction)
-        record["latency_model"] = {"dense_ms": model.dense_ms, "granularity": model.granularity,
+        record["latency_model"] = {"dense_ms": model.dense_ms, "layout": asdict(model.layout),
                                    "held_out_error": held, "target_ms": budget.target_ms}  # fmt: skip
 
         timers: dict = {}  # by run count, as the pipeline's checks keep them: each exports a plan once

@@ -40,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ def main() -> None:
             model.save(scratch / "lat.json")
             held = model.calibration["held_out_error"]
             print(f"  (a) {args.test} unseen plans: median |error| {held['median']:.1%}, max {held['max']:.1%} "
-                  f"(granularity {model.granularity}, {calibration_s / 60:.1f} min)", flush=True)  # fmt: skip
+                  f"({model.layout.describe()}, {calibration_s / 60:.1f} min)", flush=True)  # fmt: skip
             targets = {f"1/{n}": model.dense_ms / n for n in (4, 8, 16)}
             folder = scratch / "targets"
             dense = compress.build_generator("resnet", plan).eval()
@@ -169,7 +170,7 @@ def main() -> None:
             record["runtimes"][runtime] = {
                 "dense_predicted_ms": model.dense_ms, "dense_measured_ms": measured["dense"], "drift": drift,
                 "dense_bench_job_ms": jobs["dense"],
-                "granularity": model.granularity, "round_to": model.round_to, "coefficients": model.coefficients,
+                "layout": asdict(model.layout), "round_to": model.round_to, "coefficients": model.coefficients,
                 "intercept_ms": model.intercept_ms, "timed_again": model.calibration.get("timed_again"),
                 "calibration_minutes": calibration_s / 60, "fit_error": model.calibration["fit_error"],
                 "held_out_error": held, "points": model.calibration["points"], "targets": rows,

@@ -15,18 +15,20 @@ fitted to a profile of ops timed alone, whose overhead the per-op term took in).
 terms are shared by all convs: one conv's output is the next one's input, so per-class element
 terms would be nearly collinear and extrapolate badly (measured on exact synthetic data: 2 % off
 on unseen plans with them, exact without) -- but for the last conv, which writes the image and
-has terms of its own (`term_names`). Channel counts are taken rounded up to the device's
-`granularity` (the SIMD width its kernels pad to, chosen in the fit), so widths between two
-multiples cost the same and the search rounds to them.
+has terms of its own (`term_names`), and a transposed conv's column buffer (`col`: C_out·k²·
+H_in·W_in, which a GEMM-based transposed conv writes and then scatters, col2im). Each conv also
+pays one fixed op cost.
 
-A width that is not a multiple of 8 adds a per-class penalty on its MACs (ONNX Runtime's
-blocked kernels fall back), and each conv one fixed op cost. The coefficients are fitted,
-non-negative (so a prediction grows with every width), to random plans timed through
-device_bench's ordinary job path (`calibrate`): per layer from each plan's per-op profile when
-the device gives one (`fit_layers`: every layer a row, the sum scaled to the medians), else to
-the medians alone (`fit`), minimising the relative error. The file records what it was measured with: the device and its
-profile, runtime, delegate, threads, precision, tool versions and the date; `check` refuses a
-model used for anything else with one line.
+The MACs count channels as the device's kernels lay them out (`Layout`, chosen in the fit):
+output channels padded to the kernels' tile (`granularity`), input channels padded or not, and
+transposed convs padded or not; the elements the norms and activations see are not padded. So
+widths between two multiples cost about the same and the search rounds to them. The
+coefficients are fitted, non-negative (so a prediction grows with every width), to random plans
+timed through device_bench's ordinary job path (`calibrate`): per layer from each plan's per-op
+profile when the device gives one (`fit_layers`: every layer a row, the sum scaled to the
+medians), else to the medians alone (`fit`), minimising the relative error. The file records
+what it was measured with: the device and its profile, runtime, delegate, threads, precision,
+tool versions and the date; `check` refuses a model used for anything else with one line.
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ from compress.plan import ChannelPlan
 from coronet.bundle import GRAPH_FORM_KEY
 
 FORMAT = "coronet-latency-model"
-VERSION = 2  # 2: the conv that writes the image has terms of its own
+# 2: the conv that writes the image has terms of its own; 3: a layout (inputs and transposed
+# convs padded or not) and a transposed conv's column buffer, no misaligned-width term
+VERSION = 3
 GRANULARITIES = (1, 4, 8, 16)
+INPUT_PADDING = ("padded", "blocks", "raw")
 
 
 class LatencyModelError(ConfigError):
@@ -74,12 +79,44 @@ def conv_class(kernel: int, stride: int, transposed: bool) -> str:
     return f"{'t' if transposed else 'k'}{kernel}s{stride}"
 
 
-def _padded(channels: np.ndarray, granularity: int) -> np.ndarray:
-    return np.ceil(channels / granularity) * granularity
+@dataclass(frozen=True)
+class Layout:
+    """How the device's convs lay channels out, which decides what a width costs in MACs.
+    Output channels are padded to `granularity` (a kernel's tile of 4, 8 or 16 channels).
+    Input channels are padded too ("padded"), only from one tile up ("blocks": ONNX Runtime's
+    NCHWc convs read an input narrower than one block as plain NCHW and reorder a wider one
+    into whole blocks), or read as they are ("raw"). `transposed_padded`: whether transposed
+    convs follow the same rule (ONNX Runtime runs them as plain NCHW GEMMs, unpadded). The fit
+    chooses (`LAYOUTS`): on this host's AVX-512 CPU it chose granularity 16, raw inputs and
+    unpadded transposed convs for ONNX Runtime, whose NCHWc block there is 16 channels."""
+
+    granularity: int = 1
+    inputs: str = "raw"
+    transposed_padded: bool = True
+
+    def channels(self, raw_in: int, raw_out: int, transposed: bool) -> tuple[float, float]:
+        """(input, output) channel counts as the conv's kernel computes them."""
+        if transposed and not self.transposed_padded:
+            return float(raw_in), float(raw_out)
+        g = self.granularity
+        pad_in = self.inputs == "padded" or (self.inputs == "blocks" and raw_in >= g)
+        return float(-(-raw_in // g) * g if pad_in else raw_in), float(-(-raw_out // g) * g)
+
+    def describe(self) -> str:
+        if self.granularity == 1:
+            return "channels as they are"
+        inputs = {"padded": "inputs too", "blocks": "inputs from one tile up", "raw": "inputs as they are"}
+        return (f"output channels in multiples of {self.granularity}, {inputs[self.inputs]}"
+                + ("" if self.transposed_padded else ", transposed convs unpadded"))  # fmt: skip
+
+
+# every layout the fit tries (granularity 1 pads nothing: one layout)
+LAYOUTS = (Layout(1), *(Layout(g, inputs, t) for g in GRANULARITIES[1:] for inputs in INPUT_PADDING
+                        for t in (True, False)))  # fmt: skip
 
 
 def term_names(spec, last: bool) -> tuple[str, str, str, str]:
-    """The names of a conv's terms (MACs, misaligned MACs, elements in, elements out). The last
+    """The names of a conv's terms (MACs, column buffer, elements in, elements out). The last
     conv, which writes the image (3 channels, or 1), has its own: a kernel's output tile of 8 or
     16 channels is mostly empty there and its input is the widest activation, so it costs per
     MAC and per element what no other conv does (ResNet at 256², the 7x7 RGB conv took 2.9 ms
@@ -88,33 +125,36 @@ def term_names(spec, last: bool) -> tuple[str, str, str, str]:
     from 16 % to 5 % on LiteRT)."""
     cls = ("image:" if last else "") + conv_class(spec.kernel, spec.stride, spec.transposed)
     ends = ("image:in", "image:out") if last else ("in", "out")
-    return f"{cls}:macs", f"{cls}:misaligned", *ends
+    return f"{cls}:macs", f"{cls}:col", *ends
 
 
-def layer_features(cost: PlanCost, widths: Mapping[str, int], granularity: int) -> list[dict[str, float]]:
-    """Each conv's terms (with the ops on its output), in forward order: its class's MACs, the
-    same MACs again when a width is not a multiple of 8 (ONNX Runtime's blocked NCHWc kernels
-    then fall back to slower ones: measured at ngf 64, 256², 2 threads, every width one below a
-    multiple of 16 was 13 % slower than the multiple), the elements read and written, and one
-    op (`term_names`: the last conv's are its own)."""
+def layer_features(cost: PlanCost, widths: Mapping[str, int], layout: Layout) -> list[dict[str, float]]:
+    """Each conv's terms (with the ops on its output), in forward order: its class's MACs at
+    the layout's channel counts, a transposed conv's column buffer, the elements read and
+    written (unpadded: what the norms, activations and pads see), and one op (`term_names`: the
+    last conv's are its own). The column term: on ONNX Runtime a transposed conv of 8 to 16
+    channels at 128² -> 256² took 3.1 ms of a 20 ms ResNet where its MACs priced 1.4 ms
+    (benchmarks/latency_target.py, run of 2026-12-03)."""
     rows = []
     for n, conv in enumerate(cost.convs):
         spec = conv.spec
         raw_in, raw_out = sum(widths[g] for g in spec.in_groups), widths[spec.out_group]
-        c_in, c_out = float(_padded(np.array(raw_in), granularity)), float(_padded(np.array(raw_out), granularity))
+        c_in, c_out = layout.channels(raw_in, raw_out, spec.transposed)
         k2 = spec.kernel * spec.kernel
         macs = (conv.in_spatial if spec.transposed else conv.out_spatial) * c_in * c_out * k2
-        name_macs, name_misaligned, name_in, name_out = term_names(spec, n == len(cost.convs) - 1)
-        misaligned = macs if raw_in % 8 or raw_out % 8 else 0.0
-        rows.append({name_macs: macs, name_misaligned: misaligned, name_in: c_in * conv.in_spatial,
-                     name_out: c_out * conv.out_spatial, "op": 1.0})  # fmt: skip
+        name_macs, name_col, name_in, name_out = term_names(spec, n == len(cost.convs) - 1)
+        row = {name_macs: macs, name_in: float(raw_in * conv.in_spatial),
+               name_out: float(raw_out * conv.out_spatial), "op": 1.0}  # fmt: skip
+        if spec.transposed:
+            row[name_col] = c_out * k2 * conv.in_spatial
+        rows.append(row)
     return rows
 
 
-def features(cost: PlanCost, widths: Mapping[str, int], granularity: int) -> dict[str, float]:
+def features(cost: PlanCost, widths: Mapping[str, int], layout: Layout) -> dict[str, float]:
     """The model's terms of one plan, summed over its convs: {"k3s1:macs": ..., "in": ...}."""
     out: dict[str, float] = {}
-    for row in layer_features(cost, widths, granularity):
+    for row in layer_features(cost, widths, layout):
         for name, value in row.items():
             out[name] = out.get(name, 0.0) + value
     return out
@@ -125,9 +165,9 @@ class LatencyModel:
     key: LatencyKey
     plan: ChannelPlan  # the dense plan: the architecture and sizes it predicts for
     input_shape: tuple[int, ...]
-    granularity: int
+    layout: Layout
     intercept_ms: float
-    coefficients: dict[str, float]  # "k3s1:macs", "in", "out" -> ms per unit
+    coefficients: dict[str, float]  # "k3s1:macs", "t3s2:col", "in", "out" -> ms per unit
     tools: dict[str, Any] = field(default_factory=dict)  # tool versions measured with
     device_profile: dict[str, Any] = field(default_factory=dict)  # chip, CPU, phone model
     measured: str = ""  # ISO date of the calibration
@@ -144,7 +184,7 @@ class LatencyModel:
 
     def predict(self, widths: Mapping[str, int]) -> float:
         """Predicted median latency in ms of the plan with these group widths."""
-        f = features(self.cost, {**self.plan.widths, **widths}, self.granularity)
+        f = features(self.cost, {**self.plan.widths, **widths}, self.layout)
         return self.intercept_ms + sum(self.coefficients.get(k, 0.0) * v for k, v in f.items())
 
     @property
@@ -160,12 +200,14 @@ class LatencyModel:
         return float(dense["measured_ms"]) if dense else self.dense_ms
 
     @property
+    def granularity(self) -> int:
+        return self.layout.granularity
+
+    @property
     def round_to(self) -> int:
-        """The multiple a search should round widths to: the granularity, or 8 where the model
-        prices a width off a multiple of 8 (ONNX Runtime's blocked kernels, which then fall back)."""
-        if any(v > 0 for k, v in self.coefficients.items() if k.endswith(":misaligned")):
-            return max(self.granularity, 8)
-        return self.granularity
+        """The multiple a search should round widths to: the kernels' tile (a width between two
+        multiples costs the next multiple's MACs)."""
+        return self.layout.granularity
 
     def ratio(self, widths: Mapping[str, int]) -> float:
         """Predicted latency as a fraction of the dense plan's (what the search's stop compares)."""
@@ -182,12 +224,12 @@ class LatencyModel:
             c_out = widths[spec.out_group]
             k2 = spec.kernel * spec.kernel
             spatial = conv.in_spatial if spec.transposed else conv.out_spatial
-            name_macs, name_misaligned, name_in, name_out = term_names(spec, n == len(self.cost.convs) - 1)
-            a, b, o = (self.coefficients.get(name, 0.0) for name in (name_macs, name_in, name_out))
-            if c_in % 8 or c_out % 8:
-                a += self.coefficients.get(name_misaligned, 0.0)
+            name_macs, name_col, name_in, name_out = term_names(spec, n == len(self.cost.convs) - 1)
+            a, col, b, o = (self.coefficients.get(name, 0.0) for name in (name_macs, name_col, name_in, name_out))
             if spec.out_group in costs:
                 costs[spec.out_group] += a * spatial * c_in * k2 + o * conv.out_spatial
+                if spec.transposed:
+                    costs[spec.out_group] += col * k2 * conv.in_spatial
             for g in spec.in_groups:
                 if g in costs:
                     costs[g] += a * spatial * c_out * k2 + b * conv.in_spatial
@@ -214,7 +256,7 @@ class LatencyModel:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT, "version": VERSION, "key": asdict(self.key), "plan": self.plan.to_dict(),
-            "input_shape": list(self.input_shape), "granularity": self.granularity,
+            "input_shape": list(self.input_shape), "layout": asdict(self.layout),
             "intercept_ms": self.intercept_ms, "coefficients": self.coefficients, "tools": self.tools,
             "device_profile": self.device_profile, "measured": self.measured, "calibration": self.calibration,
         }  # fmt: skip
@@ -249,7 +291,7 @@ class LatencyModel:
                 key=LatencyKey(**data["key"]),
                 plan=ChannelPlan.from_dict(data["plan"]),
                 input_shape=tuple(int(d) for d in data["input_shape"]),
-                granularity=int(data["granularity"]),
+                layout=Layout(**data["layout"]),
                 intercept_ms=float(data["intercept_ms"]),
                 coefficients=coefficients,
                 tools={GRAPH_FORM_KEY: 1, **(data.get("tools") or {})},  # files before the graph form: form 1
@@ -259,23 +301,52 @@ class LatencyModel:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LatencyModelError(f"{path} is a damaged latency model ({exc}); calibrate it again") from None
-        if model.granularity not in GRANULARITIES:
-            raise LatencyModelError(f"{path}: granularity must be one of {GRANULARITIES}")
+        if model.layout not in LAYOUTS:
+            raise LatencyModelError(f"{path}: unknown layout {asdict(model.layout)}; calibrate it again")
         return model
 
 
-def fit(cost: PlanCost, samples: list[tuple[Mapping[str, int], float]]) -> tuple[int, float, dict[str, float], float]:
-    """(granularity, intercept ms, coefficients, leave-one-out median relative error) fitted to
-    measured (widths, median ms) samples: non-negative least squares on the relative error, for
-    each granularity; the one that predicts left-out plans best wins."""
+@dataclass
+class Fit:
+    """A fitted latency model's layout and coefficients, and how it predicted plans it was
+    left out of: `loo_median` and `loo_mean` of the relative error of each plan's median, and
+    `layer_error` (per-layer fits): the mean over plans of |predicted - profiled| summed over
+    its layers, as a fraction of the profiled sum."""
+
+    layout: Layout
+    intercept_ms: float
+    coefficients: dict[str, float]
+    loo_median: float
+    loo_mean: float
+    layer_error: float | None = None
+
+    @property
+    def score(self) -> float:
+        """What chooses the layout: the plans' left-out error, and the layers' where profiled
+        (in the calibrations of 2026-12-02/03 the layers' error picked the layout whose held-out
+        error was lowest, where the plans' alone, 25 noisy medians, did not)."""
+        return self.loo_mean + (self.layer_error or 0.0)
+
+
+def _best(fits: list[Fit]) -> Fit:
+    best = fits[0]
+    for f in fits[1:]:  # a tie keeps the simpler layout, tried first
+        if f.score < best.score - 1e-4:
+            best = f
+    return best
+
+
+def fit(cost: PlanCost, samples: list[tuple[Mapping[str, int], float]]) -> Fit:
+    """The model fitted to measured (widths, median ms) samples: non-negative least squares on
+    the relative error, for each layout; the one that predicts left-out plans best wins."""
     from scipy.optimize import nnls
 
     if len(samples) < 4:
         raise LatencyModelError("a latency model needs at least 4 timed plans")
     y = np.array([ms for _, ms in samples])
-    best: tuple[float, int, np.ndarray, list[str]] | None = None
-    for granularity in GRANULARITIES:
-        rows = [features(cost, {**cost.full_plan.widths, **w}, granularity) for w, _ in samples]
+    fits = []
+    for layout in LAYOUTS:
+        rows = [features(cost, {**cost.full_plan.widths, **w}, layout) for w, _ in samples]
         names = sorted({k for r in rows for k in r})
         x = np.array([[1.0] + [r.get(k, 0.0) for k in names] for r in rows])
         scale = x.max(axis=0)
@@ -286,12 +357,11 @@ def fit(cost: PlanCost, samples: list[tuple[Mapping[str, int], float]]) -> tuple
             keep = np.arange(len(y)) != i
             theta, _ = nnls(xs[keep], np.ones(keep.sum()))
             errors.append(abs(xs[i] @ theta - 1.0))
-        score = float(np.median(errors))
-        if best is None or score < best[0] - 1e-4:
-            theta, _ = nnls(xs, np.ones(len(y)))
-            best = (score, granularity, theta / scale, names)
-    score, granularity, theta, names = best
-    return granularity, float(theta[0]), {k: float(v) for k, v in zip(names, theta[1:], strict=True)}, score
+        theta, _ = nnls(xs, np.ones(len(y)))
+        theta = theta / scale
+        coefficients = {k: float(v) for k, v in zip(names, theta[1:], strict=True)}
+        fits.append(Fit(layout, float(theta[0]), coefficients, float(np.median(errors)), float(np.mean(errors))))
+    return _best(fits)
 
 
 @dataclass
@@ -324,21 +394,19 @@ class _LayerRows:
         return theta, float(abc[0]), float(abc[1] - abc[2])
 
 
-def fit_layers(
-    cost: PlanCost, samples: list[tuple[Mapping[str, int], float, list[float]]]
-) -> tuple[int, float, dict[str, float], float]:
+def fit_layers(cost: PlanCost, samples: list[tuple[Mapping[str, int], float, list[float]]]) -> Fit:
     """Like `fit`, from per-layer times as well: (widths, median ms, each conv layer's profiled
     ms) per plan. Each layer (its conv and the ops on its output) is one row of a non-negative
     fit, so a calibration of 25 plans of a 24-conv generator gives 600 rows instead of 25; the
     profiled layer times are then scaled to the whole model's measured median (a profiler's own
     cost, ops timed alone, what lies between the layers: `scale` and an intercept, fitted to
-    the medians). Leave-one-plan-out error chooses the granularity."""
+    the medians). Leave-one-plan-out error, of the plans and of their layers, chooses the layout."""
     if len(samples) < 4:
         raise LatencyModelError("a latency model needs at least 4 timed plans")
     y = np.array([ms for _, ms, _ in samples])
-    best: tuple[float, int, float, dict[str, float]] | None = None
-    for granularity in GRANULARITIES:
-        rows = [layer_features(cost, {**cost.full_plan.widths, **w}, granularity) for w, _, _ in samples]
+    fits = []
+    for layout in LAYOUTS:
+        rows = [layer_features(cost, {**cost.full_plan.widths, **w}, layout) for w, _, _ in samples]
         names = sorted({k for plan_rows in rows for row in plan_rows for k in row})
         x = np.array([[row.get(k, 0.0) for k in names] for plan_rows in rows for row in plan_rows])
         t = np.array([ms for _, _, layers in samples for ms in layers])
@@ -347,18 +415,18 @@ def fit_layers(
         scale[scale == 0] = 1.0
         weight = 1.0 / (t + np.median(t))  # relative for the large layers, absolute for the tiny (noisy) ones
         layers = _LayerRows(x / scale, t, weight, plan_of, y)
-        errors = []
+        errors, layer_errors = [], []
         for i in range(len(y)):  # leave one plan out: how it predicts a plan it was not fitted on
             keep = np.arange(len(y)) != i
             theta, a, b = layers.solve(keep)
             errors.append(abs((a * layers.sums(theta)[i] + b) / y[i] - 1.0))
-        score = float(np.median(errors))
-        if best is None or score < best[0] - 1e-4:
-            theta, a, b = layers.solve(np.ones(len(y), dtype=bool))
-            theta = theta / scale
-            best = (score, granularity, b, {k: float(a * v) for k, v in zip(names, theta, strict=True)})
-    score, granularity, intercept, coefficients = best
-    return granularity, intercept, coefficients, score
+            own = plan_of == i
+            layer_errors.append(np.abs(layers.x[own] @ theta - t[own]).sum() / max(t[own].sum(), 1e-9))
+        theta, a, b = layers.solve(np.ones(len(y), dtype=bool))
+        coefficients = {k: float(a * v) for k, v in zip(names, theta / scale, strict=True)}
+        fits.append(Fit(layout, b, coefficients, float(np.median(errors)), float(np.mean(errors)),
+                        float(np.mean(layer_errors))))  # fmt: skip
+    return _best(fits)
 
 
 def random_plans(
@@ -631,11 +699,12 @@ def calibrate(
     per_layer = all(p.layer_ms is not None and len(p.layer_ms) == len(cost.convs) for p in fitted)
     if per_layer:
         samples = [(p.widths, p.measured_ms, p.layer_ms) for p in fitted]
-        granularity, intercept, coefficients, loo = fit_layers(cost, samples)
+        fitted_model = fit_layers(cost, samples)
     else:
-        granularity, intercept, coefficients, loo = fit(cost, [(p.widths, p.measured_ms) for p in fitted])
-    model = LatencyModel(key, plan, tuple(input_shape), granularity, intercept, coefficients, dict(timing.tools),
-                         dict(timing.device_profile), datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
+        fitted_model = fit(cost, [(p.widths, p.measured_ms) for p in fitted])
+    model = LatencyModel(key, plan, tuple(input_shape), fitted_model.layout, fitted_model.intercept_ms,
+                         fitted_model.coefficients, dict(timing.tools), dict(timing.device_profile),
+                         datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
     model._cost = cost
     for p in points:
         p.predicted_ms = model.predict(p.widths)
@@ -648,7 +717,9 @@ def calibrate(
         "method": "per layer" if per_layer else "whole model", "repeats": max(1, repeats),
         "reference_every": reference_every, "speed": [round(f, 4) for f in factors] if reference_every else None,
         "timed_again": len(bursts), "agree": agree,
-        "fitted_plans": len(fitted), "held_out_plans": len(test), "leave_one_out_median": loo,
+        "fitted_plans": len(fitted), "held_out_plans": len(test),
+        "leave_one_out_median": fitted_model.loo_median, "leave_one_out_mean": fitted_model.loo_mean,
+        "leave_one_out_layer_error": fitted_model.layer_error,
         "fit_error": errors(fitted), "held_out_error": errors(test),
         "points": [asdict(p) | {"held_out": i > plans} for i, p in enumerate(points)],
     }  # fmt: skip

@@ -224,8 +224,8 @@ def _calibrate(args) -> int:
                              reference_every=args.reference_every, queue=queue)  # fmt: skip
     fit, test = model.calibration["fit_error"], model.calibration.get("held_out_error") or {}
     held = f"; held-out plans: median {test['median']:.1%}, max {test['max']:.1%}" if test else ""
-    print(f"{args.out}: {model.key.describe()}, dense {model.dense_ms:.3g} ms, channels counted in multiples of "
-          f"{model.granularity} (a search rounds widths to {model.round_to}); fit error median "
+    print(f"{args.out}: {model.key.describe()}, dense {model.dense_ms:.3g} ms, {model.layout.describe()} (a "
+          f"search rounds widths to {model.round_to}); fit error median "
           f"{fit['median']:.1%}, max {fit['max']:.1%}{held}")  # fmt: skip
     return 0
 
