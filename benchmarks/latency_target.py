@@ -77,7 +77,7 @@ def _search(model, target_ms: float, steps: int, measure=None, timings: int = 0)
     result = run_search(hyper, step, config, compress.PlanCost(model.plan, (1, 3, 64, 64)), progress=True,
                         budget=budget, stop=stop)  # fmt: skip
     timed = "".join(f", timed {c['measured_ms']:.1f} at a predicted {c['predicted_ms']:.1f}"
-                    for c in result.latency_checks)  # fmt: skip
+                    + (f" ({c['tries']} tries)" if c["tries"] > 1 else "") for c in result.latency_checks)  # fmt: skip
     print(f"  search for {target_ms:.1f} ms: predicted {result.predicted_ms:.1f} ms after {result.steps} steps "
           f"({'reached' if result.reached else 'MISSED'}){timed}", flush=True)  # fmt: skip
     return compress.slim_generator(hyper).eval(), result

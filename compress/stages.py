@@ -240,7 +240,7 @@ def latency_stop(config: PipelineConfig, budget, dist_info: DistInfo, resources:
     and search.latency_timings > 0, else None: each plan it stops at is exported (random weights:
     timing only) and timed as an ordinary bench job on the latency model's device, with the bench
     stage's warm-up and runs (more where they would take under CHECK_MIN_S); the bundles (the
-    dense one exported once) and a phone's connection live in `resources`, the search's length.
+    reference plans exported once each) and a phone's connection live in `resources`, the search's length.
     Under torchrun rank 0 times it and every rank gets its timing."""
     if budget is None or config.search.latency_timings <= 0:
         return None
