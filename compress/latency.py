@@ -216,8 +216,12 @@ class LatencyModel:
     @property
     def round_to(self) -> int:
         """The multiple a search should round widths to: the kernels' tile (a width between two
-        multiples costs the next multiple's MACs)."""
-        return self.layout.granularity
+        multiples costs the next multiple's MACs), halved while it is as wide as the widest
+        prunable group (a tile of 16 would leave a generator of 16-channel groups unpruned)."""
+        tile, widest = self.layout.granularity, max((self.plan[g] for g in self.plan.prunable), default=1)
+        while tile > 1 and tile >= widest:
+            tile //= 2
+        return tile
 
     def ratio(self, widths: Mapping[str, int]) -> float:
         """Predicted latency as a fraction of the dense plan's (what the search's stop compares)."""
@@ -450,7 +454,7 @@ def random_plans(
     searched plans by 30 %.)
 
     Every second plan has all its widths rounded up to multiples of 8, so that the fit sees
-    what a misaligned width costs (`round_to`); in the others a group is narrow (1 to 8
+    what a width off the kernels' tile costs (`Layout`); in the others a group is narrow (1 to 8
     channels) with probability `narrow`, where a search may take it: a model that never saw a
     narrow layer priced a ResNet trunk of 1 channel (19 convs of 1 input or output channel)
     at its MACs, and the search that chose it measured 20 % over its target."""

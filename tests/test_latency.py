@@ -114,6 +114,8 @@ def test_calibration_plans_cover_aligned_and_narrow_widths():
     assert any(w[g] <= 4 for w in plans[::2] for g in PLAN.prunable)
     model = _truth()
     assert model.round_to == 8 and _synthetic(model.coefficients, layout=Layout(1)).round_to == 1
+    tiny = compress.full_plan("resnet", ngf=4, n_blocks=1)  # every group at most 16 channels wide
+    assert LatencyModel(HOST_ONNX, tiny, SHAPE, Layout(16), 0.1, {}).round_to == 8
 
 
 def test_layouts_count_channels_as_the_kernels_do():
