@@ -509,7 +509,7 @@ CHECK_MIN_S = 2.0
 # A check's reference plans ran this close to their calibrated latency, or the machine is not as
 # it was calibrated and the check is timed again, up to CHECK_TRIES times (the try whose
 # references ran closest is kept). Scaling corrects a busy machine only roughly: with a busy-loop
-# process beside it (the host's plans ran 2-2.6x slower), a scaled timing of a searched plan was
+# process beside it (the searched plans ran 1.8-2.6x slower), a scaled timing of a searched plan was
 # still 0.82-1.25x its quiet one (benchmarks/check_reference.py).
 REFERENCE_AGREE = 0.10
 CHECK_TRIES = 3
