@@ -513,6 +513,11 @@ CHECK_MIN_S = 2.0
 # still 0.82-1.25x its quiet one (benchmarks/check_reference.py).
 REFERENCE_AGREE = 0.10
 CHECK_TRIES = 3
+# A reading this far off the plan's prediction (beyond the model's held-out error) is timed again
+# before the search re-aims by it, and the lower of two agreeing readings kept (a neighbour's
+# burst only adds time): in latency_target.py run 5 single checks read 34 % and 44 % over their
+# prediction with quiet references, the search shrank by them and ended at 0.64-0.76 x target.
+SURPRISE = 0.20
 
 
 def check_runs(predicted_ms: float, runs: int, most: int = 1000) -> int:
@@ -556,7 +561,8 @@ class MeasuredStop:
     neighbour small plans slowed 5-25 % more than the dense plan, and scaled by plans of their
     own size they were a third closer to their quiet time (benchmarks/check_reference.py). A
     check whose references ran more than REFERENCE_AGREE off their calibrated time is timed
-    again (CHECK_TRIES)."""
+    again (CHECK_TRIES), and so is one that reads more than SURPRISE off its prediction: of two
+    readings whose references agree, the lower is kept."""
 
     def __init__(self, budget: LatencyBudget, measure: Callable[[Mapping[str, int]], float], timings: int) -> None:
         self.budget, self.measure, self.timings_left = budget, measure, timings
@@ -576,19 +582,19 @@ class MeasuredStop:
         self.timings_left -= 1
         target, predicted = self.budget.target_ms, self.budget.predict(widths)
         (first, first_ms), (last, last_ms) = self.budget.model.references(predicted)
-        best: tuple[float, float, float, float] | None = None  # (off, raw, factor, now) of the closest try
-        tries = 0
-        while tries < CHECK_TRIES and (best is None or best[0] > REFERENCE_AGREE):
-            tries += 1
+        readings: list[tuple[float, float, float, float]] = []  # (references off, measured, raw, references now)
+        while len(readings) < CHECK_TRIES:
             first_now = float(self.measure(first))
             raw = float(self.measure(widths))
             last_now = float(self.measure(last))
             factor = (first_ms / first_now + last_ms / last_now) / 2  # < 1: the machine runs slow now
-            off = abs(factor - 1)
-            if best is None or off < best[0]:
-                best = (off, raw, factor, (first_now + last_now) / 2)
-        _, raw, factor, now = best
-        measured = raw * factor
+            readings.append((abs(factor - 1), raw * factor, raw, (first_now + last_now) / 2))
+            agreeing = [r for r in readings if r[0] <= REFERENCE_AGREE]
+            if len(agreeing) >= 2 or (agreeing and abs(agreeing[0][1] / predicted - 1) <= SURPRISE):
+                break
+        agreeing = [r for r in readings if r[0] <= REFERENCE_AGREE]
+        _, measured, raw, now = min(agreeing, key=lambda r: r[1]) if agreeing else min(readings)
+        tries = len(readings)
         accepted = measured <= target * (1 + ACCEPT_OVER)
         check = LatencyCheck(
             step, self.aim_ms, predicted, measured, accepted, raw, now, (first_ms + last_ms) / 2, tries
