@@ -116,6 +116,11 @@ class SearchResult:
         }
 
 
+def least_width(min_channels: int, round_to: int) -> int:
+    """The fewest channels the search leaves a group: min_channels, rounded up to round_to."""
+    return -(-max(min_channels, 1) // round_to) * round_to
+
+
 class ControlledPruner:
     """The proximal step with a floor: a step that would take the remaining-cost ratio below
     target - tolerance shrinks only as far as the floor allows (the largest shrink, among the
@@ -252,6 +257,15 @@ class ControlledPruner:
     def in_window(self, ratio: float) -> bool:
         return self.floor <= ratio <= self.target
 
+    @property
+    def least(self) -> int:
+        return least_width(self.config.min_channels, self.config.round_to)
+
+    def fastest_ratio(self) -> float:
+        """The cost ratio of the smallest plan the search can reach: every group at `least`."""
+        full = self.hyper.plan.widths
+        return self.cost.ratio({**full, **{g: min(full[g], self.least) for g in self.hyper.prunable_groups}})
+
 
 TrainStep = Callable[[int], dict[str, float]]
 
@@ -298,6 +312,7 @@ def run_search(
             log_path.write_text("".join(f"{line}\n" for line in kept))
         log_file = open(log_path, "a" if start_step else "w")  # noqa: SIM115 - closed in finally
     ratio, reached, step, done = pruner.ratio(), False, start_step, start_step
+    exhausted = False
     # a bar on a terminal; a line every few seconds in a log (CI, pipes), so a long search is never silent
     bar = Progress("search", config.max_steps, start_step, enabled=progress)
     try:
@@ -311,6 +326,9 @@ def run_search(
                 widths = hyper.pruned_widths()
                 check = stop.check(step, widths) if reached and stop is not None else None
                 if check is not None and not check.accepted:
+                    fastest = pruner.fastest_ratio()
+                    exhausted = ratio <= fastest * (1 + 1e-9)  # the device says even this plan is slow
+                    stop.aim_ms = max(stop.aim_ms, fastest * budget.model.dense_ms)
                     pruner.retarget(stop.aim)
                     reached = False
                 record = {
@@ -339,7 +357,7 @@ def run_search(
                 else:
                     bar.show(**record["losses"], macs_ratio=ratio, target=config.target_macs)
             done = step  # this step's update, proximal step and log record are all in
-            if reached:
+            if reached or exhausted:
                 break
             if save_state is not None and step % config.checkpoint_every == 0:
                 save_state(step)
@@ -349,6 +367,13 @@ def run_search(
             log_file.close()
         if save_state is not None and done > start_step:
             save_state(done)  # also on Ctrl-C or an error: the search resumes after the last whole step
+    if exhausted and not config.allow_miss:
+        last = stop.checks[-1]
+        raise SearchMissError(
+            f"the device timed the fastest plan this search can reach (every group at {pruner.least} channel(s)) "
+            f"at {last.measured_ms:.3g} ms, over the target {budget.target_ms:.3g} ms: pick a larger target or a "
+            "smaller search.round_to (or pass --allow-miss to keep the result)"
+        )
     if not reached and not config.allow_miss:
         what = "a predicted latency ratio" if budget is not None else "a MACs ratio"
         raise SearchMissError(

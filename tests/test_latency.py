@@ -209,11 +209,11 @@ def test_a_reference_plan_reads_the_machines_speed_where_each_plan_was_timed():
     assert all(len(p["raw_passes_ms"]) == 1 for p in model.calibration["points"])
 
 
-def _search(budget: LatencyBudget, max_steps: int = 400, stop: MeasuredStop | None = None):
+def _search(budget: LatencyBudget, max_steps: int = 400, stop: MeasuredStop | None = None, allow_miss=False):
     torch.manual_seed(0)
     hyper = compress.HyperGenerator("resnet", PLAN, embedding_dim=4)
     config = SearchConfig(tolerance=0.02, lam=50.0, lr=1e-3, max_steps=max_steps, target_latency_ms=budget.target_ms,
-                          latency_model="lat.json")  # fmt: skip
+                          latency_model="lat.json", allow_miss=allow_miss)  # fmt: skip
     a, b = builtin_paired(8, 32, seed=0)
     step, _ = regression_train_step(hyper, random_batches(a, b, 2, 0), config)
     cost = compress.PlanCost(PLAN, SHAPE)
@@ -260,6 +260,27 @@ def test_a_measured_stop_reaims_the_search_until_the_device_meets_the_target(bia
     assert 0.9 <= device(result.plan.widths) / target <= 1.02
     logged = [r["latency_check"] for r in result.log if "latency_check" in r]
     assert logged == checks
+
+
+def test_a_device_slower_than_the_fastest_plan_ends_the_search_there():
+    """The device runs ever slower than predicted as the plan narrows (3.5x at the plan of
+    1-channel groups, 0.18 of the dense prediction), so even that plan takes longer than a
+    target of 0.5: the re-aim stops at that plan (not under it, where the search would stall
+    until max_steps), its timing ends the search, and the miss is one line that says so."""
+    model = _truth()
+    target = 0.5 * model.dense_ms
+    fastest = model.predict(dict.fromkeys(PLAN.prunable, 1))
+    slow = _device(model, lambda r: 1 + 3 * (1 - r))
+    budget = LatencyBudget(model, target)
+    with pytest.raises(compress.SearchMissError, match="fastest plan this search can reach") as missed:
+        _search(budget, max_steps=2000, stop=MeasuredStop(budget, slow, timings=3))
+    assert "over the target" in str(missed.value) and "\n" not in str(missed.value)
+    result = _search(budget, max_steps=2000, stop=MeasuredStop(budget, slow, timings=3), allow_miss=True)
+    checks = result.latency_checks
+    assert not result.reached and result.steps < 2000 and 2 <= len(checks) <= 3
+    assert checks[-1]["aim_ms"] == pytest.approx(fastest) and checks[-1]["predicted_ms"] == pytest.approx(fastest)
+    assert not checks[-1]["accepted"] and result.predicted_ms == pytest.approx(fastest)
+    assert all(c["aim_ms"] >= fastest for c in checks)
 
 
 def test_a_measured_stop_reads_timings_in_the_models_time_base():
@@ -468,6 +489,37 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
         assert not before["accepted"] and after["aim_ms"] == pytest.approx(
             target * before["predicted_ms"] / before["measured_ms"]
         )
+
+
+def test_a_target_under_the_fastest_rounded_plan_is_refused_before_the_search(tmp_path):
+    """With round_to left at 1 the search rounds widths to the model's tile (8 here), so no group
+    goes under 8 channels: a target only a plan of 1-channel groups could reach is one line now,
+    not a search that stalls at 8 until max_steps."""
+    from compress.config import load_config
+    from compress.stages import latency_budget, search_round_to
+    from device_bench.calibrate import measured_tools
+
+    model = _truth()
+    model.tools = measured_tools("host", "onnx", tmp_path)
+    path = model.save(tmp_path / "lat.json")
+    assert model.round_to == 8
+    one = model.predict(dict.fromkeys(PLAN.prunable, 1))
+    eight = model.predict(dict.fromkeys(PLAN.prunable, 8))
+    assert one < eight < model.dense_ms
+
+    def config(target_ms, round_to=1):
+        return load_config(None, {
+            "model": {"arch": "resnet", "ngf": 16, "n_blocks": 2}, "data": {"image_size": 32},
+            "bench": {"devices": ["host"], "runtimes": ["onnx"], "threads": 1},
+            "search": {"target_latency_ms": target_ms, "latency_model": str(path), "round_to": round_to},
+        })  # fmt: skip
+
+    with pytest.raises(LatencyModelError, match="every group at 8 channel") as refused:
+        latency_budget(config((one + eight) / 2))
+    assert "smaller search.round_to" in str(refused.value) and "\n" not in str(refused.value)
+    assert latency_budget(config(1.01 * eight)).target_ms == pytest.approx(1.01 * eight)
+    assert latency_budget(config((one + eight) / 2, round_to=2)) is not None  # the user's own rounding
+    assert search_round_to(config(eight).search, model) == 8 and search_round_to(config(eight, 2).search, model) == 2
 
 
 def test_the_report_sets_the_prediction_beside_the_measurement(tmp_path):
