@@ -575,6 +575,11 @@ class MeasuredStop:
         """The aim as a fraction of the dense plan's predicted latency (the search's units)."""
         return self.aim_ms / self.budget.model.dense_ms
 
+    def aim_no_lower_than(self, fastest_ms: float) -> None:
+        """Aim at least at the prediction of the fastest plan the search can reach (every group at
+        its least width): aimed under it, the search stalled there until max_steps."""
+        self.aim_ms = max(self.aim_ms, fastest_ms)
+
     def check(self, step: int, widths: Mapping[str, int]) -> LatencyCheck | None:
         """Time the plan the search stopped at; None when no timing is left (the search ends)."""
         if self.timings_left <= 0:

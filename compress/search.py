@@ -296,7 +296,9 @@ def run_search(
 
     `stop` (compress.latency.MeasuredStop, with a `budget`) times each plan the search stops at on
     the device and re-aims it until a timing is within the target: the search then stops at the
-    first check where the predicted ratio is at most the aim (a resumed search may be below it)."""
+    first check where the predicted ratio is at most the aim (a resumed search may be below it).
+    It is never aimed under the smallest plan it can reach (`ControlledPruner.fastest_ratio`),
+    and a timing of that plan over the target ends it: a miss (SearchMissError unless allowed)."""
     from coronet.progress import Progress
 
     pruner = ControlledPruner(hyper, cost, config, budget)
@@ -328,7 +330,7 @@ def run_search(
                 if check is not None and not check.accepted:
                     fastest = pruner.fastest_ratio()
                     exhausted = ratio <= fastest * (1 + 1e-9)  # the device says even this plan is slow
-                    stop.aim_ms = max(stop.aim_ms, fastest * budget.model.dense_ms)
+                    stop.aim_no_lower_than(fastest * budget.model.dense_ms)
                     pruner.retarget(stop.aim)
                     reached = False
                 record = {
