@@ -114,8 +114,10 @@ def test_calibration_plans_cover_aligned_and_narrow_widths():
     assert any(w[g] <= 4 for w in plans[::2] for g in PLAN.prunable)
     model = _truth()
     assert model.round_to == 8 and _synthetic(model.coefficients, layout=Layout(1)).round_to == 1
-    tiny = compress.full_plan("resnet", ngf=4, n_blocks=1)  # every group at most 16 channels wide
-    assert LatencyModel(HOST_ONNX, tiny, SHAPE, Layout(16), 0.1, {}).round_to == 8
+    # halved while a group is no wider than the tile: each group can shrink (the stem of ngf 4 is 4 wide)
+    for ngf, tile in ((4, 2), (16, 8), (64, 16)):
+        plan = compress.full_plan("resnet", ngf=ngf, n_blocks=1)
+        assert LatencyModel(HOST_ONNX, plan, SHAPE, Layout(16), 0.1, {}).round_to == tile
 
 
 def test_layouts_count_channels_as_the_kernels_do():
@@ -395,6 +397,21 @@ def test_channels_are_priced_by_their_predicted_time():
     dearest, cheapest = max(costs, key=costs.get), min(costs, key=costs.get)
     assert prices[dearest] > 1 > prices[cheapest]
     assert prices[dearest] / prices[cheapest] == pytest.approx(costs[dearest] / costs[cheapest], rel=1e-6)
+
+
+def test_a_channel_under_a_tiles_boundary_is_priced_by_what_it_saves():
+    """On tiles of 16 (inputs padded too) a trunk of 16 channels costs every conv that reads or
+    writes it 16 channels whatever its width: dropping channels there saves no MACs, and its price
+    says so; at 24 the next 8 channels free a whole tile. Counted raw, both looked the same."""
+    macs_only = {f"{cls}:macs": 2e-8 for cls in ("k7s1", "k3s2", "k3s1", "t3s2", "image:k7s1")}
+    tiled = _synthetic(macs_only, layout=Layout(16, "padded"))
+    base = {g: 32 for g in PLAN.prunable}
+    assert tiled.channel_ms({**base, "trunk": 16})["trunk"] == pytest.approx(0.0, abs=1e-12)
+    at_24 = tiled.channel_ms({**base, "trunk": 24})["trunk"]
+    freed = tiled.predict({**base, "trunk": 24}) - tiled.predict({**base, "trunk": 16})
+    assert at_24 == pytest.approx(freed / 8) and at_24 > 0
+    raw = _synthetic(macs_only, layout=Layout(1))
+    assert raw.channel_ms({**base, "trunk": 16})["trunk"] > 0
 
 
 def test_a_model_for_something_else_is_refused_in_one_line(tmp_path):
