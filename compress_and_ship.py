@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
         "dense reference and the search's start; fills [model] when the config has none",
     )
     p.add_argument("--max-steps", type=int, help="give up the search after this many steps")
-    p.add_argument("--round-to", type=int, help="make every pruned width a multiple of N (8 suits phone CPUs)")
+    p.add_argument("--round-to", type=int,
+                   help="make every pruned width a multiple of N (8 suits phone CPUs; with --latency-model and no "
+                   "--round-to, the model's tile, halved while a group is no wider)")  # fmt: skip
     p.add_argument("--allow-miss", action="store_true", help="keep the result even if the target is missed")
     p.add_argument("--image-size", type=int, help="export input size (default: the training size)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
