@@ -238,7 +238,7 @@ class LatencyModel:
         conv's padded output costs the same, so such a channel saves only what reads it and the
         work per element: priced by raw counts instead, a ResNet trunk of 16 channels on tiles
         of 16 looked dear, the search cut it to 8 (still 16 in every conv that writes it) and
-        kept wide blocks, and its plans predicted up to 30 % slower than MACs-targeted ones of
+        kept wide blocks, and its plans predicted up to 31 % slower than MACs-targeted ones of
         the same MACs (benchmarks/latency_quality.py, 2026-12-03)."""
         widths = {**self.plan.widths, **{g: int(w) for g, w in widths.items()}}
         now, tile = self.predict(widths), self.layout.granularity
