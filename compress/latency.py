@@ -86,17 +86,30 @@ class Layout:
     Input channels are padded too ("padded"), only from one tile up ("blocks": ONNX Runtime's
     NCHWc convs read an input narrower than one block as plain NCHW and reorder a wider one
     into whole blocks), or read as they are ("raw"). `transposed_padded`: whether transposed
-    convs follow the same rule (ONNX Runtime runs them as plain NCHW GEMMs, unpadded). The fit
-    chooses (`LAYOUTS`): on this host's AVX-512 CPU it chose granularity 16, raw inputs and
-    unpadded transposed convs for ONNX Runtime, whose NCHWc block there is 16 channels."""
+    convs follow the same rule (ONNX Runtime runs them as plain NCHW GEMMs, unpadded). With
+    `fallback_multiple` > 1, a conv whose input is at least one tile wide but not a multiple of
+    it runs the runtime's plain kernel instead, unpadded and with terms of its own (`plain`).
+    The fit chooses (`layouts_for`).
+
+    ONNX Runtime 1.32's NchwcTransformer on this host's AVX-512 CPU (blocks of 16): a conv of
+    fewer than 16 input channels reads them as they are, one of 16 or more is reordered into
+    whole blocks when its input is a multiple of 4 and otherwise left a plain NCHW conv (im2col
+    and a GEMM, no reorders around it); an NCHWc conv writes whole blocks, and ConvTranspose is
+    never blocked: Layout(16, "blocks", False, 4)."""
 
     granularity: int = 1
     inputs: str = "raw"
     transposed_padded: bool = True
+    fallback_multiple: int = 0
+
+    def plain(self, raw_in: int, transposed: bool) -> bool:
+        """Whether a conv reading `raw_in` channels runs the runtime's plain kernel (above)."""
+        return (self.fallback_multiple > 1 and not transposed and raw_in >= self.granularity
+                and raw_in % self.fallback_multiple != 0)  # fmt: skip
 
     def channels(self, raw_in: int, raw_out: int, transposed: bool) -> tuple[float, float]:
         """(input, output) channel counts as the conv's kernel computes them."""
-        if transposed and not self.transposed_padded:
+        if (transposed and not self.transposed_padded) or self.plain(raw_in, transposed):
             return float(raw_in), float(raw_out)
         g = self.granularity
         pad_in = self.inputs == "padded" or (self.inputs == "blocks" and raw_in >= g)
@@ -107,23 +120,41 @@ class Layout:
             return "channels as they are"
         inputs = {"padded": "inputs too", "blocks": "inputs from one tile up", "raw": "inputs as they are"}
         return (f"output channels in multiples of {self.granularity}, {inputs[self.inputs]}"
-                + ("" if self.transposed_padded else ", transposed convs unpadded"))  # fmt: skip
+                + ("" if self.transposed_padded else ", transposed convs unpadded")
+                + (f", inputs of a tile or more not in multiples of {self.fallback_multiple} on plain convs"
+                   if self.fallback_multiple > 1 else ""))  # fmt: skip
 
 
-# every layout the fit tries (granularity 1 pads nothing: one layout)
-LAYOUTS = (Layout(1), *(Layout(g, inputs, t) for g in GRANULARITIES[1:] for inputs in INPUT_PADDING
-                        for t in (True, False)))  # fmt: skip
+# every layout a fit may try (granularity 1 pads nothing: one layout), and those with ONNX
+# Runtime's plain-conv fallback (`layouts_for`)
+TILED = (Layout(1), *(Layout(g, inputs, t) for g in GRANULARITIES[1:] for inputs in INPUT_PADDING
+                      for t in (True, False)))  # fmt: skip
+FALLBACK = tuple(Layout(g, "blocks", t, 4) for g in GRANULARITIES[2:] for t in (True, False))
+LAYOUTS = TILED + FALLBACK
 
 
-def term_names(spec, last: bool) -> tuple[str, str, str, str]:
+def layouts_for(runtime: str) -> tuple[Layout, ...]:
+    """The layouts a calibration of `runtime` chooses among: the plain-conv fallback is ONNX
+    Runtime's NchwcTransformer rule, no other runtime's. Refitted on the six stored ONNX Runtime
+    calibrations of 2026-12-02/03 (benchmarks/latency_target.py), the fallback layout won every
+    fit and the held-out max error fell in all six (e.g. 12.8 -> 9.7 %, 26.2 -> 23.9 %), the median
+    fell in three and rose in two (by 0.1 and 1.9 points); the searched plans' bench jobs, 0.81-0.92
+    x their prediction in the two runs where the model over-predicted them most, came to 0.84-0.95
+    x (in a third run the in-process timings went from 0.94-0.99 to 0.89-0.97 x)."""
+    return LAYOUTS if runtime == "onnx" else TILED
+
+
+def term_names(spec, last: bool, plain: bool = False) -> tuple[str, str, str, str]:
     """The names of a conv's terms (MACs, column buffer, elements in, elements out). The last
     conv, which writes the image (3 channels, or 1), has its own: a kernel's output tile of 8 or
     16 channels is mostly empty there and its input is the widest activation, so it costs per
     MAC and per element what no other conv does (ResNet at 256², the 7x7 RGB conv took 2.9 ms
     of a 16 ms plan where the stem's price said 1.7; with its own terms, refitted on the same
     timings, the held-out error on 20 plans went from 31 % max to 10 % on ONNX Runtime and
-    from 16 % to 5 % on LiteRT)."""
+    from 16 % to 5 % on LiteRT). A conv on the runtime's plain kernel (`Layout.plain`) has its
+    own MACs and column terms."""
     cls = ("image:" if last else "") + conv_class(spec.kernel, spec.stride, spec.transposed)
+    cls += "/plain" if plain else ""
     ends = ("image:in", "image:out") if last else ("in", "out")
     return f"{cls}:macs", f"{cls}:col", *ends
 
@@ -134,19 +165,23 @@ def layer_features(cost: PlanCost, widths: Mapping[str, int], layout: Layout) ->
     written (unpadded: what the norms, activations and pads see), and one op (`term_names`: the
     last conv's are its own). The column term: on ONNX Runtime a transposed conv of 8 to 16
     channels at 128² -> 256² took 3.1 ms of a 20 ms ResNet where its MACs priced 1.4 ms
-    (benchmarks/latency_target.py, run of 2026-12-03)."""
+    (benchmarks/latency_target.py, run of 2026-12-03); a plain conv's im2col buffer,
+    C_in·k²·H_out·W_out, is its column term."""
     rows = []
     for n, conv in enumerate(cost.convs):
         spec = conv.spec
         raw_in, raw_out = sum(widths[g] for g in spec.in_groups), widths[spec.out_group]
         c_in, c_out = layout.channels(raw_in, raw_out, spec.transposed)
+        plain = layout.plain(raw_in, spec.transposed)
         k2 = spec.kernel * spec.kernel
         macs = (conv.in_spatial if spec.transposed else conv.out_spatial) * c_in * c_out * k2
-        name_macs, name_col, name_in, name_out = term_names(spec, n == len(cost.convs) - 1)
+        name_macs, name_col, name_in, name_out = term_names(spec, n == len(cost.convs) - 1, plain)
         row = {name_macs: macs, name_in: float(raw_in * conv.in_spatial),
                name_out: float(raw_out * conv.out_spatial), "op": 1.0}  # fmt: skip
         if spec.transposed:
             row[name_col] = c_out * k2 * conv.in_spatial
+        elif plain:
+            row[name_col] = c_in * k2 * conv.out_spatial
         rows.append(row)
     return rows
 
@@ -353,16 +388,16 @@ def _best(fits: list[Fit]) -> Fit:
     return best
 
 
-def fit(cost: PlanCost, samples: list[tuple[Mapping[str, int], float]]) -> Fit:
+def fit(cost: PlanCost, samples: list[tuple[Mapping[str, int], float]], layouts: tuple[Layout, ...] = TILED) -> Fit:
     """The model fitted to measured (widths, median ms) samples: non-negative least squares on
-    the relative error, for each layout; the one that predicts left-out plans best wins."""
+    the relative error, for each of `layouts`; the one that predicts left-out plans best wins."""
     from scipy.optimize import nnls
 
     if len(samples) < 4:
         raise LatencyModelError("a latency model needs at least 4 timed plans")
     y = np.array([ms for _, ms in samples])
     fits = []
-    for layout in LAYOUTS:
+    for layout in layouts:
         rows = [features(cost, {**cost.full_plan.widths, **w}, layout) for w, _ in samples]
         names = sorted({k for r in rows for k in r})
         x = np.array([[1.0] + [r.get(k, 0.0) for k in names] for r in rows])
@@ -411,7 +446,9 @@ class _LayerRows:
         return theta, float(abc[0]), float(abc[1] - abc[2])
 
 
-def fit_layers(cost: PlanCost, samples: list[tuple[Mapping[str, int], float, list[float]]]) -> Fit:
+def fit_layers(
+    cost: PlanCost, samples: list[tuple[Mapping[str, int], float, list[float]]], layouts: tuple[Layout, ...] = TILED
+) -> Fit:
     """Like `fit`, from per-layer times as well: (widths, median ms, each conv layer's profiled
     ms) per plan. Each layer (its conv and the ops on its output) is one row of a non-negative
     fit, so a calibration of 25 plans of a 24-conv generator gives 600 rows instead of 25; the
@@ -422,7 +459,7 @@ def fit_layers(cost: PlanCost, samples: list[tuple[Mapping[str, int], float, lis
         raise LatencyModelError("a latency model needs at least 4 timed plans")
     y = np.array([ms for _, ms, _ in samples])
     fits = []
-    for layout in LAYOUTS:
+    for layout in layouts:
         rows = [layer_features(cost, {**cost.full_plan.widths, **w}, layout) for w, _, _ in samples]
         names = sorted({k for plan_rows in rows for row in plan_rows for k in row})
         x = np.array([[row.get(k, 0.0) for k in names] for plan_rows in rows for row in plan_rows])
@@ -752,9 +789,9 @@ def calibrate(
     per_layer = all(p.layer_ms is not None and len(p.layer_ms) == len(cost.convs) for p in fitted)
     if per_layer:
         samples = [(p.widths, p.measured_ms, p.layer_ms) for p in fitted]
-        fitted_model = fit_layers(cost, samples)
+        fitted_model = fit_layers(cost, samples, layouts_for(key.runtime))
     else:
-        fitted_model = fit(cost, [(p.widths, p.measured_ms) for p in fitted])
+        fitted_model = fit(cost, [(p.widths, p.measured_ms) for p in fitted], layouts_for(key.runtime))
     model = LatencyModel(key, plan, tuple(input_shape), fitted_model.layout, fitted_model.intercept_ms,
                          fitted_model.coefficients, dict(timing.tools), dict(timing.device_profile),
                          datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip

@@ -27,6 +27,7 @@ from compress.latency import (
     fit,
     fit_layers,
     layer_features,
+    layouts_for,
     random_plans,
 )
 from compress.search import SearchConfig, regression_train_step, run_search
@@ -135,6 +136,71 @@ def test_layouts_count_channels_as_the_kernels_do():
     narrow = {**{g: 16 for g in PLAN.prunable}, "stem": 3}
     padded = _synthetic(model.coefficients, layout=Layout(8, "padded", False))
     assert model.predict(narrow) < padded.predict(narrow)
+
+
+def _onnx_runtime_conv(tmp_path, in_channels: int, transposed: bool = False) -> tuple[bool, bool]:
+    """(blocked, input reordered): how ONNX Runtime's optimized graph runs a conv with an
+    InstanceNorm after it, as in our generators."""
+    import onnx
+    import onnxruntime as ort
+
+    conv = (torch.nn.ConvTranspose2d(in_channels, 24, 3, 2, 1, 1) if transposed
+            else torch.nn.Conv2d(in_channels, 24, 3, padding=1))  # fmt: skip
+    source, optimized = tmp_path / f"conv{in_channels}.onnx", tmp_path / f"conv{in_channels}-opt.onnx"
+    torch.onnx.export(torch.nn.Sequential(conv, torch.nn.InstanceNorm2d(24)).eval(), torch.randn(1, in_channels, 8, 8),
+                      source, dynamo=False)  # fmt: skip
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(optimized)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    nodes = [(n.domain, n.op_type) for n in onnx.load(str(optimized)).graph.node]
+    blocked = ("com.microsoft.nchwc", "Conv") in nodes
+    return blocked, ("com.microsoft.nchwc", "ReorderInput") in nodes
+
+
+def test_the_fallback_layout_is_onnx_runtimes_nchwc_rule(tmp_path):
+    """Read off the graphs ONNX Runtime optimizes on this CPU (blocks of 8 with AVX2, 16 with
+    AVX-512): an input narrower than a block is read as it is, a wider one that is a multiple of 4
+    is reordered into blocks, any other stays a plain conv; a transposed conv is never blocked.
+    `Layout(block, "blocks", False, 4)` says the same for every width."""
+    block = 16 if _onnx_runtime_conv(tmp_path, 8) == (True, False) else 8
+    layout = Layout(block, "blocks", transposed_padded=False, fallback_multiple=4)
+    assert layout in layouts_for("onnx") and layout not in layouts_for("tflite")
+    for in_channels in (3, 7, 9, 12, 15, 16, 17, 18, 20, 30, 36, 46):
+        blocked, reordered = _onnx_runtime_conv(tmp_path, in_channels)
+        assert layout.plain(in_channels, transposed=False) == (not blocked), in_channels
+        padded_in, _ = layout.channels(in_channels, 24, transposed=False)
+        assert (padded_in > in_channels) == (reordered and in_channels % block != 0), in_channels
+    assert _onnx_runtime_conv(tmp_path, 20, transposed=True) == (False, False)
+    assert layout.channels(20, 24, transposed=True) == (20, 24) and not layout.plain(20, transposed=True)
+
+
+def test_the_fit_finds_a_plain_conv_fallback_and_prices_it_apart():
+    """A device whose convs fall back to a plain kernel, dearer per MAC and with an im2col buffer,
+    where an input of a tile or more is not a multiple of 4: the per-layer fit of an ONNX Runtime
+    calibration chooses that layout and predicts unseen plans; without it (a LiteRT calibration
+    is not offered it) the same plans are missed."""
+    fallback = Layout(8, "blocks", transposed_padded=False, fallback_multiple=4)
+    coefficients = {**_truth().coefficients, "k3s1/plain:macs": 5e-8, "k3s1/plain:col": 2e-6,
+                    "k3s2/plain:macs": 6e-8, "k3s2/plain:col": 2e-6, "image:k7s1/plain:macs": 1e-7}  # fmt: skip
+    truth = _synthetic(coefficients, layout=fallback)
+    cost = compress.PlanCost(PLAN, SHAPE)
+    samples = []
+    for widths in [dict(PLAN.widths), *random_plans(PLAN, 12, seed=0)]:
+        rows = layer_features(cost, {**PLAN.widths, **widths}, fallback)
+        samples.append((widths, truth.predict(widths), [sum(coefficients.get(k, 0.0) * v for k, v in row.items())
+                                                         for row in rows]))  # fmt: skip
+    assert any(fallback.plain(w, False) for widths, _, _ in samples for w in widths.values())
+    fitted = fit_layers(cost, samples, layouts_for("onnx"))
+    assert fitted.layout == fallback
+    unseen = random_plans(PLAN, 10, seed=5)
+    model = _synthetic(fitted.coefficients, fitted.intercept_ms, fitted.layout)
+    for widths in unseen:
+        assert model.predict(widths) == pytest.approx(truth.predict(widths), rel=0.02)
+    tiled = fit_layers(cost, samples, layouts_for("tflite"))
+    off = [abs(_synthetic(tiled.coefficients, tiled.intercept_ms, tiled.layout).predict(w) / truth.predict(w) - 1)
+           for w in unseen]  # fmt: skip
+    assert max(off) > 0.02
 
 
 def test_repeated_passes_in_alternating_order_cancel_a_steady_drift():
