@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="give up the search after this many steps")
     p.add_argument("--round-to", type=int,
                    help="make every pruned width a multiple of N (8 suits phone CPUs; with --latency-model and no "
-                   "--round-to, the model's tile, halved while a group is no wider)")  # fmt: skip
+                   "--round-to, each group to the model's tile, finer for a group no wider than it)")  # fmt: skip
     p.add_argument("--allow-miss", action="store_true", help="keep the result even if the target is missed")
     p.add_argument("--image-size", type=int, help="export input size (default: the training size)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),

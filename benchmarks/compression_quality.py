@@ -82,7 +82,7 @@ def _coronet(
     full, cost, target: float, steps: int, seed: int, data, start=None, lr_scale: float = 1.0, budget=None, stop=None
 ) -> tuple[torch.nn.Module, dict]:
     """CoroNet to a MACs ratio `target`, or with `budget` (compress.latency.LatencyBudget) to its
-    predicted latency, widths rounded to the latency model's granularity, as the pipeline does
+    predicted latency, widths rounded as the budget says (per group), as the pipeline does
     (and with `stop`, compress.latency.MeasuredStop, to the device's timing of its plans)."""
     torch.manual_seed(seed)
     hyper = compress.HyperGenerator("resnet", full, embedding_dim=8)
@@ -99,8 +99,8 @@ def _coronet(
     lam = 2.0 / (0.4 * steps * config.lr)
     search = SearchConfig(target_macs=target, tolerance=0.02, lam=lam, lr=config.lr * lr_scale, max_steps=steps)
     if budget is not None:
-        search = replace(search, target_latency_ms=budget.target_ms, latency_model="(in memory)",
-                         round_to=budget.model.round_to)  # fmt: skip
+        # round_to left at 1: each group rounds to the budget's multiple, as in the pipeline
+        search = replace(search, target_latency_ms=budget.target_ms, latency_model="(in memory)")
     t0 = time.perf_counter()
     result = run_search(hyper, lambda _: trainer.step(next(batches)), search, cost, progress=False, budget=budget,
                         stop=stop)  # fmt: skip

@@ -96,10 +96,10 @@ def main() -> None:
         held = model.calibration["held_out_error"]
         print(f"  dense {model.dense_ms:.1f} ms predicted; held-out error median {held['median']:.1%}, "
               f"max {held['max']:.1%}; {model.layout.describe()}", flush=True)  # fmt: skip
-        fastest = model.ratio(dict.fromkeys(full.prunable, model.round_to))  # every group at the rounding's least
+        fastest = model.ratio(model.group_round_to())  # every group at its rounding's least
         if args.fraction <= fastest:
             sys.exit(f"--fraction {args.fraction} is under the fastest plan's predicted {fastest:.2f} of the dense "
-                     f"latency (widths rounded to {model.round_to}); pick a larger one")  # fmt: skip
+                     f"latency (widths rounded to {model.group_round_to()}); pick a larger one")  # fmt: skip
         budget = LatencyBudget(model, model.dense_ms * args.fraction)
         record["latency_model"] = {"dense_ms": model.dense_ms, "layout": asdict(model.layout),
                                    "held_out_error": held, "target_ms": budget.target_ms}  # fmt: skip

@@ -70,8 +70,7 @@ def _search(model, target_ms: float, steps: int, measure=None, timings: int = 0)
     stop = MeasuredStop(budget, measure, timings) if timings > 0 else None
     # the stop's window [target - tolerance, target] in units of the dense latency: 5 % of the target
     config = SearchConfig(tolerance=0.05 * budget.target, lam=40.0, lr=1e-3, max_steps=steps,
-                          target_latency_ms=target_ms, latency_model="(in memory)", round_to=model.round_to,
-                          allow_miss=True)  # fmt: skip
+                          target_latency_ms=target_ms, latency_model="(in memory)", allow_miss=True)  # fmt: skip
     a, b = builtin_paired(16, 64, seed=0)
     step, _ = regression_train_step(hyper, random_batches(a, b, 2, 0), config)
     result = run_search(hyper, step, config, compress.PlanCost(model.plan, (1, 3, 64, 64)), progress=True,

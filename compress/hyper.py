@@ -119,17 +119,18 @@ def shrunk_widths(
     shrink: Shrink | Mapping[str, Shrink],
     min_keep: int,
     threshold: float,
-    round_to: int = 1,
+    round_to: int | Mapping[str, int] = 1,
 ) -> dict[str, int]:
     """The widths that `soft_threshold(..., shrink)` would leave, without changing anything;
-    `shrink` is one amount for all groups or a mapping group -> amount."""
+    `shrink` (and `round_to`) is one amount for all groups or a mapping group -> amount."""
     counts = []
     for g in groups:
         mags = latents[g].detach().abs()
         amount = shrink[g] if isinstance(shrink, Mapping) else shrink
+        step = round_to[g] if isinstance(round_to, Mapping) else round_to
         # The same expression as soft_threshold, so both agree to the last float bit.
         survivors = (torch.clamp(mags - amount, min=0) > threshold).sum()
-        counts.append(_kept_count(survivors, (mags > threshold).sum(), min_keep, round_to))
+        counts.append(_kept_count(survivors, (mags > threshold).sum(), min_keep, step))
     return dict(zip(groups, torch.stack(counts).tolist(), strict=True))  # one sync for all groups
 
 
@@ -142,12 +143,16 @@ def proximal_step(hyper: HyperGenerator, lam: float, lr: float, min_channels: in
 
 @torch.no_grad()
 def apply_shrink(
-    hyper: HyperGenerator, shrink: Shrink | Mapping[str, Shrink], min_channels: int = 1, round_to: int = 1
+    hyper: HyperGenerator,
+    shrink: Shrink | Mapping[str, Shrink],
+    min_channels: int = 1,
+    round_to: int | Mapping[str, int] = 1,
 ) -> None:
     for g in hyper.prunable_groups:
         z = hyper.latents[g]
         amount = shrink[g] if isinstance(shrink, Mapping) else shrink
-        z.copy_(soft_threshold(z, amount, min_channels, hyper.threshold, round_to))
+        step = round_to[g] if isinstance(round_to, Mapping) else round_to
+        z.copy_(soft_threshold(z, amount, min_channels, hyper.threshold, step))
 
 
 FITS = ("scale", "offset")

@@ -248,19 +248,28 @@ class LatencyModel:
     def granularity(self) -> int:
         return self.layout.granularity
 
-    @property
-    def round_to(self) -> int:
-        """The multiple a search should round widths to: the kernels' tile (a width between two
-        multiples costs the next multiple's MACs), halved while it is as wide as the narrowest
-        prunable group. A group no wider than the tile cannot shrink at all, and in a ResNet or
+    def group_round_to(self) -> dict[str, int]:
+        """Per prunable group, the multiple a search rounds its width to: the kernels' tile (a
+        width between two multiples costs the next multiple's MACs), halved while it is as wide
+        as the group. A group no wider than the tile could not shrink at all, and in a ResNet or
         U-Net the narrowest groups are the full-resolution ones, the dearest per channel: with
         ngf 16 and tiles of 16 the stem and last up-conv stayed whole, and plain MACs-targeted
         searches that took them to 3-7 channels measured 3-14 % faster at the same MACs
-        (benchmarks/latency_quality.py, 2026-12-03)."""
-        tile, narrowest = self.layout.granularity, min((self.plan[g] for g in self.plan.prunable), default=1)
-        while tile > 1 and tile >= narrowest:
-            tile //= 2
-        return tile
+        (benchmarks/latency_quality.py, 2026-12-03). Only those groups round finer: with every
+        group rounded to 8 there, the search left the trunk at 24 channels, which every conv
+        reading or writing it computes as 32."""
+        steps = {}
+        for g in self.plan.prunable:
+            step = self.layout.granularity
+            while step > 1 and step >= self.plan[g]:
+                step //= 2
+            steps[g] = step
+        return steps
+
+    @property
+    def round_to(self) -> int:
+        """The finest of `group_round_to`'s multiples."""
+        return min(self.group_round_to().values(), default=self.layout.granularity)
 
     def ratio(self, widths: Mapping[str, int]) -> float:
         """Predicted latency as a fraction of the dense plan's (what the search's stop compares)."""
@@ -513,12 +522,15 @@ def random_plans(
 
 class LatencyBudget:
     """What the search stops on and prices channels by when its target is a latency: the
-    predicted latency as a fraction of the dense plan's, and each group's predicted ms per
-    channel relative to the average channel's (the weights of a latency-weighted L1)."""
+    predicted latency as a fraction of the dense plan's, each group's predicted ms per channel
+    relative to the average channel's (the weights of a latency-weighted L1), and the multiple
+    each group's width is rounded to where the user chose none (`round_to`: the model's
+    `group_round_to`; compress.search.group_steps)."""
 
     def __init__(self, model: LatencyModel, target_ms: float) -> None:
         self.model, self.target_ms = model, target_ms
         self.target = target_ms / model.dense_ms
+        self.round_to = model.group_round_to()
 
     def ratio(self, widths: Mapping[str, int]) -> float:
         return self.model.ratio(widths)

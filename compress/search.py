@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,26 @@ def least_width(min_channels: int, round_to: int) -> int:
     return -(-max(min_channels, 1) // round_to) * round_to
 
 
+def group_steps(config: SearchConfig, groups: Iterable[str], budget: Any = None) -> dict[str, int]:
+    """The multiple each group's width is rounded to: search.round_to where the user set one
+    (> 1), else with a latency target the budget's (`LatencyBudget.round_to`: the tile of the
+    device's kernels, finer for a group no wider than it), else 1."""
+    rounding = getattr(budget, "round_to", None)
+    if config.round_to == 1 and rounding:
+        return dict(rounding)
+    return dict.fromkeys(groups, config.round_to)
+
+
+def fewest(widths: Mapping[str, int]) -> str:
+    """A smallest plan in words: "every group at 8 channels", or per width where they differ."""
+    if len(set(widths.values())) == 1:
+        return f"every group at {next(iter(widths.values()))} channel(s)"
+    by_width: dict[int, list[str]] = {}
+    for g, w in widths.items():
+        by_width.setdefault(w, []).append(g)
+    return "; ".join(f"{', '.join(gs)} at {w}" for w, gs in sorted(by_width.items()))
+
+
 class ControlledPruner:
     """The proximal step with a floor: a step that would take the remaining-cost ratio below
     target - tolerance shrinks only as far as the floor allows (the largest shrink, among the
@@ -138,6 +158,7 @@ class ControlledPruner:
     def __init__(self, hyper: HyperGenerator, cost: PlanCost, config: SearchConfig, budget: Any = None) -> None:
         self.hyper, self.config = hyper, config
         self.cost = budget if budget is not None else cost
+        self.steps = group_steps(config, hyper.prunable_groups, budget)
         self.target = budget.target if budget is not None else config.target_macs
         self.floor = self.target - config.tolerance
         self.priced = budget is not None and hasattr(budget, "prices")
@@ -154,7 +175,7 @@ class ControlledPruner:
         widths = dict(h.plan.widths)
         c = self.config
         amounts = self._amounts(shrink, cut)
-        widths.update(shrunk_widths(h.latents, h.prunable_groups, amounts, c.min_channels, h.threshold, c.round_to))
+        widths.update(shrunk_widths(h.latents, h.prunable_groups, amounts, c.min_channels, h.threshold, self.steps))
         return widths
 
     def _amounts(self, shrink: float, cut: float) -> dict[str, Shrink]:
@@ -189,36 +210,36 @@ class ControlledPruner:
         cut = self._cut() if self.shrinks_below_cut else math.inf
         c = self.config
         if self.cost.ratio(self._widths(shrink, cut)) >= self.floor:
-            apply_shrink(self.hyper, self._amounts(shrink, cut), c.min_channels, c.round_to)
+            apply_shrink(self.hyper, self._amounts(shrink, cut), c.min_channels, self.steps)
             return self.ratio()
         self.clamped_steps += 1
         safe = self._largest_safe_shrink(shrink, cut)
-        apply_shrink(self.hyper, self._amounts(safe, cut), c.min_channels, c.round_to)
+        apply_shrink(self.hyper, self._amounts(safe, cut), c.min_channels, self.steps)
         if self.ratio() > self.target:
             self._land_in_window()
         return self.ratio()
 
     def _land_in_window(self) -> None:
-        """Prune the cheapest-|z| channels (in blocks of `round_to`) that keep the ratio at or
+        """Prune the cheapest-|z| channels (in blocks of the group's step) that keep the ratio at or
         above the floor, until it is at most the target. Where every block left costs more than
         the window is wide (a small generator rounded to tiles of 16: its groups of 16-64 channels
         go a quarter at a time), the block that lands highest under the target is pruned and the
         window widened down to it: kept above the target, the search stalled there until
         max_steps (benchmarks/latency_quality.py: 400 steps at 0.658 against an aim of 0.657)."""
-        h, step = self.hyper, self.config.round_to
+        h, steps = self.hyper, self.steps
         widths = h.pruned_widths()
         blocks = []
         for g in h.prunable_groups:
-            kept = h.kept_indices(g)
+            kept, step = h.kept_indices(g), steps[g]
             order = kept[torch.argsort(h.latents[g].detach()[kept].abs())]
             for start in range(0, len(order) - step + 1, step):
                 block = order[start : start + step]
                 blocks.append((float(h.latents[g].detach()[block].abs().max()) / self.prices[g], g, block))
         left = []
         for _, g, block in sorted(blocks, key=lambda b: b[0]):
-            if widths[g] - step < max(self.config.min_channels, 1):
+            if widths[g] - steps[g] < max(self.config.min_channels, 1):
                 continue
-            trial = {**widths, g: widths[g] - step}
+            trial = {**widths, g: widths[g] - steps[g]}
             if self.cost.ratio(trial) < self.floor:
                 left.append((g, block))
                 continue
@@ -227,8 +248,8 @@ class ControlledPruner:
             if self.cost.ratio(widths) <= self.target:
                 return
         # each block left lands under the floor (else the loop took it): the highest of them
-        landings = [(self.cost.ratio({**widths, g: widths[g] - step}), g, block) for g, block in left
-                    if widths[g] - step >= max(self.config.min_channels, 1)]  # fmt: skip
+        landings = [(self.cost.ratio({**widths, g: widths[g] - steps[g]}), g, block) for g, block in left
+                    if widths[g] - steps[g] >= max(self.config.min_channels, 1)]  # fmt: skip
         if landings:
             ratio, g, block = max(landings, key=lambda r: r[0])
             h.latents[g][block] = 0.0
@@ -257,14 +278,13 @@ class ControlledPruner:
     def in_window(self, ratio: float) -> bool:
         return self.floor <= ratio <= self.target
 
-    @property
-    def least(self) -> int:
-        return least_width(self.config.min_channels, self.config.round_to)
+    def fastest_widths(self) -> dict[str, int]:
+        """The smallest plan the search can reach: every group at least_width with its step."""
+        full = self.hyper.plan.widths
+        return {g: min(full[g], least_width(self.config.min_channels, s)) for g, s in self.steps.items()}
 
     def fastest_ratio(self) -> float:
-        """The cost ratio of the smallest plan the search can reach: every group at `least`."""
-        full = self.hyper.plan.widths
-        return self.cost.ratio({**full, **{g: min(full[g], self.least) for g in self.hyper.prunable_groups}})
+        return self.cost.ratio({**self.hyper.plan.widths, **self.fastest_widths()})
 
 
 TrainStep = Callable[[int], dict[str, float]]
@@ -372,7 +392,7 @@ def run_search(
     if exhausted and not config.allow_miss:
         last = stop.checks[-1]
         raise SearchMissError(
-            f"the device timed the fastest plan this search can reach (every group at {pruner.least} channel(s)) "
+            f"the device timed the fastest plan this search can reach ({fewest(pruner.fastest_widths())}) "
             f"at {last.measured_ms:.3g} ms, over the target {budget.target_ms:.3g} ms: pick a larger target or a "
             "smaller search.round_to (or pass --allow-miss to keep the result)"
         )

@@ -48,7 +48,7 @@ from compress.metrics import FID_WEIGHTS, FID_WEIGHTS_SHA256_PREFIX, fid_kid, pa
 from compress.models import build_discriminator, build_generator, example_input_shape, full_plan
 from compress.plan import ChannelPlan
 from compress.saliency import channel_saliency, latents_from_saliency
-from compress.search import SearchConfig, SearchResult, least_width, run_search
+from compress.search import SearchResult, fewest, group_steps, least_width, run_search
 from compress.slim import slim_generator
 from compress.train import GanTrainer, TrainConfig, converge
 from coronet.bundle import GRAPH_FORM_KEY, GRAPH_FORMS
@@ -227,21 +227,17 @@ def latency_budget(config: PipelineConfig):
     if not 0 < s.target_latency_ms < model.dense_ms:
         raise LatencyModelError(f"search.target_latency_ms {s.target_latency_ms:g} must be below the dense model's "
                                 f"predicted {model.dense_ms:.3g} ms on {k.describe()}")  # fmt: skip
-    step = search_round_to(s, model)
-    least = least_width(s.min_channels, step)
-    fastest = model.predict({g: min(model.plan[g], least) for g in model.plan.prunable})
+    budget = LatencyBudget(model, s.target_latency_ms)
+    steps = group_steps(s, model.plan.prunable, budget)
+    least = {g: min(model.plan[g], least_width(s.min_channels, step)) for g, step in steps.items()}
+    fastest = model.predict(least)
     if s.target_latency_ms < fastest:
+        coarse = max(steps.values(), default=1) > 1
         raise LatencyModelError(f"search.target_latency_ms {s.target_latency_ms:g} is below the fastest plan's "
-                                f"predicted {fastest:.3g} ms on {k.describe()} (every group at {least} channel(s): "
-                                f"min_channels in multiples of round_to {step}): pick a larger target"
-                                + (" or a smaller search.round_to" if step > 1 else ""))  # fmt: skip
-    return LatencyBudget(model, s.target_latency_ms)
-
-
-def search_round_to(search: SearchConfig, model: Any = None) -> int:
-    """The multiple the search rounds widths to: search.round_to, or where it is left at 1 and
-    the search has a latency model, the model's (widths the device's kernels do not pad)."""
-    return model.round_to if model is not None and search.round_to == 1 else search.round_to
+                                f"predicted {fastest:.3g} ms on {k.describe()} ({fewest(least)}: min_channels in "
+                                f"the multiples the search rounds to): pick a larger target"
+                                + (" or a smaller search.round_to" if coarse else ""))  # fmt: skip
+    return budget
 
 
 def latency_stop(config: PipelineConfig, budget, dist_info: DistInfo, resources: contextlib.ExitStack):
@@ -472,9 +468,7 @@ def search_stage(config: PipelineConfig, run_dir: Path, progress: bool = True) -
         group["lr"] = config.search.lr * lr_factor(config.train.lr_scaling)
     cost = PlanCost(plan, example_input_shape(plan, config.data.image_size))
     budget = latency_budget(config)
-    search_config = config.search
-    if budget is not None:
-        search_config = dataclasses.replace(search_config, round_to=search_round_to(search_config, budget.model))
+    search_config = config.search  # with a latency budget, round_to 1 rounds each group as it says (group_steps)
     state_path = run_dir / SEARCH_STATE
     # A search resumes when everything it reads but its step budget is unchanged.
     inputs = search_inputs(config)

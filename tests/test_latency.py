@@ -105,6 +105,22 @@ def test_predictions_grow_with_every_width():
     assert f["t3s2:col"] == 9 * (PLAN["up1"] * (SHAPE[2] // 4) ** 2 + PLAN["up2"] * (SHAPE[2] // 2) ** 2)
 
 
+def test_each_group_rounds_to_the_tile_unless_it_is_no_wider():
+    """ResNet ngf 16 on tiles of 16: the stem and the last up-conv (16 channels) round to 8, every
+    wider group to 16, so no group is left at a width its convs compute as the next tile (the
+    trunk at 24 is computed as 32); a search with the budget leaves each group a multiple of its
+    step, and the fastest plan it can reach is each group at its step."""
+    model = LatencyModel(HOST_ONNX, PLAN, SHAPE, Layout(16, "blocks", False), 0.1, _truth().coefficients)
+    steps = model.group_round_to()
+    assert steps == {g: 8 if PLAN[g] <= 16 else 16 for g in PLAN.prunable} and {8, 16} == set(steps.values())
+    assert model.round_to == 8
+    budget = LatencyBudget(model, 0.6 * model.dense_ms)
+    result = _search(budget, rounded=True)
+    assert result.reached
+    assert all(w % steps[g] == 0 for g, w in result.plan.widths.items() if g in steps), result.plan.widths
+    assert any(result.plan.widths[g] < PLAN[g] for g in PLAN.prunable if steps[g] == 16)
+
+
 def test_calibration_plans_cover_aligned_and_narrow_widths():
     """What a search may choose, the calibration times: every second plan aligned to 8 (so the
     fit can tell which layout pads what), narrow groups in the others; a search rounds widths to
@@ -277,7 +293,13 @@ def test_a_reference_plan_reads_the_machines_speed_where_each_plan_was_timed():
     assert all(len(p["raw_passes_ms"]) == 1 for p in model.calibration["points"])
 
 
-def _search(budget: LatencyBudget, max_steps: int = 400, stop: MeasuredStop | None = None, allow_miss=False):
+def _search(
+    budget: LatencyBudget, max_steps: int = 400, stop: MeasuredStop | None = None, allow_miss=False, rounded=False
+):
+    """The search with a latency budget; on unrounded widths unless `rounded` (the stop's tests
+    need a plan for every aim; the budget's own rounding: test_each_group_rounds_to_...)."""
+    if not rounded:
+        budget.round_to = dict.fromkeys(PLAN.prunable, 1)
     torch.manual_seed(0)
     hyper = compress.HyperGenerator("resnet", PLAN, embedding_dim=4)
     config = SearchConfig(tolerance=0.02, lam=50.0, lr=1e-3, max_steps=max_steps, target_latency_ms=budget.target_ms,
@@ -580,7 +602,8 @@ def test_a_target_under_the_fastest_rounded_plan_is_refused_before_the_search(tm
     goes under 8 channels: a target only a plan of 1-channel groups could reach is one line now,
     not a search that stalls at 8 until max_steps."""
     from compress.config import load_config
-    from compress.stages import latency_budget, search_round_to
+    from compress.search import group_steps
+    from compress.stages import latency_budget
     from device_bench.calibrate import measured_tools
 
     model = _truth()
@@ -603,7 +626,9 @@ def test_a_target_under_the_fastest_rounded_plan_is_refused_before_the_search(tm
     assert "smaller search.round_to" in str(refused.value) and "\n" not in str(refused.value)
     assert latency_budget(config(1.01 * eight)).target_ms == pytest.approx(1.01 * eight)
     assert latency_budget(config((one + eight) / 2, round_to=2)) is not None  # the user's own rounding
-    assert search_round_to(config(eight).search, model) == 8 and search_round_to(config(eight, 2).search, model) == 2
+    budget = LatencyBudget(model, eight)
+    assert group_steps(config(eight).search, PLAN.prunable, budget) == dict.fromkeys(PLAN.prunable, 8)
+    assert group_steps(config(eight, 2).search, PLAN.prunable, budget) == dict.fromkeys(PLAN.prunable, 2)
 
 
 def test_the_report_sets_the_prediction_beside_the_measurement(tmp_path):
