@@ -199,6 +199,10 @@ def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
         if result.latency_checks:
             timed = ", ".join(f"{c['measured_ms']:.3g}" for c in result.latency_checks)
             line += f"; timed on the device along the way: {timed} ms"
+    if result.widened_floor is not None:
+        line += (f"; the stop window widened down to {result.widened_floor:.4f}: every block of channels left cost "
+                 "more than the tolerance, and the search took the one landing highest under the target (a smaller "
+                 "--round-to lands closer)")  # fmt: skip
     if result.resumed_from:
         line += f", resumed from step {result.resumed_from}"
     outputs = [run_dir / HYPER_CHECKPOINT, run_dir / GAN_STATE, run_dir / "search.json", run_dir / "search_log.jsonl"]

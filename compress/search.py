@@ -101,6 +101,9 @@ class SearchResult:
     predicted_ms: float | None = None  # with a latency target: the plan's predicted latency
     # with a measured stop: each plan the search stopped at, timed on the device (LatencyCheck's fields)
     latency_checks: list[dict[str, Any]] = field(default_factory=list)
+    # the stop window's floor where the search had to widen it (ControlledPruner._land_in_window:
+    # every block of channels left cost more than the window was wide), else None
+    widened_floor: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +116,7 @@ class SearchResult:
             "resumed_from": self.resumed_from,
             "predicted_ms": self.predicted_ms,
             "latency_checks": self.latency_checks,
+            "widened_floor": self.widened_floor,
         }
 
 
@@ -164,6 +168,7 @@ class ControlledPruner:
         self.priced = budget is not None and hasattr(budget, "prices")
         self.prices: dict[str, float] = dict.fromkeys(hyper.prunable_groups, 1.0)
         self.clamped_steps = 0
+        self.widened = False  # _land_in_window lowered the floor
         self.shrinks_below_cut = config.shrink == "below_cut" or (config.shrink == "auto" and bool(config.init_from))
 
     def retarget(self, target: float) -> None:
@@ -253,6 +258,7 @@ class ControlledPruner:
         if landings:
             ratio, g, block = max(landings, key=lambda r: r[0])
             h.latents[g][block] = 0.0
+            self.widened = self.widened or ratio < self.floor
             self.floor = min(self.floor, ratio)
 
     def _deaths(self) -> torch.Tensor:
@@ -407,7 +413,7 @@ def run_search(
     predicted = budget.predict(plan.widths) if budget is not None else None
     checks = [asdict(c) for c in stop.checks] if stop is not None else []
     return SearchResult(step, cost.ratio(plan.widths), reached, plan, cost.count(plan.widths), cost.full, log,
-                        start_step, predicted, checks)  # fmt: skip
+                        start_step, predicted, checks, pruner.floor if pruner.widened else None)  # fmt: skip
 
 
 def make_adam(params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:

@@ -10,7 +10,8 @@ def _search(target, max_steps=300, seed=0, **overrides):
     torch.manual_seed(seed)
     plan = compress.full_plan("resnet", ngf=16, n_blocks=2)
     hyper = compress.HyperGenerator("resnet", plan, embedding_dim=4)
-    config = SearchConfig(target_macs=target, tolerance=0.02, lam=50.0, lr=1e-3, max_steps=max_steps, **overrides)
+    config = SearchConfig(**{"target_macs": target, "tolerance": 0.02, "lam": 50.0, "lr": 1e-3, "max_steps": max_steps,
+                             **overrides})  # fmt: skip
     a, b = builtin_paired(8, 32, seed=seed)
     step, _ = regression_train_step(hyper, random_batches(a, b, 2, seed), config)
     cost = compress.PlanCost(plan, (1, 3, 32, 32))
@@ -27,6 +28,16 @@ def test_search_lands_inside_the_target_window(target, tmp_path):
     assert measured == pytest.approx(result.ratio, abs=1e-12)
     assert all(record["macs_ratio"] >= target - 0.02 for record in result.log)  # never below the floor
     assert result.log[0]["losses"]["l1"] > 0 and "trunk" in result.log[-1]["widths"]
+    assert result.widened_floor is None and result.to_dict()["widened_floor"] is None
+
+
+def test_a_search_that_widened_its_window_says_so():
+    """Rounded to 16 with a 0.2 % window, no block of channels lands inside it: the search ends
+    under target - tolerance, and its result records the floor it widened to (the CLI's line
+    names it)."""
+    _, _, result = _search(0.7, tolerance=0.002, round_to=16)
+    assert result.reached and result.ratio <= 0.7
+    assert result.widened_floor == pytest.approx(result.ratio) and result.widened_floor < 0.7 - 0.002
 
 
 def test_a_missed_target_is_an_error_unless_allowed():
@@ -117,7 +128,7 @@ def test_pruner_lands_under_the_target_when_every_block_is_wider_than_the_window
                                                         round_to=16))  # fmt: skip
     ratio = pruner.step(lr=1.0)
     widths = hyper.pruned_widths()
-    assert ratio <= target and pruner.in_window(ratio) and pruner.floor == ratio < target - 0.005
+    assert ratio <= target and pruner.in_window(ratio) and pruner.floor == ratio < target - 0.005 and pruner.widened
     assert all(widths[g] % 16 == 0 for g in plan.prunable if widths[g] != plan[g]), widths
     # one block under the target, not more: with the last block back it was over
     assert any(cost.ratio({**widths, g: widths[g] + 16}) > target for g in plan.prunable if widths[g] < plan[g])
