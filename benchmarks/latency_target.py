@@ -24,7 +24,12 @@ runtime (ONNX Runtime, LiteRT with XNNPACK):
     (a fresh session each, nothing else loaded: what the bench stage and the checks measure),
     every round one job of each in turn, the median of the rounds' medians.
     The machine's drift between (a) and (b) is the dense model's latency in (b) over its
-    latency in (a); the JSON also gives each ratio divided by that drift.
+    latency in (a); the JSON also gives each ratio divided by that drift. A small plan's speed
+    can move apart from the dense plan's (run 8: the dense 1.07x, the searched plans 1.2x, minutes
+    later both at their (a) speed), so the two calibration plans nearest each target
+    (`LatencyModel.references`, random weights) are timed in the same rounds too, and each ratio
+    is also given scaled by their (a) latency over their latency now, as the measured stop's
+    checks scale theirs: what is left is the model's and the search's error, not the machine's.
 
     python benchmarks/latency_target.py [--runtimes onnx,tflite] [--plans 24] [--test 20]
 Writes benchmarks/results/latency_target.json. (c) of the issue, quality at equal latency against
@@ -143,6 +148,16 @@ def main() -> None:
                     out = folder / f"{name.replace('/', '_')}-{stop}"
                     paths[f"{name} {stop}"] = export.export_bundle(slim, out, (runtime,), image_size=256,
                                                                    sample_images=0).path  # fmt: skip
+            references: dict[str, list[tuple[str, float]]] = {}  # target -> (timed name, calibrated ms)
+            for name, target in targets.items():
+                for widths, calibrated_ms in model.references(target):
+                    ref = "ref " + ",".join(str(widths[g]) for g in plan.prunable)
+                    if ref not in paths:
+                        torch.manual_seed(0)
+                        generator = compress.build_generator("resnet", plan.with_widths(widths)).eval()
+                        paths[ref] = export.export_bundle(generator, folder / f"ref-{len(paths)}", (runtime,),
+                                                          image_size=256, sample_images=0).path  # fmt: skip
+                    references.setdefault(name, []).append((ref, calibrated_ms))
             runners = {name: Bundle.open(path).runner(runtime, threads=args.threads) for name, path in paths.items()}
             measured = _time_interleaved(runners, args.rounds, args.runs)
             del runners  # the bench jobs run with nothing else loaded
@@ -152,11 +167,17 @@ def main() -> None:
             rows = {}
             for (name, stop), row in searched.items():
                 ms, job_ms, target = measured[f"{name} {stop}"], jobs[f"{name} {stop}"], targets[name]
+                refs = references[name]
+                speed = statistics.mean(measured[ref] / calibrated for ref, calibrated in refs)
+                job_speed = statistics.mean(jobs[ref] / calibrated for ref, calibrated in refs)
                 rows.setdefault(name, {"target_ms": target})[f"{stop}_stop"] = {
                     **row, "measured_ms": ms, "measured_over_target": ms / target,
                     "over_target_drift_removed": ms / target / drift, "in_band": 0.90 <= ms / target <= 1.03,
                     "bench_job_ms": job_ms, "bench_job_over_target": job_ms / target,
                     "in_band_bench_job": 0.90 <= job_ms / target <= 1.03,
+                    "reference_speed": speed, "bench_job_reference_speed": job_speed,
+                    "over_target_references_removed": ms / target / speed,
+                    "bench_job_over_target_references_removed": job_ms / target / job_speed,
                 }  # fmt: skip
             print(f"  drift: the dense model ran {drift:.3f}x its (a) latency in (b)", flush=True)
             for name, row in rows.items():
@@ -164,11 +185,16 @@ def main() -> None:
                     r = row[f"{stop}_stop"]
                     print(f"  (b) {name}, stopped on the {stop}: target {row['target_ms']:.1f} ms, predicted "
                           f"{r['predicted_ms']:.1f}, measured {r['measured_ms']:.1f} ({r['measured_over_target']:.2f}x "
-                          f"target, {r['over_target_drift_removed']:.2f}x without the drift); as bench jobs "
-                          f"{r['bench_job_ms']:.1f} ({r['bench_job_over_target']:.2f}x)", flush=True)  # fmt: skip
+                          f"target, {r['over_target_drift_removed']:.2f}x without the drift, "
+                          f"{r['over_target_references_removed']:.2f}x scaled by its references); as bench jobs "
+                          f"{r['bench_job_ms']:.1f} ({r['bench_job_over_target']:.2f}x, "
+                          f"{r['bench_job_over_target_references_removed']:.2f}x)", flush=True)  # fmt: skip
             record["runtimes"][runtime] = {
                 "dense_predicted_ms": model.dense_ms, "dense_measured_ms": measured["dense"], "drift": drift,
                 "dense_bench_job_ms": jobs["dense"],
+                "references": {name: [{"plan": ref, "calibrated_ms": c, "measured_ms": measured[ref],
+                                       "bench_job_ms": jobs[ref]} for ref, c in refs]
+                               for name, refs in references.items()},
                 "layout": asdict(model.layout), "round_to": model.round_to, "coefficients": model.coefficients,
                 "intercept_ms": model.intercept_ms, "timed_again": model.calibration.get("timed_again"),
                 "calibration_minutes": calibration_s / 60, "fit_error": model.calibration["fit_error"],
