@@ -88,7 +88,8 @@ class Layout:
     into whole blocks), or read as they are ("raw"). `transposed_padded`: whether transposed
     convs follow the same rule (ONNX Runtime runs them as plain NCHW GEMMs, unpadded). With
     `fallback_multiple` > 1, a conv whose input is at least one tile wide but not a multiple of
-    it runs the runtime's plain kernel instead, unpadded and with terms of its own (`plain`).
+    `fallback_multiple` runs the runtime's plain kernel instead, unpadded and with terms of its
+    own (`plain`).
     The fit chooses (`layouts_for`).
 
     ONNX Runtime 1.32's NchwcTransformer on this host's AVX-512 CPU (blocks of 16): a conv of
