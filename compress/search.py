@@ -135,6 +135,12 @@ def group_steps(config: SearchConfig, groups: Iterable[str], budget: Any = None)
     return dict.fromkeys(groups, config.round_to)
 
 
+def fastest_widths(full: Mapping[str, int], steps: Mapping[str, int], min_channels: int) -> dict[str, int]:
+    """The smallest plan a search can reach: each group at least_width with its step (at most
+    its full width). What the stage refuses a target under and where the search stops shrinking."""
+    return {g: min(full[g], least_width(min_channels, step)) for g, step in steps.items()}
+
+
 def fewest(widths: Mapping[str, int]) -> str:
     """A smallest plan in words: "every group at 8 channels", or per width where they differ."""
     if len(set(widths.values())) == 1:
@@ -285,9 +291,7 @@ class ControlledPruner:
         return self.floor <= ratio <= self.target
 
     def fastest_widths(self) -> dict[str, int]:
-        """The smallest plan the search can reach: every group at least_width with its step."""
-        full = self.hyper.plan.widths
-        return {g: min(full[g], least_width(self.config.min_channels, s)) for g, s in self.steps.items()}
+        return fastest_widths(self.hyper.plan.widths, self.steps, self.config.min_channels)
 
     def fastest_ratio(self) -> float:
         return self.cost.ratio({**self.hyper.plan.widths, **self.fastest_widths()})

@@ -48,7 +48,7 @@ from compress.metrics import FID_WEIGHTS, FID_WEIGHTS_SHA256_PREFIX, fid_kid, pa
 from compress.models import build_discriminator, build_generator, example_input_shape, full_plan
 from compress.plan import ChannelPlan
 from compress.saliency import channel_saliency, latents_from_saliency
-from compress.search import SearchResult, fewest, group_steps, least_width, run_search
+from compress.search import SearchResult, fastest_widths, fewest, group_steps, run_search
 from compress.slim import slim_generator
 from compress.train import GanTrainer, TrainConfig, converge
 from coronet.bundle import GRAPH_FORM_KEY, GRAPH_FORMS
@@ -229,7 +229,7 @@ def latency_budget(config: PipelineConfig):
                                 f"predicted {model.dense_ms:.3g} ms on {k.describe()}")  # fmt: skip
     budget = LatencyBudget(model, s.target_latency_ms)
     steps = group_steps(s, model.plan.prunable, budget)
-    least = {g: min(model.plan[g], least_width(s.min_channels, step)) for g, step in steps.items()}
+    least = fastest_widths(model.plan.widths, steps, s.min_channels)
     fastest = model.predict(least)
     if s.target_latency_ms < fastest:
         coarse = max(steps.values(), default=1) > 1
