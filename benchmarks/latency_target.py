@@ -9,8 +9,9 @@ runtime (ONNX Runtime, LiteRT with XNNPACK):
     per layer: the fit is per layer, scaled to the medians), then time `--test` more
     random plans it never saw and report the prediction error (goal: median |error| <= 5 %,
     max <= 15 %); every plan is timed in `--repeats` passes in alternating order, its latency
-    the median of its passes, each divided by the machine's speed then (the dense plan timed
-    after every `--reference-every` plans);
+    the median of its passes, each divided by the machine's speed then (the dense plan and a
+    small one timed after every `--reference-every` plans, a plan's factor read from the two by
+    its latency);
 (b) for targets of 1/4, 1/8 and 1/16 of the dense model's predicted latency, run the search with
     that target (stopping with the prediction in [0.95, 1] x target; the hypernetwork trained on
     the built-in pix2pix task at 64², an L1 step, for at most `--search-steps`), export the slim

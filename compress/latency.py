@@ -691,39 +691,79 @@ class CalibrationPoint:
     raw_passes_ms: list[float] | None = None  # as timed, when a reference timed the machine's speed
 
 
-def timing_order(count: int, repeats: int, reference_every: int, seed: int) -> list[tuple[int, bool]]:
+# The small reference plan's MACs, as a fraction of the dense plan's (`small_reference_index`): about
+# a tenth of the dense latency on the ResNet at 256², where the searches for 1/8 and 1/16 of it land.
+SMALL_REFERENCE_MACS = 1 / 16
+
+
+def small_reference_index(cost: PlanCost, candidates: list[Mapping[str, int]]) -> int:
+    """The index of the candidate plan whose MACs lie nearest SMALL_REFERENCE_MACS of the dense
+    plan's (by ratio): the calibration's second reference."""
+    full = cost.full_plan.widths
+    ratios = [cost.ratio({**full, **widths}) for widths in candidates]
+    return min(range(len(ratios)), key=lambda i: abs(math.log(ratios[i] / SMALL_REFERENCE_MACS)))
+
+
+def timing_order(
+    count: int, repeats: int, reference_every: int, seed: int, references: int = 2
+) -> list[tuple[int, bool]]:
     """The calibration's timings, in order, as (plan index, is a reference timing). Plan 0 (the
     dense one) first, then the others in a seeded shuffle, so that fitted and held-out plans
     alternate and a drift of the machine falls on both alike (timed as two blocks, a drift of
     8 % between them read as an 8 % bias of every held-out prediction); each further pass runs
-    the one before backwards. With `reference_every` k, plan 0 is timed again after every k
-    timings and last: the machine's speed, read where the plans were timed."""
-    rest = list(range(1, count))
+    the one before backwards. With `reference_every` k, the reference plans (0, and 1 with
+    `references` 2: `calibrate` puts a small plan there) come first and are timed again after
+    every k timings and last: the machine's speed, read where the plans were timed."""
+    lead = list(range(min(references, count) if reference_every else 1))  # timed first: every plan between two readings
+    rest = list(range(len(lead), count))
     random.Random(seed).shuffle(rest)
-    first = [0, *rest]
+    first = [*lead, *rest]
+    again = [(i, True) for i in lead] if reference_every else []
     events: list[tuple[int, bool]] = []
     for r in range(max(1, repeats)):
         for done, i in enumerate(reversed(first) if r % 2 else first, start=r * count + 1):
             events.append((i, False))
             if reference_every and done % reference_every == 0:
-                events.append((0, True))
-    if reference_every and events[-1] != (0, True):
-        events.append((0, True))
+                events += again
+    if again and events[-len(again) :] != again:
+        events += again
     return events
 
 
-def speed_factors(events: list[tuple[int, bool]], times: list[float]) -> list[float]:
-    """Each timing's factor of the machine's speed against its median over the calibration
-    (1.1: the machine ran 10 % slow then), from the dense plan's timings: a running median of 3
-    (one burst does not move its neighbours), interpolated linearly between them. Every
-    timing of plan 0 counts, its ordinary ones too."""
-    at = [n for n, (i, _) in enumerate(events) if i == 0]
+def _speed_of(events: list[tuple[int, bool]], times: list[float], plan: int) -> tuple[float, np.ndarray]:
+    """One reference plan's median time and each timing's factor of the machine's speed by it
+    (1.1: the machine ran that plan 10 % slow then): a running median of 3 of its timings (one
+    burst does not move its neighbours), interpolated linearly between them."""
+    at = [n for n, (i, _) in enumerate(events) if i == plan]
     ref = np.array([times[n] for n in at])
     smooth = ref.copy()
     for j in range(1, len(ref) - 1):
         smooth[j] = np.median(ref[j - 1 : j + 2])
     level = float(np.median(ref))
-    return list(np.interp(np.arange(len(events)), at, smooth) / level)
+    return level, np.interp(np.arange(len(events)), at, smooth) / level
+
+
+def speed_factors(events: list[tuple[int, bool]], times: list[float], references: int = 1) -> list[float]:
+    """Each timing's factor of the machine's speed against its median over the calibration, from
+    the reference plans' timings (every timing of plans 0 .. `references` - 1 counts, their
+    ordinary ones too). With two, the dense plan and a small one: a shared machine does not slow
+    every plan alike (under a busy neighbour small plans slowed 5-25 % more than the dense plan,
+    benchmarks/check_reference.py; in latency_target run 8 the dense plan ran 1.07 x its
+    calibrated time while the searched plans ran 1.2 x), so a timing's factor is interpolated
+    between the two references' by its plan's latency (on a log scale; beyond either reference,
+    that reference's own)."""
+    if references < 2:
+        return list(_speed_of(events, times, 0)[1])
+    (dense_ms, dense), (small_ms, small) = _speed_of(events, times, 0), _speed_of(events, times, 1)
+    plan_ms: dict[int, list[float]] = {}
+    for (i, _), ms in zip(events, times, strict=True):
+        plan_ms.setdefault(i, []).append(ms)
+    span = math.log(dense_ms / small_ms) if dense_ms > small_ms else 0.0
+    factors = []
+    for n, (i, _) in enumerate(events):
+        x = min(max(math.log(float(np.median(plan_ms[i])) / small_ms) / span, 0.0), 1.0) if span else 1.0
+        factors.append(float(small[n] + x * (dense[n] - small[n])))
+    return factors
 
 
 def calibrate(
@@ -738,6 +778,7 @@ def calibrate(
     repeats: int = 1,
     reference_every: int = 0,
     agree: float = 0.05,
+    small_reference: bool = True,
 ) -> LatencyModel:
     """Time the dense plan and `plans` random ones with `time_plan` (an export and a
     device_bench job), fit (per layer when every plan came with its layer times, else on the
@@ -751,12 +792,20 @@ def calibrate(
     between plans. With `reference_every` > 0 the dense plan is timed after every that many
     timings, and each timing (its layer times too) is divided by the machine's speed then
     (`speed_factors`): the model predicts the machine at its median speed over the calibration,
-    not at whatever speed it had when a plan came up. A plan whose passes differ by more than
+    not at whatever speed it had when a plan came up; with `small_reference`, a small plan (MACs
+    nearest SMALL_REFERENCE_MACS of the dense plan's, among the fitted ones) is timed beside it
+    and a timing's factor interpolated between the two by its plan's latency (`speed_factors`).
+    A plan whose passes differ by more than
     `agree` (a burst: one pass of the dense ResNet on the host took 1218 ms, the other 590) is
     timed once more at the end, so that its median is of three."""
     settings = [dict(plan.widths), *random_plans(plan, plans + held_out, seed)]
+    cost = PlanCost(plan, input_shape)
+    references = 2 if reference_every and small_reference else 1
+    if references == 2:  # the small reference is plan 1 (timing_order), one of the fitted plans
+        small = 1 + small_reference_index(cost, settings[1 : plans + 1])
+        settings[1], settings[small] = settings[small], settings[1]
     slim = [plan.with_widths({g: w[g] for g in plan.prunable}) for w in settings]
-    events = timing_order(len(settings), repeats, reference_every, seed)
+    events = timing_order(len(settings), repeats, reference_every, seed, references)
     timings: list[Timing] = []
     first: dict[int, int] = {}  # plan -> its first (profiled) timing
 
@@ -772,7 +821,7 @@ def calibrate(
 
     def speeds() -> list[float]:
         times = [t.median_ms for t in timings]
-        return speed_factors(events, times) if reference_every else [1.0] * len(events)
+        return speed_factors(events, times, references) if reference_every else [1.0] * len(events)
 
     def passes_of(i: int, factors: list[float]) -> tuple[list[int], list[float]]:
         own = [n for n, (j, reference) in enumerate(events) if j == i and not reference]
@@ -783,7 +832,7 @@ def calibrate(
     spread = [passes_of(i, factors)[1] for i in range(len(settings))]
     bursts = [i for i, ms in enumerate(spread) if len(ms) > 1 and max(ms) > (1 + agree) * min(ms)]
     if bursts:
-        events += [(i, False) for i in bursts] + ([(0, True)] if reference_every else [])
+        events += [(i, False) for i in bursts] + ([(r, True) for r in range(references)] if reference_every else [])
         run(len(events))
         factors = speeds()
     times = [t.median_ms for t in timings]
@@ -798,7 +847,6 @@ def calibrate(
             raw_passes_ms=[times[n] for n in own] if reference_every else None))  # fmt: skip
     timing = timings[-1]
     fitted, test = points[: plans + 1], points[plans + 1 :]
-    cost = PlanCost(plan, input_shape)
     per_layer = all(p.layer_ms is not None and len(p.layer_ms) == len(cost.convs) for p in fitted)
     if per_layer:
         samples = [(p.widths, p.measured_ms, p.layer_ms) for p in fitted]
@@ -819,6 +867,7 @@ def calibrate(
     model.calibration = {
         "method": "per layer" if per_layer else "whole model", "repeats": max(1, repeats),
         "reference_every": reference_every, "speed": [round(f, 4) for f in factors] if reference_every else None,
+        "small_reference": dict(settings[1]) if references == 2 else None,
         "timed_again": len(bursts), "agree": agree,
         "fitted_plans": len(fitted), "held_out_plans": len(test),
         "leave_one_out_median": fitted_model.loo_median, "leave_one_out_mean": fitted_model.loo_mean,

@@ -117,9 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--repeats", type=int, default=2, help="passes over all plans, alternating their order; "
                     "a plan's latency is the median of its passes (a shared machine drifts in minutes); a plan "
                     "whose passes differ by more than 5 %% is timed once more")  # fmt: skip
-    ca.add_argument("--reference-every", type=int, default=4, help="time the dense plan again after every N plans "
-                    "and divide each plan's time by the machine's speed then (a phone heats, a shared host has "
-                    "neighbours); 0: off")  # fmt: skip
+    ca.add_argument("--reference-every", type=int, default=4, help="time the dense plan and a small one (about "
+                    "1/16 of its MACs) again after every N plans and divide each plan's time by the machine's speed "
+                    "then, read from the two by the plan's latency (a phone heats, a shared host has neighbours, "
+                    "and neither slows every plan alike); 0: off")  # fmt: skip
     ca.add_argument("--seed", type=int, default=0)
     ca.add_argument("--binaries", default="bench-binaries", help="folder with the arm64-v8a tools to push")
     ca.add_argument("--out", required=True, help="the latency model file to write (JSON)")
