@@ -583,9 +583,10 @@ def check_weight(model: LatencyModel) -> float:
     error), about 0.2-0.6 on this shared host (timings 5-15 % apart, the model 3-10 % off). On
     the 51 final checks of latency_target runs 4-11, the weighted estimate of the plan's latency
     was closer to its bench jobs in (b) than the prediction or the reading alone (rms 12.5 %,
-    against 13.3 % and 13.7 %), and one reading 33 % over its prediction re-aims the search by
-    about 8 %, not 25 % (run 11, ONNX Runtime at 1/8: 0.76 x target). 1 where the calibration
-    kept no passes (a model fitted elsewhere: the reading is trusted, as before)."""
+    against 13.3 % and 13.7 %), and one reading 33 % over its prediction (run 11, ONNX Runtime
+    at 1/8, w = 0.38 there) re-aims the search at 0.90 x the target, not 0.75 x (that search
+    ended at 0.76 x). 1 where the calibration kept no passes (a model fitted elsewhere: the
+    reading is trusted, as before)."""
     calibration = model.calibration or {}
     held = (calibration.get("held_out_error") or {}).get("median")
     passes = [p["passes_ms"] for p in calibration.get("points") or [] if len(p.get("passes_ms") or []) >= 2]

@@ -674,10 +674,15 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
         assert record["latency_check"] == check and check["predicted_ms"] == pytest.approx(
             model.predict(record["widths"])
         )
+    for check in checks:  # each reading weighed by the model file's own calibration (passes, held-out error)
+        assert check["weight"] == pytest.approx(check_weight(model)) and 0 < check["weight"] <= 1
+        assert check["estimated_ms"] == pytest.approx(
+            check["predicted_ms"] * (check["measured_ms"] / check["predicted_ms"]) ** check["weight"]
+        )
     fastest = model.predict({g: min(model.plan[g], 2) for g in model.plan.prunable})  # --round-to 2
     for before, after in itertools.pairwise(checks):  # re-aimed, never under the fastest plan
         assert not before["accepted"] and after["aim_ms"] == pytest.approx(
-            max(target * before["predicted_ms"] / before["measured_ms"], fastest)
+            max(target * before["predicted_ms"] / before["estimated_ms"], fastest)
         )
 
 
