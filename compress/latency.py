@@ -791,11 +791,9 @@ def speed_factors(events: list[tuple[int, bool]], times: list[float], references
     for (i, _), ms in zip(events, times, strict=True):
         plan_ms.setdefault(i, []).append(ms)
     span = math.log(dense_ms / small_ms) if dense_ms > small_ms else 0.0
-    factors = []
-    for n, (i, _) in enumerate(events):
-        x = min(max(math.log(float(np.median(plan_ms[i])) / small_ms) / span, 0.0), 1.0) if span else 1.0
-        factors.append(float(small[n] + x * (dense[n] - small[n])))
-    return factors
+    size = {i: min(max(math.log(float(np.median(ms)) / small_ms) / span, 0.0), 1.0) if span else 1.0
+            for i, ms in plan_ms.items()}  # fmt: skip  # 0 at the small reference's latency, 1 at the dense plan's
+    return [float(small[n] + size[i] * (dense[n] - small[n])) for n, (i, _) in enumerate(events)]
 
 
 def calibrate(
