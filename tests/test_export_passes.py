@@ -63,17 +63,18 @@ def test_reflection_pad_as_slices(pad, channels_last_views):
     assert not any(isinstance(m, nn.ReflectionPad2d) for m in out.modules())
 
 
+@pytest.mark.parametrize("by_rows", [False, True])
 @pytest.mark.parametrize("channels_last_views", [False, True])
 @pytest.mark.parametrize("affine", [False, True])
-def test_instance_norm_as_mean(affine, channels_last_views):
+def test_instance_norm_as_mean(affine, channels_last_views, by_rows):
     norm = nn.InstanceNorm2d(5, affine=affine)
     if affine:
         nn.init.normal_(norm.weight)
         nn.init.normal_(norm.bias)
     model = nn.Sequential(norm)
-    out = passes.instance_norm_as_mean(model, channels_last_views)
-    _same(model, out, torch.randn(2, 5, 6, 6) * 3 + 1)
-    assert isinstance(out[0], passes.MeanInstanceNorm2d)
+    out = passes.instance_norm_as_mean(model, channels_last_views, by_rows)
+    _same(model, out, torch.randn(2, 5, 6, 7) * 3 + 1)
+    assert isinstance(out[0], passes.MeanInstanceNorm2d) and out[0].by_rows == by_rows
 
 
 def test_fold_batchnorm_into_conv_and_transposed_conv():
