@@ -30,9 +30,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # tflite 2: phase convs, pads and norms on channels-last views, greedy layout (U-Net 20-25 %
 # faster, ResNet up to 8 %). tflite 3: int8 RSQRT as hinge tables (an int8 ResNet one XNNPACK
 # partition, was one per norm). executorch 2: int8 norms' squares and variance means in float.
+# tflite 4: float norms' spatial means row by row (2-4 % faster; export/passes.py).
 # (Numbered per runtime: a change to one precision's graph bumps them all.)
 GRAPH_FORM_KEY = "coronet-export-graph"
-GRAPH_FORMS = {"onnx": 1, "tflite": 3, "executorch": 2}
+GRAPH_FORMS = {"onnx": 1, "tflite": 4, "executorch": 2}
 # A bundle's files are keyed by runtime and precision: "onnx", "tflite" (fp32), "onnx-int8", ...
 FILE_KEY = re.compile(r"^(onnx|tflite|executorch)(?:-(fp16|int8))?$")
 
