@@ -11,18 +11,27 @@ import numpy as np
 
 
 def time_interleaved(
-    runners: Mapping[Hashable, Callable[[np.ndarray], object]], x: np.ndarray, rounds: int, runs: int, warmups: int = 2
+    runners: Mapping[Hashable, Callable[[np.ndarray], object]],
+    x: np.ndarray,
+    rounds: int,
+    runs: int,
+    warmups: int = 2,
+    settle_s: float = 0.05,
 ) -> dict[Hashable, list[float]]:
     """Each runner's samples in ms: `warmups` untimed calls each, then `rounds` rounds that time
-    `runs` calls of every runner in turn, each runner's after one untimed call (ONNX Runtime's
-    pool threads spin on for a while after a run and slow whatever runs next: a U-Net LiteRT run
-    right after an ORT one took 85 ms, 59 ms after one untimed run)."""
+    `runs` calls of every runner in turn, each runner's after a `settle_s` pause and one untimed
+    call. ONNX Runtime's pool threads spin on for a while after a run and slow whatever runs
+    next: a U-Net LiteRT run right after an ORT one took 85 ms, 59 ms after one untimed run; on
+    a faster machine a U-Net 4x LiteRT file took 12.9 ms alone, 19.1 after an ORT run and one
+    untimed run, 13.6 after a 50 ms pause too (10 ms: 18.0). Between runners of one runtime the
+    pause changed nothing measurable."""
     for run in runners.values():
         for _ in range(warmups):
             run(x)
     samples: dict[Hashable, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
+            time.sleep(settle_s)
             run(x)
             for _ in range(runs):
                 t = time.perf_counter()
