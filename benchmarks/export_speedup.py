@@ -6,8 +6,8 @@ export passes on) and timed on this CPU in one run, interleaved: after two warm-
 every round runs `--runs` / `--rounds` inferences of each (model, runtime, threads) in turn,
 each setting's after a 50 ms pause and one untimed inference (ONNX Runtime's pool threads spin
 on for a while after a run and slow whatever runs next: see benchmarks/timing.py); the median
-of all of a setting's samples. Settings: ONNX Runtime with 1 and 2 threads, LiteRT/XNNPACK with 2 threads. The slim plans are deterministic but
-irregular like a search result: every prunable group is scaled by a common factor times a
+of all of a setting's samples. Settings: ONNX Runtime with 1 and 2 threads, LiteRT/XNNPACK
+with 2 threads. The slim plans are deterministic but irregular like a search result: every prunable group is scaled by a common factor times a
 seeded per-group jitter (0.7-1.3), rounded to a multiple of 8; the factor is bisected to hit the
 MACs reduction. Weights are random: latency does not depend on their values.
 
