@@ -9,7 +9,8 @@ on for a while after a run and slow whatever runs next: see benchmarks/timing.py
 of all of a setting's samples. Settings: ONNX Runtime with 1 and 2 threads, LiteRT/XNNPACK
 with 2 threads. The slim plans are deterministic but irregular like a search result: every
 prunable group is scaled by a common factor times a seeded per-group jitter (0.7-1.3), rounded
-to a multiple of 8; the factor is bisected to hit the MACs reduction. Weights are random: latency does not depend on their values.
+to a multiple of 8; the factor is bisected to hit the MACs reduction. Weights are random:
+latency does not depend on their values.
 
     python benchmarks/export_speedup.py [--runs 10] [--rounds 5] [--reductions 4 10 20] [--unet-reductions 4]
 """
