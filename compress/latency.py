@@ -594,7 +594,7 @@ def check_weight(model: LatencyModel) -> float:
         return 1.0
     model_var = (held / 0.674) ** 2
     check_var = (float(np.median([abs(math.log(p[0] / p[1])) for p in passes])) / 0.954) ** 2
-    return model_var / (model_var + check_var) if model_var + check_var > 0 else 1.0
+    return model_var / (model_var + check_var)  # model_var > 0: held is a non-zero error
 
 
 def check_runs(predicted_ms: float, runs: int, most: int = 1000) -> int:

@@ -338,15 +338,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 # Passes for each target, in order. ONNX Runtime has fast native Pad(reflect),
 # InstanceNormalization and padded ConvTranspose kernels, so ONNX only folds constants.
 ONNX_PASSES: tuple[Pass, ...] = (fold_batchnorm,)
-_TFLITE_LAYOUT_PASSES: tuple[Pass, ...] = (
+_TFLITE_SHARED_PASSES: tuple[Pass, ...] = (  # float and int8 alike; they differ in the norms' means
     fold_batchnorm,
     channels_last_views(transposed_conv_as_phases),
     transposed_conv_without_padding,
     channels_last_views(reflection_pad_as_slices),
 )
-TFLITE_PASSES: tuple[Pass, ...] = (*_TFLITE_LAYOUT_PASSES, channels_last_views(instance_norm_as_row_means))
+TFLITE_PASSES: tuple[Pass, ...] = (*_TFLITE_SHARED_PASSES, channels_last_views(instance_norm_as_row_means))
 TFLITE_INT8_PASSES: tuple[Pass, ...] = (
-    *_TFLITE_LAYOUT_PASSES, channels_last_views(instance_norm_as_mean), leaky_relu_as_relu)  # fmt: skip
+    *_TFLITE_SHARED_PASSES, channels_last_views(instance_norm_as_mean), leaky_relu_as_relu)  # fmt: skip
 # ExecuTorch lowers to XNNPACK from the same rewrites, in NCHW form. Its XNNPACK partitioner
 # delegates a mean over the two innermost axes only, so its norms keep one MEAN.
 EXECUTORCH_PASSES: tuple[Pass, ...] = (
