@@ -11,7 +11,7 @@ runtime (ONNX Runtime, LiteRT with XNNPACK):
     max <= 15 %); every plan is timed in `--repeats` passes in alternating order, its latency
     the median of its passes, each divided by the machine's speed then (the dense plan and a
     small one timed after every `--reference-every` plans, a plan's factor read from the two by
-    its latency);
+    its latency); each timing at least `--min-seconds` of runs (from run 16; before, 10 runs);
 (b) for targets of 1/4, 1/8 and 1/16 of the dense model's predicted latency, run the search with
     that target (stopping with the prediction in [0.95, 1] x target; the hypernetwork trained on
     the built-in pix2pix task at 64², an L1 step, for at most `--search-steps`), export the slim
@@ -102,6 +102,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--min-seconds", type=float, default=2.0,
+                   help="each calibration timing runs at least this long (as device-bench calibrate's)")  # fmt: skip
     p.add_argument("--reference-every", type=int, default=4)
     p.add_argument("--search-steps", type=int, default=600)
     p.add_argument("--latency-timings", type=int, default=3,
@@ -117,7 +119,7 @@ def main() -> None:
             scratch = Path(tmp)
             key = LatencyKey("host", runtime, "cpu" if runtime == "onnx" else "xnnpack", args.threads)
             t0 = time.perf_counter()
-            timer = plan_timer(key, 256, scratch, args.runs)
+            timer = plan_timer(key, 256, scratch, args.runs, min_s=args.min_seconds)
             model = calibrate(plan, SHAPE, key, timer, args.plans, args.test, seed=0, repeats=args.repeats,
                               reference_every=args.reference_every,
                               progress=lambda i, n: print(f"  timed {i}/{n}", flush=True))  # fmt: skip

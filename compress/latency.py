@@ -597,10 +597,10 @@ def check_weight(model: LatencyModel) -> float:
     return model_var / (model_var + check_var)  # model_var > 0: held is a non-zero error
 
 
-def check_runs(predicted_ms: float, runs: int, most: int = 1000) -> int:
-    """Timed runs for a check of a plan predicted at `predicted_ms`: `runs`, or as many as fill
-    CHECK_MIN_S (at most `most`)."""
-    return max(runs, min(most, math.ceil(CHECK_MIN_S * 1e3 / max(predicted_ms, 1e-6))))
+def check_runs(predicted_ms: float, runs: int, most: int = 1000, min_s: float = CHECK_MIN_S) -> int:
+    """Timed runs for a timing of a plan of about `predicted_ms`: `runs`, or as many as fill
+    `min_s` (at most `most`): a check's, and calibration's (device_bench.calibrate.plan_timer)."""
+    return max(runs, min(most, math.ceil(min_s * 1e3 / max(predicted_ms, 1e-6))))
 
 
 @dataclass
@@ -697,13 +697,15 @@ class MeasuredStop:
 
 @dataclass
 class Timing:
-    """One plan timed on the device: its median, what it was measured with, and (when the
-    device could profile it) each conv layer's ms in forward order, the ops on its output in."""
+    """One plan timed on the device: its median (of `runs` timed runs), what it was measured
+    with, and (when the device could profile it) each conv layer's ms in forward order, the ops
+    on its output in."""
 
     median_ms: float
     tools: dict[str, Any]
     device_profile: dict[str, Any]
     layer_ms: list[float] | None = None
+    runs: int = 0
 
 
 class PlanTimer(Protocol):

@@ -54,6 +54,7 @@ def plan_timer(
     on_timed: Callable[[float], None] | None = None,
     queue: Submitter | None = None,
     tag: str = "calibration",
+    min_s: float = 0.0,
 ) -> PlanTimer:
     """A compress.latency.PlanTimer: the plan's generator (random weights) exported into a
     bundle in `scratch` and timed as an ordinary BenchJob on the key's device, with its per-op
@@ -61,16 +62,24 @@ def plan_timer(
     phone, whose profiler slows the run it is in, gets a second, profiled job for the layer
     times. A plan timed again (`profile=False`) reuses its bundle: no export, no profile. With a
     `queue` (device_bench.lab.Submitter) each job is queued under `tag` and its result awaited:
-    an agent that serves the device runs it (the bundle uploaded to a service once)."""
+    an agent that serves the device runs it (the bundle uploaded to a service once).
+
+    With `min_s` > 0 a plan's timings run for at least that long, as the search's checks do
+    (compress.latency.check_runs): its first timing, of `runs` runs, says how fast it is, and a
+    plan faster than that is timed again at once with enough runs, and always so after. Ten runs
+    of a fast plan are a fraction of a second of a shared machine: in the calibrations of
+    2026-12-03 (benchmarks/latency_target.py runs 9-15) the passes of plans under 60 ms lay
+    1.5-3x further apart than those of the larger plans, on both runtimes."""
     import torch
 
-    from compress.latency import Timing
+    from compress.latency import Timing, check_runs
     from compress.models import build_generator
     from device_bench.op_profile import OpTime, per_layer
     from device_bench.run import execute
     from export import export_bundle
 
     bundles: dict[tuple[tuple[str, int], ...], Any] = {}
+    runs_of: dict[tuple[tuple[str, int], ...], int] = {}  # a plan's runs, once its first timing said its speed
 
     def time_plan(plan, profile: bool = True) -> Timing:
         widths = tuple(sorted(plan.widths.items()))
@@ -83,7 +92,7 @@ def plan_timer(
                                    parity_inputs=1, calibration=calibration, sample_images=0)  # fmt: skip
             bundles[widths] = bundle
 
-        def job(profile: bool) -> BenchJob:
+        def job(profile: bool, runs: int = runs) -> BenchJob:
             return BenchJob(str(bundle.path), key.device, key.runtime, key.delegate, key.threads, runs=runs,
                             warmup_s=warmup_s, precision=key.precision, profile=profile)  # fmt: skip
 
@@ -92,8 +101,12 @@ def plan_timer(
                 return execute(job, transport, binaries)
             return queue.wait(queue.submit(replace(job, bundle=queue.bundle_ref(job.bundle)), tag), poll_s=0.5)
 
-        result = run(job(profile and key.device == "host"))
+        result = run(job(profile and key.device == "host", runs_of.get(widths, runs)))
         profiled = result
+        if widths not in runs_of:
+            runs_of[widths] = check_runs(result.stats.median_ms, runs, min_s=min_s) if min_s > 0 else runs
+            if runs_of[widths] > result.stats.n:
+                result = run(job(False, runs_of[widths]))
         if profile and key.device != "host" and key.runtime != "executorch":
             profiled = run(job(True))
         ops = [OpTime.from_dict(op) for op in profiled.device_state.get("op_profile") or []]
@@ -102,7 +115,7 @@ def plan_timer(
         if on_timed is not None:
             on_timed(result.stats.median_ms)
         tools = measured_tools(key.device, key.runtime, binaries) if queue is None else _agent_tools(key, result)
-        return Timing(result.stats.median_ms, tools, _profile(result), layer_ms)
+        return Timing(result.stats.median_ms, tools, _profile(result), layer_ms, result.stats.n)
 
     return time_plan
 
@@ -126,9 +139,11 @@ def calibrate_device(
     repeats: int = 2,
     reference_every: int = 4,
     queue: Submitter | None = None,
+    min_s: float = 2.0,
 ):
     """Calibrate and write the latency model for the config's generator; returns it. With a
-    `queue` (device_bench.lab.Submitter), through the lab's agents rather than in this process."""
+    `queue` (device_bench.lab.Submitter), through the lab's agents rather than in this process.
+    Each timing runs for at least `min_s` (`plan_timer`)."""
     import numpy as np
 
     from compress.config import load_config
@@ -157,7 +172,7 @@ def calibrate_device(
         with tempfile.TemporaryDirectory(prefix="coronet-calibrate-") as scratch:
             tag = f"calibration {Path(out).name} {datetime.now(UTC).isoformat(timespec='seconds')}"
             time_plan = plan_timer(key, size, Path(scratch), runs, warmup_s, binaries, transport, calibration, seed,
-                                   on_timed=lambda ms: bar.show(plan_ms=ms), queue=queue, tag=tag)  # fmt: skip
+                                   lambda ms: bar.show(plan_ms=ms), queue, tag, min_s)  # fmt: skip
             model = calibrate(plan, shape, key, time_plan, plans, held_out, seed,
                               progress=lambda done, total: (bar.grow(total), bar.update(1)), repeats=repeats,
                               reference_every=reference_every)  # fmt: skip
@@ -165,6 +180,7 @@ def calibrate_device(
         bar.close()
         if transport is not None:
             transport.close()
+    model.calibration["min_seconds"] = min_s
     model.save(out)
     return model
 

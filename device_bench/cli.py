@@ -113,7 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--image-size", type=int, default=None, help="default: the config's export/data image size")
     ca.add_argument("--plans", type=int, default=24, help="random plans to fit on (plus the dense one)")
     ca.add_argument("--held-out", type=int, default=8, help="further random plans to report the error on")
-    ca.add_argument("--runs", type=int, default=10, help="timed runs per plan")
+    ca.add_argument("--runs", type=int, default=10, help="timed runs per plan, at least")
+    ca.add_argument("--min-seconds", type=float, default=2.0, help="each timing runs at least this long: more "
+                    "runs of a fast plan, as the search's checks time them (ten runs of a 20 ms plan are the "
+                    "noisiest timings of a calibration); 0: --runs only")  # fmt: skip
     ca.add_argument("--repeats", type=int, default=2, help="passes over all plans, alternating their order; "
                     "a plan's latency is the median of its passes (a shared machine drifts in minutes); a plan "
                     "whose passes differ by more than 5 %% is timed once more")  # fmt: skip
@@ -213,16 +216,17 @@ def _calibrate(args) -> int:
     from device_bench.calibrate import calibrate_device
     from device_bench.lab import Submitter
 
-    if args.plans < 4 or min(args.held_out, args.reference_every) < 0 or min(args.runs, args.threads, args.repeats) < 1:
-        raise ConfigError("--plans must be >= 4, --held-out and --reference-every >= 0, --runs, --threads and "
-                          "--repeats >= 1")  # fmt: skip
+    if (args.plans < 4 or min(args.held_out, args.reference_every, args.min_seconds) < 0
+            or min(args.runs, args.threads, args.repeats) < 1):  # fmt: skip
+        raise ConfigError("--plans must be >= 4, --held-out, --reference-every and --min-seconds >= 0, --runs, "
+                          "--threads and --repeats >= 1")  # fmt: skip
     if not Path(args.out).resolve().parent.is_dir():  # said now, not after the calibration's minutes
         raise ConfigError(f"--out {args.out}: its folder does not exist; create it or pick another path")
     queue = Submitter(args.server, args.store, args.token_file) if args.server or args.store else None
     model = calibrate_device(args.config, args.device, args.runtime, args.threads, Path(args.out), args.precision,
                              args.delegate, args.image_size, args.plans, args.held_out, args.runs,
                              binaries=Path(args.binaries), seed=args.seed, repeats=args.repeats,
-                             reference_every=args.reference_every, queue=queue)  # fmt: skip
+                             reference_every=args.reference_every, queue=queue, min_s=args.min_seconds)  # fmt: skip
     fit, test = model.calibration["fit_error"], model.calibration.get("held_out_error") or {}
     held = f"; held-out plans: median {test['median']:.1%}, max {test['max']:.1%}" if test else ""
     print(f"{args.out}: {model.key.describe()}, dense {model.dense_ms:.3g} ms, {model.layout.describe()} (a "

@@ -550,6 +550,21 @@ def test_a_check_of_a_fast_plan_times_more_runs():
     assert check_runs(0.01, 10) == 1000  # bounded: a tiny plan is not run 200 000 times
 
 
+def test_calibration_times_a_fast_plan_for_at_least_min_seconds(tmp_path):
+    """plan_timer with min_s: a plan whose first timing (`runs` runs, profiled) spans less is timed
+    again at once with as many runs as fill min_s, and with those runs ever after; the first
+    timing's layer times are kept. Without min_s, `runs` runs."""
+    from device_bench.calibrate import plan_timer
+
+    plan = compress.full_plan("resnet", ngf=4, n_blocks=1)
+    assert plan_timer(HOST_ONNX, 32, tmp_path / "quick", runs=2, warmup_s=0.05)(plan).runs == 2
+    timer = plan_timer(HOST_ONNX, 32, tmp_path / "long", runs=2, warmup_s=0.05, min_s=0.2)
+    first, again = timer(plan), timer(plan, profile=False)
+    assert first.layer_ms is not None and len(first.layer_ms) == len(compress.PlanCost(plan, (1, 3, 32, 32)).convs)
+    assert first.runs > 2 and again.runs == first.runs
+    assert first.runs * first.median_ms >= 0.25 * 200  # about 0.2 s of runs, not two
+
+
 def test_after_its_last_timing_the_search_trusts_the_reaimed_prediction():
     model = _truth()
     target = 0.6 * model.dense_ms
@@ -627,6 +642,7 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
     model = LatencyModel.load(tmp_path / "lat.json")
     assert model.key == HOST_ONNX and model.tools["onnxruntime"] and model.device_profile["cpu"]
     assert model.measured.startswith("20") and model.calibration["fitted_plans"] == 5
+    assert model.calibration["min_seconds"] == 2.0  # every timing at least 2 s of runs (at most 1000 here)
     assert model.calibration["method"] == "per layer"  # ONNX Runtime's profile, laid per layer
     passes = [len(p["passes_ms"]) for p in model.calibration["points"]]
     assert model.calibration["repeats"] == 2 and set(passes) <= {2, 3}  # a third where two disagreed
