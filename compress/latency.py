@@ -553,8 +553,6 @@ class LatencyBudget:
 # search only shrinks: a plan that landed on the target of a model that over-predicts runs faster
 # than asked, with no way back. Stopped 20 % above, the device's timing there re-aims the rest.
 FIRST_AIM = 1.2
-# A timing this far over the target is within a median's noise on a quiet device: accepted.
-ACCEPT_OVER = 0.02
 # A check's timing spans at least this long (more runs of a fast plan): ten runs of a 15 ms plan
 # are 0.15 s of a shared machine, and one such timing read 9 % under the same plan's median over
 # minutes (benchmarks/latency_target.py); benchmark_model itself times for at least 1 s.
@@ -686,7 +684,10 @@ class MeasuredStop:
         _, measured, raw, now = min(agreeing, key=lambda r: r[1]) if agreeing else min(readings)
         tries = len(readings)
         estimated = predicted * (measured / predicted) ** self.weight
-        accepted = estimated <= target * (1 + ACCEPT_OVER)
+        # within the target, as asked: runs 12-16 of benchmarks/latency_target.py accepted estimates up to
+        # 2 % over it (a median's noise), but the weight has taken the noise out of the estimate already;
+        # of the nine final checks that the 2 % let through, two ran over 1.03 x target as bench jobs
+        accepted = estimated <= target
         check = LatencyCheck(step, self.aim_ms, predicted, measured, accepted, raw, now, (first_ms + last_ms) / 2,
                              tries, estimated, self.weight)  # fmt: skip
         self.checks.append(check)
