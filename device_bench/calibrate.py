@@ -68,8 +68,8 @@ def plan_timer(
     (compress.latency.check_runs): its first timing, of `runs` runs, says how fast it is, and a
     plan faster than that is timed again at once with enough runs, and always so after. Ten runs
     of a fast plan are a fraction of a second of a shared machine: in the calibrations of
-    2026-12-03 (benchmarks/latency_target.py runs 9-15) the passes of plans under 60 ms lay
-    1.5-3x further apart than those of the larger plans, on both runtimes."""
+    2026-12-03 (benchmarks/latency_target.py runs 9, 13, 14, 15) the passes of plans under 60 ms
+    lay 1.1-2.8x (median 2x) further apart than those of the larger plans."""
     import torch
 
     from compress.latency import Timing, check_runs
