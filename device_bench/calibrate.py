@@ -104,7 +104,7 @@ def plan_timer(
         result = run(job(profile and key.device == "host", runs_of.get(widths, runs)))
         profiled = result
         if widths not in runs_of:
-            runs_of[widths] = check_runs(result.stats.median_ms, runs, min_s=min_s) if min_s > 0 else runs
+            runs_of[widths] = check_runs(result.stats.median_ms, runs, min_s=min_s)  # `runs` with min_s 0
             if runs_of[widths] > result.stats.n:
                 result = run(job(False, runs_of[widths]))
         if profile and key.device != "host" and key.runtime != "executorch":
