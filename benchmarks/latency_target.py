@@ -199,7 +199,8 @@ def main() -> None:
                                        "bench_job_ms": jobs[ref]} for ref, c in refs]
                                for name, refs in references.items()},
                 "layout": asdict(model.layout), "round_to": model.round_to, "coefficients": model.coefficients,
-                "intercept_ms": model.intercept_ms, "timed_again": model.calibration.get("timed_again"),
+                "intercept_ms": model.intercept_ms, "method": model.calibration["method"],
+                "fits": model.calibration.get("fits"), "timed_again": model.calibration.get("timed_again"),
                 "calibration_minutes": calibration_s / 60, "fit_error": model.calibration["fit_error"],
                 "held_out_error": held, "points": model.calibration["points"], "targets": rows,
             }  # fmt: skip

@@ -453,7 +453,7 @@ def test_a_latency_model_is_calibrated_through_the_lab_queue(service, tmp_path):
     assert proc.returncode == 0, proc.stderr
     model = LatencyModel.load(tmp_path / "lat.json")
     assert model.key == LatencyKey("host", "onnx", "cpu", 1, "fp32") and model.calibration["fitted_plans"] == 5
-    assert model.calibration["method"] == "per layer"  # the agent's results carry the op profile
+    assert model.calibration["method"].startswith("per layer")  # the agent's results carry the op profile
     import onnxruntime
 
     assert model.tools["onnxruntime"] == onnxruntime.__version__  # as the agent's result records it

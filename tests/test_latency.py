@@ -22,6 +22,7 @@ from compress.latency import (
     Layout,
     MeasuredStop,
     Timing,
+    blend,
     calibrate,
     check_runs,
     check_weight,
@@ -90,6 +91,36 @@ def test_the_per_layer_fit_recovers_a_device_from_few_plans():
     assert fitted.layout == NCHWC_8 and fitted.loo_median < 0.01 and fitted.layer_error < 0.05
     for widths in random_plans(PLAN, 10, seed=4):
         assert model.predict(widths) == pytest.approx(truth.predict(widths), rel=0.01)
+
+
+def test_a_profile_of_ops_alone_is_averaged_with_the_whole_models_medians():
+    """A profile whose layers miss a cost only the whole graph pays (here what scales with each
+    conv's input, as LiteRT's ops timed alone miss a width step of the whole .tflite): fitted to
+    the layers, unseen plans are off by several percent; the blend with a fit of the same layout
+    to the medians predicts the two fits' average, and so halves that error."""
+    truth = _truth()
+    cost = compress.PlanCost(PLAN, SHAPE)
+    samples = []
+    for widths in [dict(PLAN.widths), *random_plans(PLAN, 24, seed=0)]:
+        rows = layer_features(cost, {**PLAN.widths, **widths}, truth.layout)
+        layers = [sum(c * v for k, v in row.items() if k != "in" and (c := truth.coefficients.get(k, 0.0)))
+                  for row in rows]  # fmt: skip
+        samples.append((widths, truth.predict(widths), layers))
+    layered = fit_layers(cost, samples, (NCHWC_8,))
+    whole = fit(cost, [(w, ms) for w, ms, _ in samples], (NCHWC_8,))
+    blended = blend(layered, whole)
+    models = [_synthetic(f.coefficients, f.intercept_ms, f.layout) for f in (layered, whole, blended)]
+    off = {name: [] for name in ("layers", "whole", "blend")}
+    for widths in random_plans(PLAN, 10, seed=4):
+        predicted = [m.predict(widths) for m in models]
+        assert predicted[2] == pytest.approx((predicted[0] + predicted[1]) / 2, rel=1e-9)
+        for name, ms in zip(off, predicted, strict=True):
+            off[name].append(abs(ms / truth.predict(widths) - 1))
+    assert max(off["layers"]) > 0.02 and max(off["whole"]) < 0.005
+    assert max(off["blend"]) < 0.6 * max(off["layers"])
+    assert all(v >= 0 for v in blended.coefficients.values()) and blended.layer_error == layered.layer_error
+    with pytest.raises(ValueError, match="one layout"):
+        blend(layered, fit(cost, [(w, ms) for w, ms, _ in samples], (Layout(1),)))
 
 
 def test_predictions_grow_with_every_width():
@@ -643,7 +674,13 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
     assert model.key == HOST_ONNX and model.tools["onnxruntime"] and model.device_profile["cpu"]
     assert model.measured.startswith("20") and model.calibration["fitted_plans"] == 5
     assert model.calibration["min_seconds"] == 2.0  # every timing at least 2 s of runs (at most 1000 here)
-    assert model.calibration["method"] == "per layer"  # ONNX Runtime's profile, laid per layer
+    assert model.calibration["method"] == "per layer and whole model, averaged"  # ONNX Runtime's profile
+    fits = model.calibration["fits"]  # the model is the two fits' average
+    for name, value in model.coefficients.items():
+        assert value == pytest.approx(sum(f["coefficients"].get(name, 0.0) for f in fits.values()) / 2)
+    assert model.intercept_ms == pytest.approx(
+        (fits["per_layer"]["intercept_ms"] + fits["whole_model"]["intercept_ms"]) / 2
+    )
     passes = [len(p["passes_ms"]) for p in model.calibration["points"]]
     assert model.calibration["repeats"] == 2 and set(passes) <= {2, 3}  # a third where two disagreed
     assert passes.count(3) == model.calibration["timed_again"]
