@@ -6,8 +6,8 @@ then converge, held-out paired L1 / PSNR); the models are deployed, and timed, a
 (fully convolutional: the same weights) with ONNX Runtime on this host, `--threads` threads.
 
 1. A latency model of that generator is calibrated on the host (`device-bench calibrate`'s code:
-   `--plans` random plans, `--held-out` more, every plan timed in two passes, the dense plan timed
-   again after every 4 as the machine's speed).
+   `--plans` random plans, `--held-out` more, every plan timed in two passes of at least
+   `--min-seconds` each, the dense plan timed again after every 4 as the machine's speed).
 2. Per seed: (A) CoroNet with a latency target of `--fraction` of the dense model's predicted
    latency (the search prices channels by their predicted ms, widths rounded to the model's
    granularity; stopped as the pipeline stops it: its plans timed on the host as it goes,
@@ -75,6 +75,8 @@ def main() -> None:
     p.add_argument("--plans", type=int, default=16)
     p.add_argument("--held-out", type=int, default=6)
     p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--min-seconds", type=float, default=2.0,
+                   help="each calibration timing runs at least this long (as device-bench calibrate's)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--latency-timings", type=int, default=3,
                    help="A's measured stop: plans timed on the host (search.latency_timings)")  # fmt: skip
@@ -91,7 +93,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="coronet-latency-quality-") as tmp:
         scratch = Path(tmp)
         print(f"calibrating host onnx x{args.threads} at {args.deploy_size}² ...", flush=True)
-        timer = plan_timer(key, args.deploy_size, scratch / "calibration", args.runs)
+        timer = plan_timer(key, args.deploy_size, scratch / "calibration", args.runs, min_s=args.min_seconds)
         model = calibrate(full, deploy, key, timer, args.plans, args.held_out, seed=0, repeats=2, reference_every=4)
         held = model.calibration["held_out_error"]
         print(f"  dense {model.dense_ms:.1f} ms predicted; held-out error median {held['median']:.1%}, "
