@@ -13,7 +13,8 @@ runtime (ONNX Runtime, LiteRT with XNNPACK):
     small one timed after every `--reference-every` plans, a plan's factor read from the two by
     its latency); each timing at least `--min-seconds` of runs (from run 16; before, 10 runs);
 (b) for targets of 1/4, 1/8 and 1/16 of the dense model's predicted latency, run the search with
-    that target (stopping with the prediction in [0.95, 1] x target; the hypernetwork trained on
+    that target (aimed `--latency-margin` under it, from run 20 the pipeline's default: the model's
+    held-out median error; stopping with the prediction in [0.95, 1] x that aim; the hypernetwork trained on
     the built-in pix2pix task at 64², an L1 step, for at most `--search-steps`), export the slim
     model at 256² and time it; the measured/target ratio (goal: in [0.90, 1.03]). Each target is
     searched twice from the same start: stopped on the prediction alone, and with the measured
@@ -58,7 +59,7 @@ import compress
 import export
 from benchmarks.timing import time_interleaved, time_jobs_interleaved
 from compress.data import builtin_paired, random_batches
-from compress.latency import LatencyBudget, LatencyKey, MeasuredStop, calibrate, check_runs
+from compress.latency import LatencyBudget, LatencyKey, MeasuredStop, calibrate, check_runs, held_out_margin
 from compress.search import SearchConfig, regression_train_step, run_search
 from coronet.bundle import Bundle, tool_versions
 from device_bench.calibrate import plan_timer
@@ -67,12 +68,13 @@ from device_bench.host import host_state
 SHAPE = (1, 3, 256, 256)
 
 
-def _search(model, target_ms: float, steps: int, measure=None, timings: int = 0):
+def _search(model, target_ms: float, steps: int, measure=None, timings: int = 0, margin: float = 0.0):
     """The slim generator and the search's result: stopped on the prediction, or (`timings` > 0)
-    on the device's timing of each plan it stops at (`measure`), re-aimed by the model's error."""
+    on the device's timing of each plan it stops at (`measure`), re-aimed by the model's error;
+    aimed `margin` under the target (search.latency_margin)."""
     torch.manual_seed(0)
     hyper = compress.HyperGenerator("resnet", model.plan, embedding_dim=4)
-    budget = LatencyBudget(model, target_ms)
+    budget = LatencyBudget(model, target_ms, margin)
     stop = MeasuredStop(budget, measure, timings) if timings > 0 else None
     # the stop's window [target - tolerance, target] in units of the dense latency: 5 % of the target
     config = SearchConfig(tolerance=0.05 * budget.target, lam=40.0, lr=1e-3, max_steps=steps,
@@ -83,7 +85,8 @@ def _search(model, target_ms: float, steps: int, measure=None, timings: int = 0)
                         budget=budget, stop=stop)  # fmt: skip
     timed = "".join(f", timed {c['measured_ms']:.1f} at a predicted {c['predicted_ms']:.1f}"
                     + (f" ({c['tries']} tries)" if c["tries"] > 1 else "") for c in result.latency_checks)  # fmt: skip
-    print(f"  search for {target_ms:.1f} ms: predicted {result.predicted_ms:.1f} ms after {result.steps} steps "
+    print(f"  search for {target_ms:.1f} ms (aimed at {budget.aim_ms:.1f}): predicted {result.predicted_ms:.1f} ms "
+          f"after {result.steps} steps "
           f"({'reached' if result.reached else 'MISSED'}){timed}", flush=True)  # fmt: skip
     return compress.slim_generator(hyper).eval(), result
 
@@ -108,6 +111,9 @@ def main() -> None:
     p.add_argument("--search-steps", type=int, default=600)
     p.add_argument("--latency-timings", type=int, default=3,
                    help="the measured stop's timings on the device (search.latency_timings)")  # fmt: skip
+    p.add_argument("--latency-margin", type=float, default=-1.0,
+                   help="aim this fraction under each target (search.latency_margin; from run 20). Default -1, "
+                   "as the pipeline: the latency model's held-out median error")  # fmt: skip
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "latency_target.json"))
     args = p.parse_args()
     plan = compress.full_plan("resnet", ngf=64, n_blocks=9)
@@ -129,6 +135,8 @@ def main() -> None:
             print(f"  (a) {args.test} unseen plans: median |error| {held['median']:.1%}, max {held['max']:.1%} "
                   f"({model.layout.describe()}, {calibration_s / 60:.1f} min)", flush=True)  # fmt: skip
             targets = {f"1/{n}": model.dense_ms / n for n in (4, 8, 16)}
+            margin = held_out_margin(model) if args.latency_margin == -1 else args.latency_margin
+            print(f"  searches aim {margin:.1%} under each target", flush=True)
             folder = scratch / "targets"
             dense = compress.build_generator("resnet", plan).eval()
             paths = {"dense": export.export_bundle(dense, folder / "dense", (runtime,), image_size=256,
@@ -145,8 +153,9 @@ def main() -> None:
             searched = {}  # (target, stop): the searched plan's prediction, widths and device timings
             for name, target in targets.items():
                 for stop, timings in (("prediction", 0), ("measured", args.latency_timings)):
-                    slim, result = _search(model, target, args.search_steps, measure, timings)
-                    searched[name, stop] = {"predicted_ms": result.predicted_ms, "widths": dict(slim.plan.widths),
+                    slim, result = _search(model, target, args.search_steps, measure, timings, margin)
+                    searched[name, stop] = {"predicted_ms": result.predicted_ms, "aim_ms": result.aim_ms,
+                                            "widths": dict(slim.plan.widths),
                                             "search_timings": result.latency_checks, "steps": result.steps}  # fmt: skip
                     out = folder / f"{name.replace('/', '_')}-{stop}"
                     paths[f"{name} {stop}"] = export.export_bundle(slim, out, (runtime,), image_size=256,
@@ -194,6 +203,7 @@ def main() -> None:
                           f"{r['bench_job_over_target_references_removed']:.2f}x)", flush=True)  # fmt: skip
             record["runtimes"][runtime] = {
                 "dense_predicted_ms": model.dense_ms, "dense_measured_ms": measured["dense"], "drift": drift,
+                "latency_margin": margin,
                 "dense_bench_job_ms": jobs["dense"],
                 "references": {name: [{"plan": ref, "calibrated_ms": c, "measured_ms": measured[ref],
                                        "bench_job_ms": jobs[ref]} for ref, c in refs]

@@ -62,6 +62,10 @@ class SearchConfig:
     # closed loop, compress.latency.MeasuredStop: it stops first 20 % above the target, and each
     # timing over the target re-aims it by the model's error there); 0: stop on the prediction alone.
     latency_timings: int = 3
+    # How far under target_latency_ms the search aims, a fraction of it: the target is a budget
+    # and the model is off by some percent either way (compress.latency.held_out_margin);
+    # -1: the latency model's median error on the plans its calibration held out (at most 10 %).
+    latency_margin: float = -1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.target_macs <= 1:
@@ -80,6 +84,9 @@ class SearchConfig:
         if (self.target_latency_ms > 0) != bool(self.latency_model) or self.target_latency_ms < 0:
             raise ConfigError("a latency target needs both search.target_latency_ms (> 0) and search.latency_model "
                               "(--target-latency MS --latency-model FILE, from device-bench calibrate)")  # fmt: skip
+        if self.latency_margin != -1 and not 0 <= self.latency_margin < 0.5:
+            raise ConfigError(f"search.latency_margin must be in [0, 0.5) (a fraction of the target), or -1 for the "
+                              f"latency model's held-out error; got {self.latency_margin}")  # fmt: skip
         if self.latency_timings < 0:
             raise ConfigError(f"search.latency_timings must be >= 0 (0 trusts the prediction), "
                               f"got {self.latency_timings}")  # fmt: skip
@@ -99,6 +106,7 @@ class SearchResult:
     log: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int = 0  # the step a resumed search went on from (0: it started afresh)
     predicted_ms: float | None = None  # with a latency target: the plan's predicted latency
+    aim_ms: float | None = None  # with a latency target: the prediction it aimed at or under (target less margin)
     # with a measured stop: each plan the search stopped at, timed on the device (LatencyCheck's fields)
     latency_checks: list[dict[str, Any]] = field(default_factory=list)
     # the stop window's floor where the search had to widen it (ControlledPruner._land_in_window:
@@ -115,6 +123,7 @@ class SearchResult:
             "full_macs": self.full_macs.to_dict(),
             "resumed_from": self.resumed_from,
             "predicted_ms": self.predicted_ms,
+            "aim_ms": self.aim_ms,
             "latency_checks": self.latency_checks,
             "widened_floor": self.widened_floor,
         }
@@ -385,7 +394,8 @@ def run_search(
                     bar.show(measured_ms=check.measured_ms, predicted_ms=check.predicted_ms,
                              target_ms=budget.target_ms, next_aim_ms=stop.aim_ms)  # fmt: skip
                 elif budget is not None:
-                    bar.show(**record["losses"], predicted_ms=record["predicted_ms"], target_ms=budget.target_ms)
+                    bar.show(**record["losses"], predicted_ms=record["predicted_ms"], target_ms=budget.target_ms,
+                             aim_ms=budget.aim_ms)  # fmt: skip
                 else:
                     bar.show(**record["losses"], macs_ratio=ratio, target=config.target_macs)
             done = step  # this step's update, proximal step and log record are all in
@@ -401,9 +411,14 @@ def run_search(
             save_state(done)  # also on Ctrl-C or an error: the search resumes after the last whole step
     if exhausted and not config.allow_miss:
         last = stop.checks[-1]
+        over = (
+            f"over the target {budget.target_ms:.3g} ms"
+            if budget.aim_ms >= budget.target_ms
+            else f"over {budget.aim_ms:.3g} ms (the target {budget.target_ms:.3g} ms less its margin, --latency-margin)"
+        )
         raise SearchMissError(
             f"the device timed the fastest plan this search can reach ({fewest(pruner.fastest_widths())}) "
-            f"at {last.measured_ms:.3g} ms, over the target {budget.target_ms:.3g} ms: pick a larger target or a "
+            f"at {last.measured_ms:.3g} ms, {over}: pick a larger target or a "
             "smaller search.round_to (or pass --allow-miss to keep the result)"
         )
     if not reached and not config.allow_miss:
@@ -417,7 +432,8 @@ def run_search(
     predicted = budget.predict(plan.widths) if budget is not None else None
     checks = [asdict(c) for c in stop.checks] if stop is not None else []
     return SearchResult(step, cost.ratio(plan.widths), reached, plan, cost.count(plan.widths), cost.full, log,
-                        start_step, predicted, checks, pruner.floor if pruner.widened else None)  # fmt: skip
+                        start_step, predicted, budget.aim_ms if budget is not None else None, checks,
+                        pruner.floor if pruner.widened else None)  # fmt: skip
 
 
 def make_adam(params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:

@@ -206,7 +206,7 @@ def latency_budget(config: PipelineConfig):
     s, b = config.search, config.bench
     if not s.latency_model:
         return None
-    from compress.latency import LatencyBudget, LatencyModel, LatencyModelError
+    from compress.latency import LatencyBudget, LatencyModel, LatencyModelError, held_out_margin
 
     model = LatencyModel.load(Path(s.latency_model).expanduser())
     model.check(model.key, plan=full_plan(config.model.arch, **config.model.sizes), input_shape=export_shape(config))
@@ -227,7 +227,8 @@ def latency_budget(config: PipelineConfig):
     if not 0 < s.target_latency_ms < model.dense_ms:
         raise LatencyModelError(f"search.target_latency_ms {s.target_latency_ms:g} must be below the dense model's "
                                 f"predicted {model.dense_ms:.3g} ms on {k.describe()}")  # fmt: skip
-    budget = LatencyBudget(model, s.target_latency_ms)
+    margin = held_out_margin(model) if s.latency_margin == -1 else s.latency_margin
+    budget = LatencyBudget(model, s.target_latency_ms, margin)
     steps = group_steps(s, model.plan.prunable, budget)
     least = fastest_widths(model.plan.widths, steps, s.min_channels)
     fastest = model.predict(least)
@@ -237,6 +238,7 @@ def latency_budget(config: PipelineConfig):
                                 f"predicted {fastest:.3g} ms on {k.describe()} ({fewest(least)}: min_channels in "
                                 f"the multiples the search rounds to): pick a larger target"
                                 + (" or a smaller search.round_to" if coarse else ""))  # fmt: skip
+    budget.aim_no_lower_than(fastest)
     return budget
 
 

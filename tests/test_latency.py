@@ -29,6 +29,7 @@ from compress.latency import (
     features,
     fit,
     fit_layers,
+    held_out_margin,
     layer_features,
     layouts_for,
     random_plans,
@@ -398,6 +399,40 @@ def test_the_search_stops_within_tolerance_of_the_predicted_target(fraction):
     assert result.log[-1]["predicted_ms"] == pytest.approx(result.predicted_ms)
 
 
+def test_a_latency_target_is_aimed_under_by_the_models_held_out_error():
+    """A target is a budget: the search aims the model's held-out median error under it (at most
+    MAX_MARGIN), lands within tolerance under that aim, and says where it aimed; a measured stop
+    starts over the aim and accepts a plan only at or under it. The margin gives way where it
+    would aim under the fastest plan, never above the target."""
+    model = _truth()
+    assert held_out_margin(model) == 0.0  # no held-out plans: aimed at the target itself
+    model.calibration = {"held_out_error": {"median": 0.04, "max": 0.09}}
+    assert held_out_margin(model) == pytest.approx(0.04)
+    target = 0.7 * model.dense_ms
+    budget = LatencyBudget(model, target, held_out_margin(model))
+    assert budget.aim_ms == pytest.approx(0.96 * target) and budget.target_ms == target
+    result = _search(budget)
+    assert result.reached and result.aim_ms == pytest.approx(0.96 * target)
+    assert budget.target - 0.02 <= result.predicted_ms / model.dense_ms <= budget.target
+    assert result.predicted_ms <= 0.96 * target
+    budget = LatencyBudget(model, target, held_out_margin(model))
+    result = _search(budget, stop=MeasuredStop(budget, model.predict, timings=3))  # a device the model is right about
+    checks = result.latency_checks
+    assert checks[0]["aim_ms"] == pytest.approx(1.2 * 0.96 * target) and not checks[0]["accepted"]
+    assert checks[-1]["accepted"] and checks[-1]["estimated_ms"] <= 0.96 * target
+    model.calibration = {"held_out_error": {"median": 0.3, "max": 0.6}}  # a model that far off: recalibrate
+    assert held_out_margin(model) == pytest.approx(0.10)
+    budget = LatencyBudget(model, target, 0.1)
+    budget.aim_no_lower_than(0.95 * target)
+    assert budget.aim_ms == pytest.approx(0.95 * target) and budget.target == pytest.approx(0.95 * 0.7)
+    budget.aim_no_lower_than(1.1 * target)
+    assert budget.aim_ms == pytest.approx(target)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        LatencyBudget(model, target, 1.0)
+    with pytest.raises(compress.ConfigError, match=r"search\.latency_margin must be in"):
+        SearchConfig(target_latency_ms=1.0, latency_model="lat.json", latency_margin=0.5)
+
+
 def _device(model: LatencyModel, bias):
     """A device the model is wrong about, by `bias(ratio)` at a plan of that predicted ratio."""
     return lambda widths: model.predict(widths) * bias(model.ratio(widths))
@@ -711,16 +746,24 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
               "--to", "search", "--max-steps", "300", "--round-to", "2", "--allow-miss")  # fmt: skip
     proc = _run(ship, str(config), *common, "--latency-timings", "-1", cwd=tmp_path, module="")
     assert proc.returncode != 0 and "search.latency_timings must be >= 0" in proc.stderr, proc.stderr
+    proc = _run(ship, str(config), *common, "--latency-margin", "0.6", cwd=tmp_path, module="")
+    assert proc.returncode != 0 and "search.latency_margin must be in [0, 0.5)" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
     proc = _run(ship, str(config), *common, "--run-dir", str(tmp_path / "run"), cwd=tmp_path, module="")
     assert proc.returncode == 0, proc.stderr
     assert "timed on the device along the way" in proc.stdout
     result = json.loads((tmp_path / "run" / "search.json").read_text())
+    # aimed the model's held-out error under the target (never under the fastest plan: --round-to 2)
+    fastest = model.predict({g: min(model.plan[g], 2) for g in model.plan.prunable})
+    aim = max(target * (1 - held_out_margin(model)), fastest)
+    assert 0 < held_out_margin(model) <= 0.1 and result["aim_ms"] == pytest.approx(aim) and aim < target
+    assert f"aimed at {aim:.3g}" in proc.stdout
     checks = result["latency_checks"]
     assert 1 <= len(checks) <= 3 and all(c["measured_ms"] > 0 for c in checks)
     calibrated = [p["measured_ms"] for p in model.calibration["points"]]  # timed beside calibration plans
     assert all(min(calibrated) <= c["reference_calibrated_ms"] <= max(calibrated) for c in checks)
     assert all(1 <= c["tries"] <= 3 for c in checks)
-    assert checks[0]["aim_ms"] == pytest.approx(min(1.2 * target, (target + model.dense_ms) / 2))
+    assert checks[0]["aim_ms"] == pytest.approx(min(1.2 * aim, (aim + model.dense_ms) / 2))
     log = [json.loads(line) for line in (tmp_path / "run" / "search_log.jsonl").read_text().splitlines()]
     for check in checks:  # each the prediction of the plan the search stood at in that step
         (record,) = [r for r in log if r["step"] == check["step"]]
@@ -732,10 +775,9 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
         assert check["estimated_ms"] == pytest.approx(
             check["predicted_ms"] * (check["measured_ms"] / check["predicted_ms"]) ** check["weight"]
         )
-    fastest = model.predict({g: min(model.plan[g], 2) for g in model.plan.prunable})  # --round-to 2
     for before, after in itertools.pairwise(checks):  # re-aimed, never under the fastest plan
         assert not before["accepted"] and after["aim_ms"] == pytest.approx(
-            max(target * before["predicted_ms"] / before["estimated_ms"], fastest)
+            max(aim * before["predicted_ms"] / before["estimated_ms"], fastest)
         )
 
 
