@@ -193,6 +193,7 @@ def _dense(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
 
 
 def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
+    from compress.latency import STALE_SPEED, device_speed
     from compress.stages import GAN_STATE, HYPER_CHECKPOINT, search_stage
 
     result = search_stage(config, run_dir, progress=progress)
@@ -206,6 +207,11 @@ def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
         if result.latency_checks:
             timed = ", ".join(f"{c['measured_ms']:.3g}" for c in result.latency_checks)
             line += f"; timed on the device along the way: {timed} ms"
+            speed = device_speed(result.latency_checks)
+            if speed is not None and abs(speed - 1) > STALE_SPEED:
+                line += (f"; the device ran {abs(1 - speed):.0%} {'faster' if speed < 1 else 'slower'} than when the "
+                         "latency model was calibrated (its reference plans), and the target is in the calibration's "
+                         "time: if that lasts, calibrate again (device-bench calibrate)")  # fmt: skip
     if result.widened_floor is not None:
         line += (f"; the stop window widened down to {result.widened_floor:.4f}: every block of channels left cost "
                  "more than the tolerance, and the search took the one landing highest under the target (a smaller "

@@ -629,6 +629,21 @@ CHECK_TRIES = 3
 # burst only adds time): in latency_target.py run 5 single checks read 34 % and 44 % over their
 # prediction with quiet references, the search shrank by them and ended at 0.64-0.76 x target.
 SURPRISE = 0.20
+# The reference plans of a search's checks ran this far off their calibrated time, in the median
+# over its checks: the device itself runs at another speed than when it was calibrated (a cooler
+# or hotter phone, another load), not a burst. latency_target.py run 21: on ONNX Runtime every check's
+# references ran 0.91-0.96 x their calibrated time, and the searched plans then ran 0.86-0.90 x
+# their targets (0.96-1.00 scaled by those references); in runs 20-21 otherwise 1.00-1.02.
+STALE_SPEED = 0.05
+
+
+def device_speed(checks: list[Mapping[str, Any]]) -> float | None:
+    """How fast the device ran during a search's checks against its calibration: the median over
+    the checks of their reference plans' time now over their calibrated time (< 1: faster now).
+    None without checks. The checks are read in the calibration's time base; off by more than
+    STALE_SPEED, the model is stale for the device as it runs now."""
+    ratios = [c["reference_ms"] / c["reference_calibrated_ms"] for c in checks if c.get("reference_calibrated_ms")]
+    return float(np.median(ratios)) if ratios else None
 
 
 def check_weight(model: LatencyModel) -> float:

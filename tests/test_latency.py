@@ -15,6 +15,7 @@ import torch
 import compress
 from compress.data import builtin_paired, random_batches
 from compress.latency import (
+    STALE_SPEED,
     LatencyBudget,
     LatencyKey,
     LatencyModel,
@@ -26,6 +27,7 @@ from compress.latency import (
     calibrate,
     check_runs,
     check_weight,
+    device_speed,
     features,
     fit,
     fit_layers,
@@ -501,6 +503,7 @@ def test_a_measured_stop_reads_timings_in_the_models_time_base():
         assert check["reference_ms"] == pytest.approx(1.25 * model.dense_ms)
         assert check["reference_calibrated_ms"] == pytest.approx(model.dense_ms)
         assert check["measured_ms"] == pytest.approx(check["raw_ms"] / 1.25) and check["tries"] == 3
+    assert device_speed(checks) == pytest.approx(1.25) and device_speed([]) is None  # said after the search
 
 
 def _calibrated(model: LatencyModel) -> LatencyModel:
@@ -758,6 +761,8 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
     aim = max(target * (1 - held_out_margin(model)), fastest)
     assert 0 < held_out_margin(model) <= 0.1 and result["aim_ms"] == pytest.approx(aim) and aim < target
     assert f"aimed at {aim:.3g}" in proc.stdout
+    speed = device_speed(result["latency_checks"])  # a device at another speed than calibrated is said
+    assert ("than when the latency model was calibrated" in proc.stdout) == (abs(speed - 1) > STALE_SPEED)
     checks = result["latency_checks"]
     assert 1 <= len(checks) <= 3 and all(c["measured_ms"] > 0 for c in checks)
     calibrated = [p["measured_ms"] for p in model.calibration["points"]]  # timed beside calibration plans
