@@ -59,7 +59,7 @@ import compress
 import export
 from benchmarks.timing import time_interleaved, time_jobs_interleaved
 from compress.data import builtin_paired, random_batches
-from compress.latency import LatencyBudget, LatencyKey, MeasuredStop, calibrate, check_runs, held_out_margin
+from compress.latency import LatencyBudget, LatencyKey, MeasuredStop, calibrate, check_runs, search_margin
 from compress.search import SearchConfig, regression_train_step, run_search
 from coronet.bundle import Bundle, tool_versions
 from device_bench.calibrate import plan_timer
@@ -135,7 +135,7 @@ def main() -> None:
             print(f"  (a) {args.test} unseen plans: median |error| {held['median']:.1%}, max {held['max']:.1%} "
                   f"({model.layout.describe()}, {calibration_s / 60:.1f} min)", flush=True)  # fmt: skip
             targets = {f"1/{n}": model.dense_ms / n for n in (4, 8, 16)}
-            margin = held_out_margin(model) if args.latency_margin == -1 else args.latency_margin
+            margin = search_margin(model, args.latency_margin)
             print(f"  searches aim {margin:.1%} under each target", flush=True)
             folder = scratch / "targets"
             dense = compress.build_generator("resnet", plan).eval()

@@ -63,7 +63,7 @@ class SearchConfig:
     # timing over the target re-aims it by the model's error there); 0: stop on the prediction alone.
     latency_timings: int = 3
     # How far under target_latency_ms the search aims, a fraction of it: the target is a budget
-    # and the model is off by some percent either way (compress.latency.held_out_margin);
+    # and the model is off by some percent either way (compress.latency.search_margin);
     # -1: the latency model's median error on the plans its calibration held out (at most 10 %).
     latency_margin: float = -1.0
 

@@ -206,7 +206,7 @@ def latency_budget(config: PipelineConfig):
     s, b = config.search, config.bench
     if not s.latency_model:
         return None
-    from compress.latency import LatencyBudget, LatencyModel, LatencyModelError, held_out_margin
+    from compress.latency import LatencyBudget, LatencyModel, LatencyModelError, search_margin
 
     model = LatencyModel.load(Path(s.latency_model).expanduser())
     model.check(model.key, plan=full_plan(config.model.arch, **config.model.sizes), input_shape=export_shape(config))
@@ -227,8 +227,7 @@ def latency_budget(config: PipelineConfig):
     if not 0 < s.target_latency_ms < model.dense_ms:
         raise LatencyModelError(f"search.target_latency_ms {s.target_latency_ms:g} must be below the dense model's "
                                 f"predicted {model.dense_ms:.3g} ms on {k.describe()}")  # fmt: skip
-    margin = held_out_margin(model) if s.latency_margin == -1 else s.latency_margin
-    budget = LatencyBudget(model, s.target_latency_ms, margin)
+    budget = LatencyBudget(model, s.target_latency_ms, search_margin(model, s.latency_margin))
     steps = group_steps(s, model.plan.prunable, budget)
     least = fastest_widths(model.plan.widths, steps, s.min_channels)
     fastest = model.predict(least)

@@ -31,10 +31,10 @@ from compress.latency import (
     features,
     fit,
     fit_layers,
-    held_out_margin,
     layer_features,
     layouts_for,
     random_plans,
+    search_margin,
     small_reference_index,
 )
 from compress.search import SearchConfig, regression_train_step, run_search
@@ -407,23 +407,23 @@ def test_a_latency_target_is_aimed_under_by_the_models_held_out_error():
     starts over the aim and accepts a plan only at or under it. The margin gives way where it
     would aim under the fastest plan, never above the target."""
     model = _truth()
-    assert held_out_margin(model) == 0.0  # no held-out plans: aimed at the target itself
+    assert search_margin(model) == 0.0  # no held-out plans: aimed at the target itself
     model.calibration = {"held_out_error": {"median": 0.04, "max": 0.09}}
-    assert held_out_margin(model) == pytest.approx(0.04)
+    assert search_margin(model) == pytest.approx(0.04) and search_margin(model, 0.0) == 0.0  # asked: as asked
     target = 0.7 * model.dense_ms
-    budget = LatencyBudget(model, target, held_out_margin(model))
+    budget = LatencyBudget(model, target, search_margin(model))
     assert budget.aim_ms == pytest.approx(0.96 * target) and budget.target_ms == target
     result = _search(budget)
     assert result.reached and result.aim_ms == pytest.approx(0.96 * target)
     assert budget.target - 0.02 <= result.predicted_ms / model.dense_ms <= budget.target
     assert result.predicted_ms <= 0.96 * target
-    budget = LatencyBudget(model, target, held_out_margin(model))
+    budget = LatencyBudget(model, target, search_margin(model))
     result = _search(budget, stop=MeasuredStop(budget, model.predict, timings=3))  # a device the model is right about
     checks = result.latency_checks
     assert checks[0]["aim_ms"] == pytest.approx(1.2 * 0.96 * target) and not checks[0]["accepted"]
     assert checks[-1]["accepted"] and checks[-1]["estimated_ms"] <= 0.96 * target
     model.calibration = {"held_out_error": {"median": 0.3, "max": 0.6}}  # a model that far off: recalibrate
-    assert held_out_margin(model) == pytest.approx(0.10)
+    assert search_margin(model) == pytest.approx(0.10)
     budget = LatencyBudget(model, target, 0.1)
     budget.aim_no_lower_than(0.95 * target)
     assert budget.aim_ms == pytest.approx(0.95 * target) and budget.target == pytest.approx(0.95 * 0.7)
@@ -758,8 +758,8 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
     result = json.loads((tmp_path / "run" / "search.json").read_text())
     # aimed the model's held-out error under the target (never under the fastest plan: --round-to 2)
     fastest = model.predict({g: min(model.plan[g], 2) for g in model.plan.prunable})
-    aim = max(target * (1 - held_out_margin(model)), fastest)
-    assert 0 < held_out_margin(model) <= 0.1 and result["aim_ms"] == pytest.approx(aim) and aim < target
+    aim = max(target * (1 - search_margin(model)), fastest)
+    assert 0 < search_margin(model) <= 0.1 and result["aim_ms"] == pytest.approx(aim) and aim < target
     assert f"aimed at {aim:.3g}" in proc.stdout
     speed = device_speed(result["latency_checks"])  # a device at another speed than calibrated is said
     assert ("than when the latency model was calibrated" in proc.stdout) == (abs(speed - 1) > STALE_SPEED)
