@@ -205,13 +205,13 @@ def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
         line = (f"reached a predicted {result.predicted_ms:.3g} ms (target {target:g} ms{aimed}) "
                 f"in {result.steps} steps, MACs ratio {result.ratio:.4f}")  # fmt: skip
         if result.latency_checks:
-            timed = ", ".join(f"{c['measured_ms']:.3g}" for c in result.latency_checks)
+            timed = ", ".join(f"{c['raw_ms']:.3g}" for c in result.latency_checks)
             line += f"; timed on the device along the way: {timed} ms"
             speed = device_speed(result.latency_checks)
             if speed is not None and abs(speed - 1) > STALE_SPEED:
                 line += (f"; the device ran {abs(1 - speed):.0%} {'faster' if speed < 1 else 'slower'} than when the "
-                         "latency model was calibrated (its reference plans), and the target is in the calibration's "
-                         "time: if that lasts, calibrate again (device-bench calibrate)")  # fmt: skip
+                         "latency model was calibrated (its reference plans), and the checks judged the plans at that "
+                         "speed: if it lasts, calibrate again (device-bench calibrate)")  # fmt: skip
     if result.widened_floor is not None:
         line += (f"; the stop window widened down to {result.widened_floor:.4f}: every block of channels left cost "
                  "more than the tolerance, and the search took the one landing highest under the target (a smaller "

@@ -20,7 +20,8 @@ runtime (ONNX Runtime, LiteRT with XNNPACK):
     searched twice from the same start: stopped on the prediction alone, and with the measured
     stop (compress.latency.MeasuredStop, the pipeline's default: up to `--latency-timings` plans
     timed on the device as the search goes, first at 1.2 x the target, each timing over it
-    re-aiming the search by the model's error there). The dense model and the six searched ones
+    re-aiming the search by the model's error there; from run 22 each plan judged at the
+    device's speed during the search's checks, not as calibrated). The dense model and the six searched ones
     are timed interleaved, two ways: in this process with all seven sessions alive (every round
     times `--runs` inferences of each in turn; medians of all rounds), and as ordinary bench jobs
     (a fresh session each, nothing else loaded: what the bench stage and the checks measure),
@@ -31,7 +32,8 @@ runtime (ONNX Runtime, LiteRT with XNNPACK):
     later both at their (a) speed), so the two calibration plans nearest each target
     (`LatencyModel.references`, random weights) are timed in the same rounds too, and each ratio
     is also given scaled by their (a) latency over their latency now, as the measured stop's
-    checks scale theirs: what is left is the model's and the search's error, not the machine's.
+    checks scale theirs to read the model's error: what is left is the model's and the search's
+    error, not the machine's.
 
     python benchmarks/latency_target.py [--runtimes onnx,tflite] [--plans 24] [--test 20]
 Writes benchmarks/results/latency_target.json. (c) of the issue, quality at equal latency against
@@ -83,7 +85,8 @@ def _search(model, target_ms: float, steps: int, measure=None, timings: int = 0,
     step, _ = regression_train_step(hyper, random_batches(a, b, 2, 0), config)
     result = run_search(hyper, step, config, compress.PlanCost(model.plan, (1, 3, 64, 64)), progress=True,
                         budget=budget, stop=stop)  # fmt: skip
-    timed = "".join(f", timed {c['measured_ms']:.1f} at a predicted {c['predicted_ms']:.1f}"
+    timed = "".join(f", timed {c['raw_ms']:.1f} ({c['measured_ms']:.1f} calibrated) at a predicted "
+                    f"{c['predicted_ms']:.1f}, estimated {c['estimated_ms']:.1f} at speed {c['speed']:.3f}"
                     + (f" ({c['tries']} tries)" if c["tries"] > 1 else "") for c in result.latency_checks)  # fmt: skip
     print(f"  search for {target_ms:.1f} ms (aimed at {budget.aim_ms:.1f}): predicted {result.predicted_ms:.1f} ms "
           f"after {result.steps} steps "

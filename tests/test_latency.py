@@ -5,6 +5,7 @@ made for something else, and predicted against measured in the report (headless 
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import torch
 import compress
 from compress.data import builtin_paired, random_batches
 from compress.latency import (
+    CHECK_TRIES,
     STALE_SPEED,
     LatencyBudget,
     LatencyKey,
@@ -487,23 +489,53 @@ def test_a_device_slower_than_the_fastest_plan_ends_the_search_there():
     assert all(c["aim_ms"] >= fastest for c in checks)
 
 
-def test_a_measured_stop_reads_timings_in_the_models_time_base():
-    """A device 25 % slower during the search than when it was calibrated (a warm phone, a busy
+def test_a_measured_stop_reads_the_models_error_in_its_time_base_and_judges_plans_at_the_devices_speed_now():
+    """A device 25 % slower through the search than when it was calibrated (a warm phone, a busy
     host): the reference plan timed beside each check says so (here the dense plan: the model
-    kept no calibration points), and the search is not pruned for it. 25 % off is more than a
-    check takes as it is: each was timed three times, the closest try kept."""
+    kept no calibration points). The model's error is read in its own time base (the timing over
+    1.25), and the plan is judged at the device's speed now, the median over the checks so far:
+    a target is a time on the device, and the search lands where the slow device meets it. 25 %
+    off is more than a check takes as it is: each was timed three times, the closest try kept."""
     model = _truth()
     target = 0.6 * model.dense_ms
     device = _device(model, lambda r: 1 + 0.4 * (1 - r))
     budget = LatencyBudget(model, target)
     result = _search(budget, stop=MeasuredStop(budget, lambda widths: 1.25 * device(widths), timings=3))
     checks = result.latency_checks
-    assert checks[-1]["accepted"] and 0.9 <= device(result.plan.widths) / target <= 1.02
+    assert checks[-1]["accepted"] and 0.9 <= 1.25 * device(result.plan.widths) / target <= 1.02
     for check in checks:
         assert check["reference_ms"] == pytest.approx(1.25 * model.dense_ms)
         assert check["reference_calibrated_ms"] == pytest.approx(model.dense_ms)
         assert check["measured_ms"] == pytest.approx(check["raw_ms"] / 1.25) and check["tries"] == 3
+        assert check["speed"] == pytest.approx(1.25) and check["estimated_ms"] == pytest.approx(
+            1.25 * check["predicted_ms"] * (check["measured_ms"] / check["predicted_ms"]) ** check["weight"]
+        )
     assert device_speed(checks) == pytest.approx(1.25) and device_speed([]) is None  # said after the search
+    # the same device at its calibrated speed: a plan about 1.25 x slower passes
+    quiet = _search(budget, stop=MeasuredStop(budget, device, timings=3))
+    assert quiet.latency_checks[-1]["speed"] == pytest.approx(1.0)
+    assert 0.9 <= device(quiet.plan.widths) / target <= 1.02
+    assert device(quiet.plan.widths) > 1.15 * device(result.plan.widths)
+
+
+def test_a_measured_stop_reads_the_devices_speed_over_its_checks_not_one():
+    """A burst on the first check alone (its references 30 % slow, every try) does not judge the
+    later plans at that speed: each check's speed is the median over the checks so far."""
+    model = _truth()
+    device = _device(model, lambda r: 1 + 0.4 * (1 - r))
+    budget = LatencyBudget(model, 0.6 * model.dense_ms)
+    calls = itertools.count()
+    tries_per_check = 3 * CHECK_TRIES  # the first check's references are off: all its tries are timed
+
+    def bursty(widths):
+        return device(widths) * (1.3 if next(calls) < tries_per_check else 1.0)
+
+    checks = _search(budget, stop=MeasuredStop(budget, bursty, timings=3)).latency_checks
+    assert len(checks) >= 2 and checks[0]["tries"] == CHECK_TRIES
+    ratios = [c["reference_ms"] / c["reference_calibrated_ms"] for c in checks]
+    assert ratios[0] == pytest.approx(1.3) and all(r == pytest.approx(1.0) for r in ratios[1:])
+    for n, check in enumerate(checks, start=1):
+        assert check["speed"] == pytest.approx(statistics.median(ratios[:n]))
 
 
 def _calibrated(model: LatencyModel) -> LatencyModel:
@@ -775,10 +807,12 @@ def test_calibrate_on_the_host_writes_a_model_the_pipeline_checks(tmp_path):
         assert record["latency_check"] == check and check["predicted_ms"] == pytest.approx(
             model.predict(record["widths"])
         )
-    for check in checks:  # each reading weighed by the model file's own calibration (passes, held-out error)
+    speeds = [c["reference_ms"] / c["reference_calibrated_ms"] for c in checks]
+    for n, check in enumerate(checks, start=1):  # each reading weighed by the model file's own calibration
         assert check["weight"] == pytest.approx(check_weight(model)) and 0 < check["weight"] <= 1
+        assert check["speed"] == pytest.approx(statistics.median(speeds[:n]))  # judged at the host's speed now
         assert check["estimated_ms"] == pytest.approx(
-            check["predicted_ms"] * (check["measured_ms"] / check["predicted_ms"]) ** check["weight"]
+            check["predicted_ms"] * (check["measured_ms"] / check["predicted_ms"]) ** check["weight"] * check["speed"]
         )
     for before, after in itertools.pairwise(checks):  # re-aimed, never under the fastest plan
         assert not before["accepted"] and after["aim_ms"] == pytest.approx(
