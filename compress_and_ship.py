@@ -193,7 +193,7 @@ def _dense(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
 
 
 def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
-    from compress.latency import STALE_SPEED, device_speed
+    from compress.latency import STALE_SPEED
     from compress.stages import GAN_STATE, HYPER_CHECKPOINT, search_stage
 
     result = search_stage(config, run_dir, progress=progress)
@@ -207,8 +207,8 @@ def _search(config, run_dir: Path, progress: bool) -> tuple[str, list[Path]]:
         if result.latency_checks:
             timed = ", ".join(f"{c['raw_ms']:.3g}" for c in result.latency_checks)
             line += f"; timed on the device along the way: {timed} ms"
-            speed = device_speed(result.latency_checks)
-            if speed is not None and abs(speed - 1) > STALE_SPEED:
+            speed = result.latency_checks[-1]["speed"]  # the median over all the search's checks
+            if abs(speed - 1) > STALE_SPEED:
                 line += (f"; the device ran {abs(1 - speed):.0%} {'faster' if speed < 1 else 'slower'} than when the "
                          "latency model was calibrated (its reference plans), and the checks judged the plans at that "
                          "speed: if it lasts, calibrate again (device-bench calibrate)")  # fmt: skip

@@ -643,15 +643,6 @@ SURPRISE = 0.20
 STALE_SPEED = 0.05
 
 
-def device_speed(checks: list[Mapping[str, Any]]) -> float | None:
-    """How fast the device ran during a search's checks against its calibration: the median over
-    the checks of their reference plans' time now over their calibrated time (< 1: faster now).
-    None without checks. The measured stop estimates its plans at this speed (the device as it
-    runs now); off by more than STALE_SPEED, the model is stale for the device."""
-    ratios = [c["reference_ms"] / c["reference_calibrated_ms"] for c in checks if c.get("reference_calibrated_ms")]
-    return float(np.median(ratios)) if ratios else None
-
-
 def check_weight(model: LatencyModel) -> float:
     """How far one check moves the search's estimate of the model's error where it stands: the
     weight of a reading of error e (log measured / predicted) in a precision-weighted estimate
@@ -689,8 +680,9 @@ class LatencyCheck:
     by its reference plans' calibrated latency, `reference_calibrated_ms`, over their time beside
     it, `reference_ms`), how many tries that took, the plan's latency on the device as it runs
     now as the search estimates it (`estimated_ms`: predicted x (measured / predicted) ** `weight`
-    (`check_weight`) x `speed`, the median of the search's checks so far of reference_ms /
-    reference_calibrated_ms: `device_speed`), and whether that estimate ended the search."""
+    (`check_weight`) x `speed`: how fast the device ran against its calibration, the median over
+    the search's checks so far of reference_ms / reference_calibrated_ms, < 1 faster now; the last
+    check's is the search's), and whether that estimate ended the search."""
 
     step: int
     aim_ms: float
@@ -732,7 +724,7 @@ class MeasuredStop:
 
     The model's error is read in its time base; the plan is then judged on the device as it runs
     now: the estimate is multiplied by the device's speed, the median over the search's checks so
-    far (`device_speed`: a speed that held, not one reading). A target is a time on the device, and
+    far (`LatencyCheck.speed`: a speed that held, not one reading). A target is a time on the device, and
     a device's speed held from the checks to the timings after the search more often than not:
     over the 51 measured stops of benchmarks/latency_target.py runs 9-21, the final estimate so
     judged was 3.9 % off the exported plan's bench job (mean |log|) against 4.7 % in the
@@ -777,7 +769,7 @@ class MeasuredStop:
         _, measured, raw, now = min(agreeing, key=lambda r: r[1]) if agreeing else min(readings)
         tries = len(readings)
         calibrated = (first_ms + last_ms) / 2
-        # the device's speed as device_speed reads it, over the checks so far and this one
+        # the device's speed: over the checks so far and this one, so one burst is one vote
         speed = float(np.median([*(c.reference_ms / c.reference_calibrated_ms for c in self.checks), now / calibrated]))
         estimated = predicted * (measured / predicted) ** self.weight * speed
         # within the target, as asked: runs 12-16 of benchmarks/latency_target.py accepted estimates up to
